@@ -124,7 +124,12 @@ type Completion struct {
 	Deadline bool
 	// Late is set on a final Completion whose Deadline notice was sent.
 	Late bool
+
+	nunits int8 // capacity units the Op reserved (uring backend)
 }
+
+func (c *Completion) units() int     { return int(c.nunits) }
+func (c *Completion) setUnits(n int) { c.nunits = int8(n) }
 
 // Info says what a Ring is.
 type Info struct {

@@ -1,0 +1,721 @@
+package ring
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ringpipe/ringpipe/ring/internal/uring"
+)
+
+// uringRing is the io_uring backend.
+//
+// Every Op gets a slot that holds, until the Op's chain has settled, all
+// the memory the kernel reads or writes for it: the buffers, the iovec
+// array, the timespec of its deadline and its NUL-terminated paths. The Go
+// heap does not move objects, so keeping them reachable from the slot is
+// enough (RING-NOTES.md, "Buffers").
+//
+// A chain (Ops linked by Link, or one unlinked Op) settles once every CQE
+// it will produce has arrived: one per Op plus one per LINK_TIMEOUT. Only
+// then are its Completions delivered, in chain order. This is where short
+// transfers are continued: the remainder and the cancelled rest of the
+// chain are resubmitted as a new chain, and the caller sees one Completion
+// per Op as if the transfer had been whole (invariant 3).
+//
+// Locks, always taken in this order: reapMu, then sqMu, then mu. sqMu and
+// reapMu are never both waited on: the submission side only TryLocks
+// reapMu when the kernel asks it to reap first.
+type uringRing struct {
+	low       *uring.Ring
+	supported [256]bool // io_uring opcodes the kernel has (IORING_REGISTER_PROBE)
+	info      Info
+	cap       int // capacity in CQE units; never above the CQ size by default
+
+	sqMu   sync.Mutex // owns the submission side of low
+	reapMu sync.Mutex // owns the completion side of low: one reaper at a time
+	cqes   []uring.CQE
+
+	mu       sync.Mutex // protects every field below
+	cond     *sync.Cond // broadcast when units are released or the ring closes
+	closed   bool
+	units    int  // CQE units reserved by Ops not yet reaped
+	inflight int  // Ops whose final Completion is not yet in ready
+	slots    map[uint32]*uslot
+	nextID   uint32
+	ready    []Completion
+	stats    Stats
+}
+
+// uslot is one Op in flight. Owned by the ring, protected by uringRing.mu
+// except for the memory the kernel reads, which is written before submission
+// under sqMu.
+type uslot struct {
+	id    uint32
+	op    Op
+	chain *uchain
+	done  int64 // bytes transferred by earlier parts of a continued transfer
+
+	res       int32 // the CQE's result, once arrived
+	arrived   bool
+	lt        bool // a LINK_TIMEOUT follows the op in the SQ
+	ltArrived bool
+	late      bool // the deadline fired: a notice was sent
+	finished  bool
+
+	// Kernel-visible memory.
+	iov   []unix.Iovec
+	ts    unix.Timespec
+	path  []byte
+	path2 []byte
+}
+
+// uchain is a run of linked slots submitted together.
+type uchain struct {
+	slots   []*uslot
+	waiting int // CQEs still to arrive before the chain settles
+}
+
+// user_data layout: the slot id in the low 32 bits, the kind above.
+const (
+	kindOp       = 0
+	kindTimeout  = 1
+	kindInternal = 2
+)
+
+func userData(kind uint64, id uint32) uint64 { return kind<<32 | uint64(id) }
+
+// requiredOps are the io_uring opcodes without which the backend refuses to
+// start (Linux 5.6 has them all). Others are emulated when missing.
+var requiredOps = []uint8{
+	uring.OpNop, uring.OpReadv, uring.OpWritev, uring.OpFsync, uring.OpRead, uring.OpWrite,
+	uring.OpLinkTimeout, uring.OpAsyncCancel, uring.OpOpenat, uring.OpClose,
+}
+
+func newURing(opts Options) (Ring, error) {
+	// SUBMIT_ALL (5.18) keeps a bad SQE from stopping the rest of a batch;
+	// NO_SQARRAY (6.6) drops the index array. Each is dropped if refused.
+	low, err := uring.Setup(opts.Entries, 0, []uint32{uring.SetupNoSQArray, uring.SetupSubmitAll})
+	if err != nil {
+		return nil, err
+	}
+	sup, err := low.Probe()
+	if err != nil {
+		low.Close()
+		return nil, err
+	}
+	for _, op := range requiredOps {
+		if !sup[op] {
+			low.Close()
+			return nil, fmt.Errorf("ring: io_uring lacks opcode %d (kernel too old)", op)
+		}
+	}
+	p := low.Params()
+	c := opts.Capacity
+	if c == 0 {
+		c = int(p.CQEntries)
+	}
+	r := &uringRing{
+		low:       low,
+		supported: sup,
+		cap:       c,
+		cqes:      make([]uring.CQE, p.CQEntries),
+		slots:     make(map[uint32]*uslot),
+		info: Info{Backend: "uring", Kernel: kernelRelease(), Features: p.Features,
+			Entries: p.SQEntries},
+	}
+	r.cond = sync.NewCond(&r.mu)
+	return r, nil
+}
+
+func (r *uringRing) Capacity() int { return r.cap }
+func (r *uringRing) Info() Info    { return r.info }
+
+func (r *uringRing) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stats
+}
+
+// units returns the CQE units op reserves: its own CQE and its timeout's.
+func opUnits(op *Op) int {
+	if op.Deadline > 0 {
+		return 2
+	}
+	return 1
+}
+
+// kernelOp maps an Opcode to its io_uring opcode; ok is false for
+// operations io_uring has no opcode for.
+func kernelOp(c Opcode) (op uint8, ok bool) {
+	switch c {
+	case OpNop:
+		return uring.OpNop, true
+	case OpOpen:
+		return uring.OpOpenat, true
+	case OpClose:
+		return uring.OpClose, true
+	case OpRead:
+		return uring.OpRead, true
+	case OpWrite:
+		return uring.OpWrite, true
+	case OpReadv:
+		return uring.OpReadv, true
+	case OpWritev:
+		return uring.OpWritev, true
+	case OpFsync, OpFdatasync:
+		return uring.OpFsync, true
+	case OpFallocate:
+		return uring.OpFallocate, true
+	case OpRename:
+		return uring.OpRenameat, true
+	case OpUnlink:
+		return uring.OpUnlinkat, true
+	case OpMkdir:
+		return uring.OpMkdirat, true
+	}
+	return 0, false
+}
+
+func (r *uringRing) Submit(ops []Op) error {
+	if err := Validate(ops); err != nil {
+		return err
+	}
+	units := 0
+	chainSQEs := 0
+	for i := range ops {
+		units += opUnits(&ops[i])
+		chainSQEs += opUnits(&ops[i])
+		if chainSQEs > int(r.info.Entries) {
+			return &OpError{Index: i, Code: ops[i].Code, Err: "linked chain longer than the submission queue"}
+		}
+		if !ops[i].Link {
+			chainSQEs = 0
+		}
+	}
+	if units > r.cap {
+		return fmt.Errorf("ring: batch of %d ops exceeds capacity %d", len(ops), r.cap)
+	}
+
+	r.mu.Lock()
+	for !r.closed && r.units+units > r.cap {
+		r.cond.Wait()
+	}
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	r.units += units
+	r.inflight += len(ops)
+	r.stats.Submitted += uint64(len(ops))
+	var kchains, echains []*uchain
+	ch := &uchain{}
+	emulate := false
+	for i := range ops {
+		s := &uslot{id: r.nextID, op: ops[i]}
+		for r.slots[s.id] != nil || s.id == 0 {
+			r.nextID++
+			s.id = r.nextID
+		}
+		r.nextID++
+		r.slots[s.id] = s
+		s.chain = ch
+		ch.slots = append(ch.slots, s)
+		if k, ok := kernelOp(ops[i].Code); !ok || !r.supported[k] {
+			emulate = true
+		}
+		if !ops[i].Link {
+			if emulate {
+				echains = append(echains, ch)
+			} else {
+				kchains = append(kchains, ch)
+			}
+			ch, emulate = &uchain{}, false
+		}
+	}
+	r.mu.Unlock()
+
+	for _, c := range echains {
+		r.runEmulated(c)
+	}
+	if len(kchains) == 0 {
+		return nil
+	}
+	r.sqMu.Lock()
+	defer r.sqMu.Unlock()
+	return r.submitChains(kchains)
+}
+
+// runEmulated performs a chain that holds an Op io_uring cannot do (stat,
+// readdir, lock, or an opcode the kernel lacks) with plain system calls, in
+// order, on the calling goroutine.
+func (r *uringRing) runEmulated(c *uchain) {
+	failed := false
+	for _, s := range c.slots {
+		if failed {
+			r.finishLocked(s, 0, unix.ECANCELED)
+			continue
+		}
+		res, names, retries, err := execSync(&s.op)
+		r.mu.Lock()
+		r.stats.ShortIORetries += retries
+		if err == nil && (s.op.Code == OpWrite || s.op.Code == OpWritev) && res < s.op.Size() {
+			err = ErrNoProgress
+		}
+		r.finish(s, res, err)
+		if names != nil {
+			r.ready[len(r.ready)-1].Names = names
+		}
+		r.mu.Unlock()
+		failed = err != nil || (isRead(s.op.Code) && res < s.op.Size())
+	}
+	r.mu.Lock()
+	r.freeChain(c)
+	r.mu.Unlock()
+}
+
+func (r *uringRing) finishLocked(s *uslot, res int64, err error) {
+	r.mu.Lock()
+	r.finish(s, res, err)
+	r.mu.Unlock()
+}
+
+// submitChains fills SQEs for each chain and submits them. A chain is never
+// split across two io_uring_enter calls.
+// REQUIRES: r.sqMu held, r.mu not held.
+func (r *uringRing) submitChains(chains []*uchain) error {
+	for _, c := range chains {
+		need := uint32(0)
+		for _, s := range c.slots {
+			need += uint32(opUnits(&s.op))
+		}
+		if r.low.SQFree() < need {
+			if err := r.enterSubmit(); err != nil {
+				return err
+			}
+		}
+		r.mu.Lock()
+		c.waiting = int(need)
+		r.mu.Unlock()
+		for i, s := range c.slots {
+			r.prep(s, i < len(c.slots)-1)
+		}
+	}
+	return r.enterSubmit()
+}
+
+// enterSubmit submits every filled SQE. When the kernel answers EBUSY or
+// EAGAIN (it wants completions reaped first) it reaps if no reaper is
+// running, and retries.
+// REQUIRES: r.sqMu held.
+func (r *uringRing) enterSubmit() error {
+	for {
+		_, err := r.low.Submit(0)
+		if err == nil {
+			return nil
+		}
+		if err != unix.EBUSY && err != unix.EAGAIN {
+			return fmt.Errorf("ring: io_uring_enter submit: %w", err)
+		}
+		if r.reapMu.TryLock() {
+			conts := r.drain()
+			r.reapMu.Unlock()
+			if len(conts) > 0 {
+				// We hold sqMu: fill the continuations now; the loop
+				// submits them.
+				for _, c := range conts {
+					for i, s := range c.slots {
+						r.prep(s, i < len(c.slots)-1)
+					}
+				}
+			}
+		} else {
+			runtime.Gosched()
+		}
+	}
+}
+
+// prep fills the SQE(s) of slot s: the op, and its LINK_TIMEOUT after it.
+// REQUIRES: r.sqMu held and enough free SQEs.
+func (r *uringRing) prep(s *uslot, linked bool) {
+	op := &s.op
+	sqe := r.low.GetSQE()
+	kop, _ := kernelOp(op.Code)
+	sqe.Opcode = kop
+	sqe.Fd = op.FD
+	sqe.UserData = userData(kindOp, s.id)
+	if linked {
+		sqe.Flags |= uring.SQELink
+	}
+	off := uint64(op.Offset)
+	if op.Offset >= 0 {
+		off += uint64(s.done)
+	}
+	switch op.Code {
+	case OpOpen:
+		s.path = cstr(op.Path)
+		sqe.Fd = unix.AT_FDCWD
+		sqe.Addr = addrOf(s.path)
+		sqe.Len = op.Mode
+		sqe.OpFlags = uint32(op.Flags | unix.O_CLOEXEC)
+	case OpRead, OpWrite:
+		b := op.Buf[s.done:]
+		sqe.Addr = addrOf(b)
+		sqe.Len = uint32(len(b))
+		sqe.Off = off
+	case OpReadv, OpWritev:
+		rest := trimBufs(op.Bufs, s.done)
+		s.iov = s.iov[:0]
+		for _, b := range rest {
+			v := unix.Iovec{Base: nil}
+			if len(b) > 0 {
+				v.Base = &b[0]
+			}
+			v.SetLen(len(b))
+			s.iov = append(s.iov, v)
+		}
+		sqe.Addr = uint64(uintptr(unsafe.Pointer(unsafe.SliceData(s.iov))))
+		sqe.Len = uint32(len(s.iov))
+		sqe.Off = off
+	case OpFdatasync:
+		sqe.OpFlags = uring.FsyncDatasync
+	case OpFallocate:
+		sqe.Off = uint64(op.Offset)
+		sqe.Addr = uint64(op.Length)
+		sqe.Len = uint32(op.Flags)
+	case OpRename:
+		s.path, s.path2 = cstr(op.Path), cstr(op.Path2)
+		sqe.Fd = unix.AT_FDCWD
+		sqe.Addr = addrOf(s.path)
+		sqe.Len = uint32(atFDCWD)
+		sqe.Off = addrOf(s.path2)
+	case OpUnlink:
+		s.path = cstr(op.Path)
+		sqe.Fd = unix.AT_FDCWD
+		sqe.Addr = addrOf(s.path)
+		sqe.OpFlags = uint32(op.Flags)
+	case OpMkdir:
+		s.path = cstr(op.Path)
+		sqe.Fd = unix.AT_FDCWD
+		sqe.Addr = addrOf(s.path)
+		sqe.Len = op.Mode
+	}
+	s.lt = op.Deadline > 0 && !s.late
+	if !s.lt {
+		return
+	}
+	sqe.Flags |= uring.SQELink
+	s.ts = unix.NsecToTimespec(op.Deadline.Nanoseconds())
+	lt := r.low.GetSQE()
+	lt.Opcode = uring.OpLinkTimeout
+	lt.Fd = -1
+	lt.Addr = uint64(uintptr(unsafe.Pointer(&s.ts)))
+	lt.Len = 1
+	lt.UserData = userData(kindTimeout, s.id)
+	if linked {
+		// The chain goes on after the timed op (the kernel unlinks the
+		// timeout from the chain when the op completes).
+		lt.Flags |= uring.SQELink
+	}
+}
+
+// atFDCWD is AT_FDCWD as the kernel reads it from a __u32 field.
+var atFDCWD = int32(unix.AT_FDCWD)
+
+func cstr(s string) []byte {
+	b := make([]byte, len(s)+1)
+	copy(b, s)
+	return b
+}
+
+func addrOf(b []byte) uint64 {
+	if len(b) == 0 {
+		return 0
+	}
+	return uint64(uintptr(unsafe.Pointer(&b[0])))
+}
+
+func (r *uringRing) Reap(out []Completion) (int, error)    { return r.reap(out, true) }
+func (r *uringRing) TryReap(out []Completion) (int, error) { return r.reap(out, false) }
+
+func (r *uringRing) reap(out []Completion, wait bool) (int, error) {
+	if len(out) == 0 {
+		return 0, nil
+	}
+	r.reapMu.Lock()
+	defer r.reapMu.Unlock()
+	for {
+		r.mu.Lock()
+		if len(r.ready) > 0 {
+			n := r.takeReady(out)
+			r.mu.Unlock()
+			return n, nil
+		}
+		done := r.closed && r.inflight == 0
+		r.mu.Unlock()
+		if done {
+			return 0, ErrClosed
+		}
+		if conts := r.drain(); len(conts) > 0 {
+			r.sqMu.Lock()
+			err := r.submitChains(conts)
+			r.sqMu.Unlock()
+			if err != nil {
+				return 0, err
+			}
+			continue
+		}
+		r.mu.Lock()
+		got := len(r.ready) > 0
+		r.mu.Unlock()
+		if got {
+			continue
+		}
+		if !wait {
+			return 0, nil
+		}
+		if err := r.low.WaitCQE(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// takeReady moves Completions from ready into out and releases their units.
+// REQUIRES: r.mu held.
+func (r *uringRing) takeReady(out []Completion) int {
+	n := copy(out, r.ready)
+	for i := range out[:n] {
+		c := &out[i]
+		switch {
+		case c.Deadline:
+			r.units-- // the timeout's unit
+		case c.Late:
+			r.units-- // the op's unit; the timeout's went with the notice
+			r.stats.Completed++
+		default:
+			r.units -= c.units()
+			r.stats.Completed++
+		}
+	}
+	r.ready = r.ready[:copy(r.ready, r.ready[n:])]
+	r.cond.Broadcast()
+	return n
+}
+
+// drain takes every CQE the kernel has posted (flushing an overflow once)
+// and processes it. It returns the chains that must be resubmitted to
+// continue a short transfer.
+// REQUIRES: r.reapMu held (or TryLocked), r.mu not held.
+func (r *uringRing) drain() []*uchain {
+	var conts []*uchain
+	flushed := false
+	for {
+		n := r.low.PeekCQEs(r.cqes)
+		if n > 0 {
+			r.mu.Lock()
+			for _, cqe := range r.cqes[:n] {
+				if c := r.process(cqe); c != nil {
+					conts = append(conts, c)
+				}
+			}
+			r.mu.Unlock()
+			continue
+		}
+		if !flushed && r.low.Overflowed() {
+			flushed = true
+			r.mu.Lock()
+			r.stats.CQOverflows++
+			r.mu.Unlock()
+			if err := r.low.FlushOverflow(); err == nil {
+				continue
+			}
+		}
+		return conts
+	}
+}
+
+// process handles one CQE and returns a chain to resubmit, if any.
+// REQUIRES: r.mu held.
+func (r *uringRing) process(cqe uring.CQE) *uchain {
+	kind, id := cqe.UserData>>32, uint32(cqe.UserData)
+	if kind == kindInternal {
+		return nil
+	}
+	s := r.slots[id]
+	if s == nil {
+		return nil // cannot happen: slots live until their chain settles
+	}
+	switch kind {
+	case kindTimeout:
+		s.ltArrived = true
+		if cqe.Res == -int32(unix.ETIME) && !s.late {
+			s.late = true
+			r.stats.DeadlinesFired++
+			r.ready = append(r.ready, Completion{Token: s.op.Token, Code: s.op.Code, Deadline: true})
+		}
+	case kindOp:
+		s.arrived = true
+		s.res = cqe.Res
+	}
+	s.chain.waiting--
+	if s.chain.waiting > 0 {
+		return nil
+	}
+	return r.settle(s.chain)
+}
+
+// settle delivers a chain whose CQEs have all arrived, or returns the
+// chain that continues it after a short transfer.
+// REQUIRES: r.mu held.
+func (r *uringRing) settle(c *uchain) *uchain {
+	for i, s := range c.slots {
+		if s.res < 0 {
+			r.finish(s, 0, uring.Errno(s.res))
+			continue
+		}
+		if !isTransfer(s.op.Code) {
+			r.finish(s, int64(s.res), nil)
+			continue
+		}
+		got := s.done + int64(s.res)
+		want := s.op.Size()
+		switch {
+		case got >= want:
+			r.finish(s, got, nil)
+		case s.res == 0 && (s.op.Code == OpWrite || s.op.Code == OpWritev):
+			r.finish(s, got, ErrNoProgress)
+		case s.res == 0:
+			r.finish(s, got, nil) // end of file
+		case r.closed:
+			r.finish(s, got, unix.ECANCELED)
+		default:
+			// Short: continue with the remainder and the rest of the
+			// chain, which the kernel cancelled.
+			s.done = got
+			r.stats.ShortIORetries++
+			next := &uchain{slots: c.slots[i:]}
+			for _, t := range next.slots {
+				t.chain, t.arrived, t.ltArrived, t.res = next, false, false, 0
+			}
+			for _, t := range c.slots[:i] {
+				delete(r.slots, t.id)
+			}
+			return next
+		}
+	}
+	r.freeChain(c)
+	return nil
+}
+
+func isTransfer(c Opcode) bool {
+	return c == OpRead || c == OpWrite || c == OpReadv || c == OpWritev
+}
+
+// finish records the final Completion of s.
+// REQUIRES: r.mu held.
+func (r *uringRing) finish(s *uslot, res int64, err error) {
+	if s.finished {
+		return
+	}
+	s.finished = true
+	if s.op.Code == OpFsync || s.op.Code == OpFdatasync {
+		r.stats.Syncs++
+	}
+	c := Completion{Token: s.op.Token, Code: s.op.Code, Res: res, Err: err,
+		Buf: s.op.Buf, Bufs: s.op.Bufs, Late: s.late}
+	c.setUnits(opUnits(&s.op))
+	r.ready = append(r.ready, c)
+	r.inflight--
+	r.cond.Broadcast()
+}
+
+// freeChain forgets the slots of a settled chain.
+// REQUIRES: r.mu held.
+func (r *uringRing) freeChain(c *uchain) {
+	for _, s := range c.slots {
+		delete(r.slots, s.id)
+	}
+}
+
+func (r *uringRing) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		// Wait for the first Close to finish tearing down.
+		r.reapMu.Lock()
+		r.reapMu.Unlock()
+		return nil
+	}
+	r.closed = true
+	r.cond.Broadcast()
+	var targets []uint64
+	for id, s := range r.slots {
+		if !s.finished {
+			targets = append(targets, userData(kindOp, id))
+		}
+	}
+	r.mu.Unlock()
+
+	// Cancel what is in flight; every cancel also posts a CQE, which wakes
+	// a reaper blocked in io_uring_enter. With nothing in flight, a NOP
+	// does the waking.
+	r.sqMu.Lock()
+	if len(targets) == 0 {
+		targets = append(targets, 0)
+	}
+	var serr error
+	for _, t := range targets {
+		if r.low.SQFree() == 0 {
+			if serr = r.enterSubmit(); serr != nil {
+				break
+			}
+		}
+		sqe := r.low.GetSQE()
+		if t == 0 {
+			sqe.Opcode = uring.OpNop
+		} else {
+			sqe.Opcode = uring.OpAsyncCancel
+			sqe.Addr = t
+		}
+		sqe.Fd = -1
+		sqe.UserData = userData(kindInternal, 0)
+	}
+	if serr == nil {
+		serr = r.enterSubmit()
+	}
+	r.sqMu.Unlock()
+
+	// Wait for every Op to complete; their Completions stay reapable.
+	r.reapMu.Lock()
+	defer r.reapMu.Unlock()
+	for {
+		r.mu.Lock()
+		left := r.inflight
+		r.mu.Unlock()
+		if left == 0 {
+			break
+		}
+		if conts := r.drain(); len(conts) > 0 {
+			r.sqMu.Lock()
+			err := r.submitChains(conts)
+			r.sqMu.Unlock()
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		if err := r.low.WaitCQE(); err != nil {
+			return err
+		}
+	}
+	r.sqMu.Lock()
+	r.mu.Lock()
+	err := r.low.Close()
+	r.mu.Unlock()
+	r.sqMu.Unlock()
+	return errors.Join(serr, err)
+}
