@@ -43,8 +43,8 @@ type uringRing struct {
 	mu       sync.Mutex // protects every field below
 	cond     *sync.Cond // broadcast when units are released or the ring closes
 	closed   bool
-	units    int  // CQE units reserved by Ops not yet reaped
-	inflight int  // Ops whose final Completion is not yet in ready
+	units    int // CQE units reserved by Ops not yet reaped
+	inflight int // Ops whose final Completion is not yet in ready
 	slots    map[uint32]*uslot
 	nextID   uint32
 	ready    []Completion
