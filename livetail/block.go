@@ -1,0 +1,77 @@
+package livetail
+
+import "github.com/ringpipe/ringpipe/messages"
+
+// Block is a sealed, immutable run of one space's records sorted by
+// (key, revision), as the snapshot package writes them. livetail names only
+// the methods it needs so that it does not depend on the block format; the
+// engine adapts snapshot's block type to it.
+//
+// A Block is shared by every View that holds it and read by many goroutines
+// at once, so all of its methods must be safe for concurrent use.
+type Block interface {
+	// MinKey and MaxKey are the smallest and largest key the block holds
+	// (inclusive).
+	MinKey() uint64
+	MaxKey() uint64
+	// MaxRevision is the highest revision the block holds.
+	MaxRevision() messages.Revision
+	// MayContain reports false only if the block certainly holds no record
+	// with key (a Bloom filter answer).
+	MayContain(key uint64) bool
+	// Get returns the newest record with key in the block, tombstones
+	// included, and whether there is one.
+	Get(key uint64) (messages.Record, bool)
+	// Scan calls fn for every record with lo <= key <= hi in (key, revision)
+	// order, every revision of a key included, until fn returns false.
+	Scan(lo, hi uint64, fn func(key uint64, r messages.Record) bool)
+}
+
+// Keyer maps a space's points to keys and boxes to key ranges. For the
+// engine it is the space's Hilbert curve (package snapshot); a Keyer must be
+// safe for concurrent use.
+type Keyer interface {
+	// Key returns the key of p. p has already been checked against the
+	// space's spec.
+	Key(p messages.Point) uint64
+	// Ranges returns key ranges, sorted ascending and disjoint, that
+	// together hold the key of every point inside box. They may hold keys
+	// of points outside box too (an approximation to bound their number);
+	// View.Scan filters those out. box has already been checked.
+	Ranges(box Box) []KeyRange
+}
+
+// KeyRange is the keys Lo..Hi, both inclusive.
+type KeyRange struct {
+	Lo, Hi uint64
+}
+
+// Box is the points p with Min[i] <= p[i] <= Max[i] on every dimension i.
+type Box struct {
+	Min, Max messages.Point
+}
+
+// Contains reports whether p lies inside b. p and b must have the same
+// number of dimensions.
+func (b Box) Contains(p messages.Point) bool {
+	if len(p) != len(b.Min) || len(p) != len(b.Max) {
+		return false
+	}
+	for i, c := range p {
+		if c < b.Min[i] || c > b.Max[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// empty reports whether some dimension has Min > Max, so that no point lies
+// inside b.
+func (b Box) empty() bool {
+	for i := range b.Min {
+		if b.Min[i] > b.Max[i] {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,311 @@
+package livetail
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/tidwall/btree"
+
+	"github.com/ringpipe/ringpipe/messages"
+)
+
+// StagedGeneration is the generation of a record acknowledged from the
+// staging WAL before the promoter put it into a hot generation. Such records
+// are dropped by the first seal whose block holds them or a newer revision
+// of their point; if the promoter later appends the record again under its
+// real generation, readers count it once.
+const StagedGeneration uint64 = math.MaxUint64
+
+// treeDegree is the B-tree degree of the generation trees. tidwall/btree's
+// default: nodes of up to 63 entries of 24 bytes, so one copy-on-write path
+// copy after a publish touches about 1.5 KiB per level.
+const treeDegree = 32
+
+// Tail is the publisher's side of the View: it applies appended records and
+// sealed blocks and publishes a new View per batch (Publish).
+//
+// A Tail is not safe for concurrent use: one goroutine (the live-tail
+// publisher) owns it. The Views it returns are immutable and may be read by
+// any goroutine.
+type Tail struct {
+	spaces map[messages.SpaceID]*spaceState
+	rev    messages.Revision // highest revision appended or sealed
+	view   *View             // last published
+	dirty  bool              // something changed since view was published
+}
+
+// spaceState is one space's mutable side, owned by the Tail.
+type spaceState struct {
+	info  messages.SpaceInfo
+	keyer Keyer
+	// gens are the trees the Tail changes. Before the first change after a
+	// publish, a tree is Copy'd (see Publish), which makes every node it
+	// shares with published Views copy-on-write.
+	gens map[uint64]*tree
+	// published holds, per generation, the tree the last View got; it is
+	// reused by the next View when the generation did not change.
+	published map[uint64]*tree
+	// changed is the generations changed since the last publish.
+	changed map[uint64]bool
+	// blocks is sorted by MaxRevision descending and shared with Views: it
+	// is replaced, never modified in place.
+	blocks []Block
+	// sealed maps each generation sealed so far to its block, so that a
+	// late Append to it is checked against the block instead of living in
+	// the tail forever. One entry per block, like blocks.
+	sealed map[uint64]Block
+	view   *spaceView // last published; nil if changed since
+}
+
+// NewTail returns an empty Tail. Its first View has no spaces.
+func NewTail() *Tail {
+	return &Tail{spaces: map[messages.SpaceID]*spaceState{}, view: emptyView}
+}
+
+// AddSpace registers a space with the Keyer that maps its points to keys.
+// Adding a known ID again with the same spec is a no-op; with another spec
+// it is an error.
+func (t *Tail) AddSpace(info messages.SpaceInfo, k Keyer) error {
+	if err := info.Validate(); err != nil {
+		return fmt.Errorf("livetail: add space %d: %w", info.ID, err)
+	}
+	if k == nil {
+		return fmt.Errorf("livetail: add space %d: nil Keyer", info.ID)
+	}
+	if s, ok := t.spaces[info.ID]; ok {
+		if s.info != info {
+			return fmt.Errorf("livetail: add space %d: already known as %q (Dims %d, Bits %d)",
+				info.ID, s.info.Name, s.info.Dims, s.info.Bits)
+		}
+		return nil
+	}
+	t.spaces[info.ID] = &spaceState{
+		info:      info,
+		keyer:     k,
+		gens:      map[uint64]*tree{},
+		published: map[uint64]*tree{},
+		changed:   map[uint64]bool{},
+		sealed:    map[uint64]Block{},
+	}
+	t.dirty = true
+	return nil
+}
+
+func (t *Tail) space(id messages.SpaceID) (*spaceState, error) {
+	s, ok := t.spaces[id]
+	if !ok {
+		return nil, fmt.Errorf("%w %d", ErrUnknownSpace, id)
+	}
+	return s, nil
+}
+
+// Append adds records of one space that are durable in hot generation gen
+// (or StagedGeneration). A record whose Space is 0 is taken to be of space;
+// another Space, or a point that does not fit the space, is an error and
+// nothing is added. Appending a (space, revision) the tail already holds is
+// harmless. Append takes ownership of each record's Point and Value.
+//
+// Cost: O(len(recs) * log n) for a tail of n records.
+func (t *Tail) Append(space messages.SpaceID, gen uint64, recs ...messages.Record) error {
+	s, err := t.space(space)
+	if err != nil {
+		return err
+	}
+	for i := range recs {
+		r := &recs[i]
+		if r.Space != 0 && r.Space != space {
+			return fmt.Errorf("livetail: append to space %d: record %d is of space %d", space, i, r.Space)
+		}
+		if r.Revision == 0 {
+			return fmt.Errorf("livetail: append to space %d: record %d has revision 0", space, i)
+		}
+		if err := s.info.CheckPoint(r.Point); err != nil {
+			return fmt.Errorf("livetail: append to space %d: record %d: %w", space, i, err)
+		}
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	// Records are copied into one allocation per batch.
+	owned := make([]messages.Record, len(recs))
+	copy(owned, recs)
+	for i := range owned {
+		r := &owned[i]
+		r.Space = space
+		if r.Revision > t.rev {
+			t.rev = r.Revision
+		}
+		key := s.keyer.Key(r.Point)
+		g := gen
+		if b, ok := s.sealed[gen]; ok {
+			// A late append to a generation already sealed: its block
+			// answers for it unless the record is newer than what the block
+			// holds at the point.
+			if old, ok := b.Get(key); ok && old.Revision >= r.Revision {
+				continue
+			}
+			g = StagedGeneration
+		}
+		s.mutable(g).Set(entry{key: key, rev: r.Revision, rec: r})
+		s.changed[g] = true
+	}
+	s.view = nil
+	t.dirty = true
+	return nil
+}
+
+// mutable returns generation gen's tree for changing, creating it or making
+// it copy-on-write against the last published View.
+func (s *spaceState) mutable(gen uint64) *tree {
+	tr, ok := s.gens[gen]
+	if !ok {
+		tr = btree.NewBTreeGOptions(entryLess, btree.Options{Degree: treeDegree, NoLocks: true})
+		s.gens[gen] = tr
+	}
+	return tr
+}
+
+// Seal makes block b of the space visible and drops from the tail every
+// record of hot generation gen, which b must hold in full, and every staged
+// record that b holds or shadows (b has a newer revision at its point).
+// Sealing a generation the tail does not hold only adds the block (as
+// recovery does for blocks named by the manifest).
+//
+// Cost: O(1) for the generation, O(s * log s) block lookups for s staged
+// records, O(blocks) to insert b into the index.
+func (t *Tail) Seal(space messages.SpaceID, gen uint64, b Block) error {
+	s, err := t.space(space)
+	if err != nil {
+		return err
+	}
+	if b == nil {
+		return fmt.Errorf("livetail: seal space %d generation %d: nil block", space, gen)
+	}
+	if gen == StagedGeneration {
+		return fmt.Errorf("livetail: seal space %d: StagedGeneration is not a hot generation", space)
+	}
+	s.addBlock(b)
+	delete(s.gens, gen)
+	delete(s.changed, gen)
+	delete(s.published, gen)
+	s.sealed[gen] = b
+	if tr, ok := s.gens[StagedGeneration]; ok {
+		var drop []entry
+		tr.Scan(func(e entry) bool {
+			if e.key >= b.MinKey() && e.key <= b.MaxKey() && b.MayContain(e.key) {
+				if old, ok := b.Get(e.key); ok && old.Revision >= e.rev {
+					drop = append(drop, e)
+				}
+			}
+			return true
+		})
+		for _, e := range drop {
+			tr.Delete(e)
+		}
+		if len(drop) > 0 {
+			s.changed[StagedGeneration] = true
+		}
+	}
+	if r := b.MaxRevision(); r > t.rev {
+		t.rev = r
+	}
+	s.view = nil
+	t.dirty = true
+	return nil
+}
+
+// AddBlock makes block b of the space visible without dropping anything
+// from the tail (recovery loading the manifest's block index).
+func (t *Tail) AddBlock(space messages.SpaceID, b Block) error {
+	s, err := t.space(space)
+	if err != nil {
+		return err
+	}
+	if b == nil {
+		return fmt.Errorf("livetail: add block to space %d: nil block", space)
+	}
+	s.addBlock(b)
+	if r := b.MaxRevision(); r > t.rev {
+		t.rev = r
+	}
+	s.view = nil
+	t.dirty = true
+	return nil
+}
+
+// addBlock inserts b into a new copy of the index, keeping it sorted by
+// MaxRevision descending (ties: newest added first).
+func (s *spaceState) addBlock(b Block) {
+	i, _ := slices.BinarySearchFunc(s.blocks, b.MaxRevision(), func(x Block, r messages.Revision) int {
+		// Ascending in "position": higher revisions first; b goes before
+		// blocks with an equal MaxRevision.
+		if x.MaxRevision() > r {
+			return -1
+		}
+		return 1
+	})
+	blocks := make([]Block, 0, len(s.blocks)+1)
+	blocks = append(blocks, s.blocks[:i]...)
+	blocks = append(blocks, b)
+	s.blocks = append(blocks, s.blocks[i:]...)
+}
+
+// Revision returns the highest revision appended or sealed so far.
+func (t *Tail) Revision() messages.Revision { return t.rev }
+
+// View returns the last published View.
+func (t *Tail) View() *View { return t.view }
+
+// Publish returns a View of everything applied so far, in one step for the
+// whole batch of Appends and Seals since the last Publish; with nothing new
+// it returns the last View again. Its cost is O(spaces + generations of the
+// changed spaces): each changed generation's tree is shared with the View
+// by a lazy copy-on-write Copy, never copied whole.
+func (t *Tail) Publish() *View {
+	if !t.dirty {
+		return t.view
+	}
+	spaces := make(map[messages.SpaceID]*spaceView, len(t.spaces))
+	for id, s := range t.spaces {
+		if s.view == nil {
+			s.view = s.publish()
+		}
+		spaces[id] = s.view
+	}
+	t.view = &View{rev: t.rev, spaces: spaces}
+	t.dirty = false
+	return t.view
+}
+
+// publish builds the space's next spaceView.
+func (s *spaceState) publish() *spaceView {
+	for gen, tr := range s.gens {
+		if tr.Len() == 0 {
+			delete(s.gens, gen)
+			delete(s.published, gen)
+			continue
+		}
+		if s.changed[gen] || s.published[gen] == nil {
+			// Copy gives the View a tree of its own and marks every node
+			// as shared, so the Tail's next change to tr copies the nodes
+			// on its path instead of writing into the View's.
+			s.published[gen] = tr.Copy()
+		}
+	}
+	clear(s.changed)
+	gens := make([]genTree, 0, len(s.published))
+	for gen, tr := range s.published {
+		gens = append(gens, genTree{gen: gen, tr: tr})
+	}
+	slices.SortFunc(gens, func(a, b genTree) int {
+		switch {
+		case a.gen < b.gen:
+			return -1
+		case a.gen > b.gen:
+			return 1
+		}
+		return 0
+	})
+	return &spaceView{info: s.info, keyer: s.keyer, gens: gens, blocks: s.blocks}
+}

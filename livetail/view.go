@@ -1,0 +1,403 @@
+// Package livetail holds what readers see: an immutable View of every
+// space's unsealed records (the tail) and sealed blocks, which the
+// live-tail publisher builds with a Tail and readers load with one atomic
+// pointer read.
+//
+// # Model
+//
+// The tail of a space is one ordered tree per hot generation, keyed by
+// (key, revision), plus one tree for records acknowledged from the staging
+// WAL whose generation is not yet known (StagedGeneration). The block index
+// of a space is its blocks sorted by MaxRevision, newest first.
+//
+// Invariants:
+//
+//  1. A View never changes once Publish returned it. Its trees are
+//     copy-on-write snapshots (github.com/tidwall/btree's Copy): the Tail
+//     copies a node before it changes one that a View can see, so
+//     publishing k records into a tail of n costs O(k log n) and a View
+//     shares all unchanged nodes with its predecessor
+//     (BenchmarkPublishOne).
+//  2. A reader sees, for each point, the record with the highest revision
+//     in the tail or any block; a tombstone hides the point. A revision held
+//     twice (tail and block, or two generations) counts once.
+//  3. A seal shows the block in the same View that drops the sealed
+//     generation from the tail, so no record is ever missing in between.
+//
+// Nothing here starts goroutines or takes locks: a Tail belongs to one
+// goroutine (the publisher), a View may be read by any number at once.
+package livetail
+
+import (
+	"errors"
+	"fmt"
+	"iter"
+	"math"
+
+	"github.com/tidwall/btree"
+
+	"github.com/ringpipe/ringpipe/messages"
+)
+
+// ErrNotFound is returned by View.Get when the point has no record or its
+// newest record is a tombstone.
+var ErrNotFound = errors.New("livetail: not found")
+
+// ErrUnknownSpace is wrapped by the error of an operation on a space that
+// the View or Tail does not know.
+var ErrUnknownSpace = errors.New("livetail: unknown space")
+
+// entry is one tail record in a generation tree, ordered by (key, rev). The
+// key and revision are kept inline so that comparisons do not chase rec;
+// rec is never modified once the entry is in a tree.
+type entry struct {
+	key uint64
+	rev messages.Revision
+	rec *messages.Record
+}
+
+func entryLess(a, b entry) bool {
+	if a.key != b.key {
+		return a.key < b.key
+	}
+	return a.rev < b.rev
+}
+
+// tree is a generation's records. Trees a View holds are never modified.
+type tree = btree.BTreeG[entry]
+
+// genTree is one generation of a space's tail as a View sees it.
+type genTree struct {
+	gen uint64
+	tr  *tree
+}
+
+// spaceView is one space in a View; it is immutable and may be shared by
+// several Views (those published while the space did not change).
+type spaceView struct {
+	info  messages.SpaceInfo
+	keyer Keyer
+	gens  []genTree // by gen ascending; no empty tree
+	// blocks are sorted by MaxRevision descending. The slice is never
+	// modified; the Tail builds a new one on every change.
+	blocks []Block
+}
+
+// View is an immutable read snapshot of every space: its tail and blocks,
+// and the revision it reflects. It is safe for concurrent use and never
+// changes; later publishes build new Views.
+type View struct {
+	rev    messages.Revision
+	spaces map[messages.SpaceID]*spaceView // never modified after Publish
+}
+
+// emptyView is what a Tail publishes before anything was added.
+var emptyView = &View{spaces: map[messages.SpaceID]*spaceView{}}
+
+// Revision returns the highest revision the View reflects: the newest
+// record appended or sealed before it was published.
+func (v *View) Revision() messages.Revision { return v.rev }
+
+// Spaces returns the spaces the View knows, in no particular order.
+func (v *View) Spaces() []messages.SpaceInfo {
+	out := make([]messages.SpaceInfo, 0, len(v.spaces))
+	for _, s := range v.spaces {
+		out = append(out, s.info)
+	}
+	return out
+}
+
+// TailLen returns how many records the space's tail holds (every revision,
+// every generation).
+func (v *View) TailLen(space messages.SpaceID) (int, error) {
+	s, err := v.space(space)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, g := range s.gens {
+		n += g.tr.Len()
+	}
+	return n, nil
+}
+
+// Blocks returns how many blocks the space's index holds.
+func (v *View) Blocks(space messages.SpaceID) (int, error) {
+	s, err := v.space(space)
+	if err != nil {
+		return 0, err
+	}
+	return len(s.blocks), nil
+}
+
+func (v *View) space(id messages.SpaceID) (*spaceView, error) {
+	s, ok := v.spaces[id]
+	if !ok {
+		return nil, fmt.Errorf("%w %d", ErrUnknownSpace, id)
+	}
+	return s, nil
+}
+
+// Get returns the newest record at p in the space: ErrNotFound if there is
+// none or it is a tombstone, an error wrapping ErrUnknownSpace or
+// messages.ErrInvalidPoint for a bad space or point.
+//
+// The returned Record shares Point and Value with the View; callers must not
+// modify them.
+func (v *View) Get(space messages.SpaceID, p messages.Point) (messages.Record, error) {
+	s, err := v.space(space)
+	if err != nil {
+		return messages.Record{}, err
+	}
+	if err := s.info.CheckPoint(p); err != nil {
+		return messages.Record{}, err
+	}
+	key := s.keyer.Key(p)
+
+	var best messages.Record
+	found := false
+	for _, g := range s.gens {
+		if e, ok := newestInTree(g.tr, key); ok && (!found || e.rev > best.Revision) {
+			best, found = *e.rec, true
+		}
+	}
+	// Newest block first. A block whose MaxRevision is not above the best
+	// revision so far cannot improve on it, and neither can any after it;
+	// this holds whatever order the seals came in.
+	for _, b := range s.blocks {
+		if found && b.MaxRevision() <= best.Revision {
+			break
+		}
+		if key < b.MinKey() || key > b.MaxKey() || !b.MayContain(key) {
+			continue
+		}
+		if r, ok := b.Get(key); ok && (!found || r.Revision > best.Revision) {
+			best, found = r, true
+		}
+	}
+	if !found || best.Tombstone {
+		return messages.Record{}, ErrNotFound
+	}
+	return best, nil
+}
+
+// newestInTree returns the entry with key and the highest revision in tr.
+func newestInTree(tr *tree, key uint64) (entry, bool) {
+	it := tr.Iter()
+	defer it.Release()
+	// Seek lands on the first entry >= (key+1, 0) or past the end; the one
+	// before it is the last entry with a key <= key.
+	var ok bool
+	if key == math.MaxUint64 {
+		ok = it.Last()
+	} else if it.Seek(entry{key: key + 1}) {
+		ok = it.Prev()
+	} else {
+		ok = it.Last()
+	}
+	if !ok || it.Item().key != key {
+		return entry{}, false
+	}
+	return it.Item(), true
+}
+
+// Scan calls fn for the newest live record of every point inside box in
+// the space, in key order, until fn returns false. It merges the tail with
+// every block whose key range meets one of box's key ranges; a block that
+// meets none is not read. An empty box (Min > Max on some dimension) yields
+// nothing. A bad space or box is an error as for Get.
+//
+// Records passed to fn share Point and Value with the View; fn must not
+// modify them.
+func (v *View) Scan(space messages.SpaceID, box Box, fn func(messages.Record) bool) error {
+	s, err := v.space(space)
+	if err != nil {
+		return err
+	}
+	if err := s.info.CheckPoint(box.Min); err != nil {
+		return fmt.Errorf("livetail: box Min: %w", err)
+	}
+	if err := s.info.CheckPoint(box.Max); err != nil {
+		return fmt.Errorf("livetail: box Max: %w", err)
+	}
+	if box.empty() {
+		return nil
+	}
+	for _, kr := range s.keyer.Ranges(box) {
+		if !s.scanRange(kr, box, fn) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// scanRange merges every source of keys kr.Lo..kr.Hi and reports whether fn
+// wants more.
+func (s *spaceView) scanRange(kr KeyRange, box Box, fn func(messages.Record) bool) bool {
+	// Sources that may hold keys in kr; most scans have one or two.
+	var trees []*tree
+	for _, g := range s.gens {
+		if mn, ok := g.tr.Min(); ok && mn.key <= kr.Hi {
+			if mx, _ := g.tr.Max(); mx.key >= kr.Lo {
+				trees = append(trees, g.tr)
+			}
+		}
+	}
+	var blocks []Block
+	for _, b := range s.blocks {
+		if b.MinKey() <= kr.Hi && b.MaxKey() >= kr.Lo {
+			blocks = append(blocks, b)
+		}
+	}
+	emit := newestPerKey{box: box, fn: fn}
+	switch {
+	case len(trees)+len(blocks) == 0:
+		return true
+	case len(trees) == 1 && len(blocks) == 0:
+		// One ordered source needs no merge: keep the last revision of each
+		// key.
+		trees[0].Ascend(entry{key: kr.Lo}, func(e entry) bool {
+			return e.key <= kr.Hi && emit.add(e.key, e.rec)
+		})
+		return emit.flush()
+	case len(trees) == 0 && len(blocks) == 1:
+		blocks[0].Scan(kr.Lo, kr.Hi, func(key uint64, r messages.Record) bool {
+			return emit.add(key, &r)
+		})
+		return emit.flush()
+	}
+	return mergeRange(kr, trees, blocks, &emit)
+}
+
+// newestPerKey receives records in (key, revision) order and passes fn the
+// last one of each key if it is live and inside box.
+type newestPerKey struct {
+	box     Box
+	fn      func(messages.Record) bool
+	have    bool
+	key     uint64
+	pending messages.Record // the newest record of key so far, if have
+	stopped bool
+}
+
+// add takes the next record (copying it) and reports whether more are
+// wanted. Keys come in ascending order; revisions of one key may come in any
+// order when several sources are merged.
+func (n *newestPerKey) add(key uint64, r *messages.Record) bool {
+	if n.have && key != n.key && !n.emit() {
+		return false
+	}
+	if !n.have || r.Revision > n.pending.Revision {
+		n.have, n.key, n.pending = true, key, *r
+	}
+	return true
+}
+
+// flush emits the last pending record and reports whether more are wanted.
+func (n *newestPerKey) flush() bool {
+	if n.stopped {
+		return false
+	}
+	if n.have {
+		return n.emit()
+	}
+	return true
+}
+
+func (n *newestPerKey) emit() bool {
+	n.have = false
+	r := n.pending
+	if r.Tombstone || !n.box.Contains(r.Point) {
+		return true
+	}
+	if !n.fn(r) {
+		n.stopped = true
+		return false
+	}
+	return true
+}
+
+// cursor reads one source of a merge in (key, revision) order.
+type cursor struct {
+	ok  bool
+	key uint64
+	rec messages.Record
+
+	// Exactly one of it (a tail tree) or next/stop (a block) is set.
+	it   *btree.IterG[entry]
+	hi   uint64
+	next func() (uint64, messages.Record, bool)
+	stop func()
+}
+
+func (c *cursor) advance() {
+	if c.it != nil {
+		c.ok = c.it.Next()
+		c.load()
+		return
+	}
+	c.key, c.rec, c.ok = c.next()
+}
+
+func (c *cursor) load() {
+	if !c.ok {
+		return
+	}
+	e := c.it.Item()
+	if e.key > c.hi {
+		c.ok = false
+		return
+	}
+	c.key, c.rec = e.key, *e.rec
+}
+
+// mergeRange is a k-way merge by key of several sources. k is the number of
+// generations plus blocks meeting the range, small enough that a linear pick
+// of the smallest key is cheaper than a heap.
+func mergeRange(kr KeyRange, trees []*tree, blocks []Block, emit *newestPerKey) bool {
+	cs := make([]cursor, 0, len(trees)+len(blocks))
+	for _, tr := range trees {
+		it := tr.Iter()
+		c := cursor{it: &it, hi: kr.Hi}
+		c.ok = it.Seek(entry{key: kr.Lo})
+		c.load()
+		cs = append(cs, c)
+	}
+	for _, b := range blocks {
+		seq := func(yield func(uint64, messages.Record) bool) { b.Scan(kr.Lo, kr.Hi, yield) }
+		next, stop := iter.Pull2(seq)
+		c := cursor{next: next, stop: stop}
+		c.advance()
+		cs = append(cs, c)
+	}
+	defer func() {
+		for i := range cs {
+			if cs[i].it != nil {
+				cs[i].it.Release()
+			} else {
+				cs[i].stop()
+			}
+		}
+	}()
+
+	for {
+		minKey, any := uint64(0), false
+		for i := range cs {
+			if cs[i].ok && (!any || cs[i].key < minKey) {
+				minKey, any = cs[i].key, true
+			}
+		}
+		if !any {
+			return emit.flush()
+		}
+		for i := range cs {
+			c := &cs[i]
+			for c.ok && c.key == minKey {
+				if !emit.add(minKey, &c.rec) {
+					return false
+				}
+				c.advance()
+			}
+		}
+	}
+}
