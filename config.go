@@ -1,0 +1,184 @@
+package ringpipe
+
+import (
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ringpipe/ringpipe/wal"
+)
+
+// Config configures an Engine. Zero values mean "default"; invalid values
+// make Start return an error that names the field.
+type Config struct {
+	Dir                string        // required
+	Backend            Backend       // BackendAuto (default), BackendURing, BackendStd
+	Logger             *zap.Logger   // nil: no logging
+	QueueCapacity      int           // write queue; default 4096
+	RingEntries        uint32        // submission queue depth; default 256
+	BatchSize          int           // most writes merged into one submission; default 32
+	BatchTimeout       time.Duration // longest wait to fill a batch; 0 (default): submit what is queued
+	DirectWriteTimeout time.Duration // hot-segment deadline before staging; default 2ms
+	PromoteInterval    time.Duration // promoter tick; default 1ms
+	SealThreshold      int           // records per hot segment before sealing; default 16384
+	SealBytes          int64         // or bytes per hot segment before sealing; default 4 MiB
+	MaxValueSize       int           // default 1 MiB
+	Preallocate        int64         // bytes preallocated per log file; default 64 MiB
+	DirectIO           bool          // O_DIRECT for logs and blocks
+	WALRecovery        RecoveryMode  // TolerateTornTail (default) or Strict
+}
+
+// Backend chooses the I/O backend.
+type Backend int
+
+// The backends.
+const (
+	BackendAuto  Backend = iota // io_uring, or std with a logged reason when the kernel refuses it
+	BackendURing                // io_uring or an error
+	BackendStd                  // plain system calls on a goroutine pool
+)
+
+func (b Backend) String() string {
+	switch b {
+	case BackendAuto:
+		return "auto"
+	case BackendURing:
+		return "uring"
+	case BackendStd:
+		return "std"
+	}
+	return fmt.Sprintf("Backend(%d)", int(b))
+}
+
+// RecoveryMode says how recovery treats a damaged last write of a log.
+type RecoveryMode = wal.RecoveryMode
+
+// The recovery modes.
+const (
+	// TolerateTornTail drops a torn last write (it was never acknowledged).
+	TolerateTornTail = wal.TolerateTornTail
+	// Strict refuses to start on any damaged frame.
+	Strict = wal.Strict
+)
+
+// Defaults, each with why.
+const (
+	// DefaultQueueCapacity bounds the writes waiting for the submitter:
+	// enough for 64 writers to each have dozens of async writes queued.
+	DefaultQueueCapacity = 4096
+	// DefaultRingEntries is room for a batch's writes and syncs to every
+	// hot segment plus the promoter's and sealer's I/O.
+	DefaultRingEntries = 256
+	// DefaultBatchSize merges this many writes into one group commit.
+	DefaultBatchSize = 32
+	// DefaultDirectWriteTimeout is a few fdatasyncs on a healthy disk
+	// (100–200 µs each on the virtio disks measured in RING-NOTES.md).
+	DefaultDirectWriteTimeout = 2 * time.Millisecond
+	// DefaultPromoteInterval is the promoter's tick.
+	DefaultPromoteInterval = time.Millisecond
+	// DefaultSealThreshold keeps a hot segment's tail small enough to sort
+	// quickly and to replay fast after a crash.
+	DefaultSealThreshold = 16384
+	// DefaultSealBytes seals before a hot segment outgrows its preallocation.
+	DefaultSealBytes = 4 << 20
+	// DefaultMaxValueSize is the largest value accepted.
+	DefaultMaxValueSize = 1 << 20
+	// DefaultPreallocate is each log file's preallocation: appends into
+	// allocated space do not change the file size, so fdatasync need not
+	// write metadata.
+	DefaultPreallocate = 64 << 20
+)
+
+// Limits on Config values.
+const (
+	maxValueSizeLimit = 64 << 20 // a frame's payload limit (wal.MaxFrame) with room for the header
+	maxRingEntries    = 32768
+)
+
+// withDefaults returns c with zero values replaced by defaults, or an error
+// naming the first invalid field.
+func (c Config) withDefaults() (Config, error) {
+	bad := func(field string, v any, why string) (Config, error) {
+		return c, fmt.Errorf("ringpipe: invalid Config.%s = %v: %s", field, v, why)
+	}
+	if c.Dir == "" {
+		return bad("Dir", `""`, "required")
+	}
+	if c.Backend < BackendAuto || c.Backend > BackendStd {
+		return bad("Backend", int(c.Backend), "not BackendAuto, BackendURing or BackendStd")
+	}
+	if c.WALRecovery != TolerateTornTail && c.WALRecovery != Strict {
+		return bad("WALRecovery", int(c.WALRecovery), "not TolerateTornTail or Strict")
+	}
+	type intField struct {
+		name string
+		p    *int
+		def  int
+	}
+	for _, f := range []intField{
+		{"QueueCapacity", &c.QueueCapacity, DefaultQueueCapacity},
+		{"BatchSize", &c.BatchSize, DefaultBatchSize},
+		{"SealThreshold", &c.SealThreshold, DefaultSealThreshold},
+		{"MaxValueSize", &c.MaxValueSize, DefaultMaxValueSize},
+	} {
+		if *f.p < 0 {
+			return bad(f.name, *f.p, "negative")
+		}
+		if *f.p == 0 {
+			*f.p = f.def
+		}
+	}
+	type durField struct {
+		name string
+		p    *time.Duration
+		def  time.Duration
+	}
+	for _, f := range []durField{
+		{"BatchTimeout", &c.BatchTimeout, 0},
+		{"DirectWriteTimeout", &c.DirectWriteTimeout, DefaultDirectWriteTimeout},
+		{"PromoteInterval", &c.PromoteInterval, DefaultPromoteInterval},
+	} {
+		if *f.p < 0 {
+			return bad(f.name, *f.p, "negative")
+		}
+		if *f.p == 0 {
+			*f.p = f.def
+		}
+	}
+	type i64Field struct {
+		name string
+		p    *int64
+		def  int64
+	}
+	for _, f := range []i64Field{
+		{"SealBytes", &c.SealBytes, DefaultSealBytes},
+		{"Preallocate", &c.Preallocate, DefaultPreallocate},
+	} {
+		if *f.p < 0 {
+			return bad(f.name, *f.p, "negative")
+		}
+		if *f.p == 0 {
+			*f.p = f.def
+		}
+	}
+	if c.RingEntries == 0 {
+		c.RingEntries = DefaultRingEntries
+	}
+	if c.RingEntries&(c.RingEntries-1) != 0 || c.RingEntries > maxRingEntries {
+		return bad("RingEntries", c.RingEntries, fmt.Sprintf("not a power of two up to %d", maxRingEntries))
+	}
+	if c.BatchSize > c.QueueCapacity {
+		return bad("BatchSize", c.BatchSize, fmt.Sprintf("larger than QueueCapacity (%d)", c.QueueCapacity))
+	}
+	if c.MaxValueSize > maxValueSizeLimit {
+		return bad("MaxValueSize", c.MaxValueSize, fmt.Sprintf("above the limit of %d bytes", maxValueSizeLimit))
+	}
+	if c.Preallocate%4096 != 0 {
+		return bad("Preallocate", c.Preallocate, "not a multiple of 4096")
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return c, nil
+}
