@@ -206,7 +206,9 @@ func (f Fate) String() string {
 }
 
 // settle decides the fate of every pending change of in and applies the
-// outcome to its durable bytes, then forgets them. The current bytes are
+// outcome to its durable bytes, then forgets them. A write is applied whole
+// a third of the time, dropped whole a third of the time, and otherwise
+// each of its sectors gets its own fate. The current bytes are
 // left alone: after a failed fsync the page cache still holds them.
 func (in *inode) settle(rng *rand.Rand, rep *LossReport) {
 	for _, ch := range in.pending {
@@ -219,6 +221,15 @@ func (in *inode) settle(rng *rand.Rand, rep *LossReport) {
 			}
 			continue
 		}
+		// Most writes reach the disk whole or not at all; the rest are
+		// torn, each sector on its own.
+		whole := Fate(-1)
+		switch rng.Intn(3) {
+		case 0:
+			whole = Applied
+		case 1:
+			whole = Dropped
+		}
 		for n := 0; n < len(ch.data); {
 			off := ch.off + int64(n)
 			k := SectorSize - int(off%SectorSize)
@@ -226,7 +237,10 @@ func (in *inode) settle(rng *rand.Rand, rep *LossReport) {
 				k = len(ch.data) - n
 			}
 			piece := ch.data[n : n+k]
-			f := pickFate(rng)
+			f := whole
+			if f < 0 {
+				f = pickFate(rng)
+			}
 			switch f {
 			case Applied:
 				in.dur.writeAt(piece, off, nil)
