@@ -233,8 +233,8 @@ func parse(data []byte, off int, salt uint32) (f frame, why string) {
 		return f, "bad type or flags"
 	}
 	f.size = align(FrameHeader + int(n))
-	if len(data)-off < FrameHeader+int(n) {
-		return f, "payload runs past the end"
+	if len(data)-off < f.size {
+		return f, "frame runs past the end"
 	}
 	f.payload = data[off+FrameHeader : off+FrameHeader+int(n) : off+FrameHeader+int(n)]
 	crc := crc32.Update(0, castagnoli, hdr[12:13])
@@ -265,7 +265,8 @@ type ScanResult struct {
 	// Torn is set when a damaged last batch was dropped (TolerateTornTail).
 	Torn bool
 	// Dirty is the offset just past the last non-zero byte at or after
-	// End, rounded up to FrameAlign (End when there is none): a caller
+	// End, rounded up to FrameAlign but not past the data (End when
+	// there is none): a caller
 	// that appends at End must first zero [End, Dirty) durably.
 	Dirty int64
 	// Frames is how many frames were handed to the callback.
@@ -370,7 +371,7 @@ func tornOrCorrupt(data []byte, opts ScanOptions, start, bad int, why string, re
 	}
 	res.End = int64(start)
 	res.Torn = true
-	res.Dirty = int64(start + align(lastNonZero(data[start:])+1))
+	res.Dirty = int64(min(start+align(lastNonZero(data[start:])+1), len(data)))
 	return res, nil
 }
 
