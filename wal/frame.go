@@ -242,6 +242,9 @@ func parse(data []byte, off int, salt uint32) (f frame, why string) {
 	if binary.LittleEndian.Uint32(hdr[8:]) != crc {
 		return f, "data checksum mismatch"
 	}
+	if !isZero(data[off+FrameHeader+int(n) : off+f.size]) {
+		return f, "non-zero padding"
+	}
 	f.back = int(binary.LittleEndian.Uint32(hdr[16:]))
 	f.batchLen = int(binary.LittleEndian.Uint32(hdr[20:]))
 	if f.back%FrameAlign != 0 || f.batchLen%FrameAlign != 0 || f.back+f.size > f.batchLen {

@@ -1,0 +1,489 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ringpipe/ringpipe/messages"
+	"github.com/ringpipe/ringpipe/ring"
+)
+
+// DefaultSegmentSize is the default preallocated size of a WAL segment
+// (Config.Preallocate's default): large enough that rolling, which costs a
+// create, a fallocate and two syncs, is rare.
+const DefaultSegmentSize = 64 << 20
+
+// Options configure Open.
+type Options struct {
+	// Dir is the WAL's directory (the engine's <dir>/wal). It is created
+	// if missing.
+	Dir string
+	// Name is Dir as CorruptionErrors name it, relative to the engine's
+	// directory; default "wal".
+	Name string
+	// SegmentSize is how many bytes each segment is preallocated to and
+	// may hold; default DefaultSegmentSize. A batch larger than this is
+	// refused.
+	SegmentSize int64
+	// Mode says how a torn tail is treated on Open.
+	Mode RecoveryMode
+}
+
+// SegmentInfo describes one segment.
+type SegmentInfo struct {
+	Seq     uint64
+	Records int
+	MinRev  messages.Revision // 0 when the segment holds no record
+	MaxRev  messages.Revision
+	Active  bool // the segment appends go to
+}
+
+// Pending is a batch prepared for writing: the caller performs Write and
+// Sync (linked: Sync must run after Write succeeded, or Write may instead
+// use RWF_DSYNC), then reports the outcome with Committed or Failed. The
+// buffer inside Write belongs to the WAL and must not be changed.
+type Pending struct {
+	Write ring.Op // writes the batch at its offset in the active segment
+	Sync  ring.Op // fdatasyncs the segment
+	Seq   uint64  // the segment written
+	Off   int64   // where the batch starts in it
+	Len   int     // bytes of the batch
+	Count int     // records in the batch
+	// MinRev and MaxRev are the batch's lowest and highest revisions.
+	MinRev, MaxRev messages.Revision
+}
+
+// Ops returns the batch's operations linked in order, ready for Submit or
+// Doer.Do.
+func (p *Pending) Ops() []ring.Op {
+	w := p.Write
+	w.Link = true
+	return []ring.Op{w, p.Sync}
+}
+
+// WAL is the staging write-ahead log: a directory of segments <seq>.log,
+// each preallocated, appended to in batches, replayed in order on Open and
+// retired (deleted) once every entry in it has been promoted.
+//
+// Invariants:
+//  1. At most one batch is in flight (prepared and not yet Committed or
+//     Failed). Batches are written in order into zeroed space, so after a
+//     crash only the last batch of the last segment can be torn — which is
+//     what lets replay tell a torn tail from corruption (see frame.go).
+//  2. A segment other than the last is complete: the WAL rolls to a new
+//     segment only when no batch is in flight.
+//  3. A segment is retired only when its highest revision is at or below
+//     the caller's promotion watermark; the active segment is never
+//     retired.
+//  4. After a write or sync error the WAL is failed and refuses every
+//     later append: the data's fate is unknown until it is reopened.
+//
+// A WAL is not safe for concurrent use: one actor owns it.
+type WAL struct {
+	d    ring.Doer // blocking I/O: roll, retire, close, Append
+	opts Options
+
+	segs    []SegmentInfo // oldest first; the last is the active one (when fd >= 0)
+	fd      int32         // the active segment's fd, -1 when there is none yet
+	salt    uint32        // the active segment's salt
+	off     int64         // where the next batch goes in the active segment
+	pending *Pending      // the batch in flight, if any
+	failed  error         // sticky, see invariant 4
+	closed  bool
+
+	buf   []byte // encodes batches; reused once the previous batch is done
+	batch Batch
+}
+
+// SegmentName returns the file name of segment seq: zero-padded so that
+// names sort in sequence order.
+func SegmentName(seq uint64) string { return fmt.Sprintf("%020d.log", seq) }
+
+// parseSegmentName returns the sequence number of a segment file name.
+func parseSegmentName(name string) (uint64, bool) {
+	s, ok := strings.CutSuffix(name, ".log")
+	if !ok || len(s) != 20 {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(s, 10, 64)
+	return seq, err == nil && seq > 0
+}
+
+// segmentSalt is the salt of segment seq's frames, so that frames of one
+// segment never read as valid in another file.
+func segmentSalt(seq uint64) uint32 { return uint32(seq) ^ uint32(seq>>32) ^ 0x57a1 }
+
+// Open opens the WAL in opts.Dir, creating the directory if needed, and
+// replays every segment in sequence order, calling fn for each record
+// (seq and off say where it is). A torn tail of the last segment is, in
+// TolerateTornTail mode, zeroed durably before Open returns; any other
+// damage is a *messages.CorruptionError naming the segment and offset. An
+// error from fn stops Open and is returned.
+func Open(d ring.Doer, opts Options, fn func(seq uint64, off int64, r messages.Record) error) (*WAL, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("wal: empty Dir")
+	}
+	if opts.Name == "" {
+		opts.Name = "wal"
+	}
+	if opts.SegmentSize == 0 {
+		opts.SegmentSize = DefaultSegmentSize
+	}
+	if opts.SegmentSize < 4096 || opts.SegmentSize%FrameAlign != 0 {
+		return nil, fmt.Errorf("wal: SegmentSize %d: want a multiple of %d, at least 4096", opts.SegmentSize, FrameAlign)
+	}
+	w := &WAL{d: d, opts: opts, fd: -1}
+	if err := ring.Mkdir(d, opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("wal: create directory: %w", err)
+	}
+	names, err := ring.ReadDir(d, opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("wal: list segments: %w", err)
+	}
+	var seqs []uint64
+	for _, n := range names {
+		if seq, ok := parseSegmentName(n); ok {
+			seqs = append(seqs, seq)
+		}
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+
+	results := make([]ScanResult, len(seqs))
+	for i, seq := range seqs {
+		info, res, err := w.replaySegment(seq, fn)
+		if err != nil {
+			return nil, err
+		}
+		w.segs = append(w.segs, info)
+		results[i] = res
+	}
+	// Only the last segment holding anything may be torn (invariant 2):
+	// a torn segment followed by one with data was complete once, so it
+	// is damaged.
+	for i, res := range results {
+		if !res.Torn {
+			continue
+		}
+		for _, later := range results[i+1:] {
+			if later.Dirty > 0 {
+				return nil, &messages.CorruptionError{Path: w.rel(seqs[i]), Offset: res.End,
+					Reason: "torn batch in a segment followed by a non-empty one"}
+			}
+		}
+		// Zero the torn batch durably, so its stale frames cannot
+		// reappear after later batches.
+		if err := w.zero(seqs[i], res.End, res.Dirty); err != nil {
+			return nil, err
+		}
+		results[i].Dirty = res.End
+	}
+	if len(seqs) == 0 {
+		return w, nil
+	}
+	// The last segment becomes the active one. Preallocate it again: a
+	// crash may have cut its creation short.
+	seq := seqs[len(seqs)-1]
+	if err := w.openActive(seq, false); err != nil {
+		return nil, err
+	}
+	w.off = results[len(results)-1].End
+	w.segs[len(w.segs)-1].Active = true
+	return w, nil
+}
+
+func (w *WAL) rel(seq uint64) string  { return filepath.Join(w.opts.Name, SegmentName(seq)) }
+func (w *WAL) path(seq uint64) string { return filepath.Join(w.opts.Dir, SegmentName(seq)) }
+
+func (s *SegmentInfo) add(rev messages.Revision) {
+	if s.Records == 0 || rev < s.MinRev {
+		s.MinRev = rev
+	}
+	if rev > s.MaxRev {
+		s.MaxRev = rev
+	}
+	s.Records++
+}
+
+// replaySegment reads and scans one segment.
+func (w *WAL) replaySegment(seq uint64, fn func(uint64, int64, messages.Record) error) (SegmentInfo, ScanResult, error) {
+	info := SegmentInfo{Seq: seq}
+	data, err := ring.ReadFile(w.d, w.path(seq))
+	if err != nil {
+		return info, ScanResult{}, fmt.Errorf("wal: read segment %d: %w", seq, err)
+	}
+	rel := w.rel(seq)
+	res, err := Scan(data, ScanOptions{Path: rel, Mode: w.opts.Mode, Salt: segmentSalt(seq)},
+		func(off int64, t FrameType, payload []byte) error {
+			if t != TypeRecord {
+				return &messages.CorruptionError{Path: rel, Offset: off, Reason: fmt.Sprintf("frame type %d is not a record", t)}
+			}
+			r, err := DecodeRecord(payload)
+			if err != nil {
+				return &messages.CorruptionError{Path: rel, Offset: off, Reason: err.Error()}
+			}
+			info.add(r.Revision)
+			if fn != nil {
+				return fn(seq, off, r)
+			}
+			return nil
+		})
+	return info, res, err
+}
+
+// zero overwrites [from, to) of segment seq with zeros and syncs it.
+func (w *WAL) zero(seq uint64, from, to int64) error {
+	if to <= from {
+		return nil
+	}
+	fd, err := ring.Open(w.d, w.path(seq), unix.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("wal: zero torn tail of segment %d: %w", seq, err)
+	}
+	err = ring.WriteSync(w.d, fd, make([]byte, to-from), from)
+	if cerr := ring.Close(w.d, fd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("wal: zero torn tail of segment %d: %w", seq, err)
+	}
+	return nil
+}
+
+// openActive opens segment seq for appending, creating it when create is
+// set, and preallocates it. Its fd becomes w.fd.
+//
+// Preallocation uses fallocate mode 0, which extends the file size to
+// SegmentSize at once: the space reads back as zeros (which the frame rule
+// relies on), and a later fdatasync after an append inside that size never
+// has to log a size change. FALLOC_FL_KEEP_SIZE would leave the size to
+// grow with every append, which costs each sync a metadata update.
+func (w *WAL) openActive(seq uint64, create bool) error {
+	flags := unix.O_RDWR
+	if create {
+		flags |= unix.O_CREAT | unix.O_EXCL
+	}
+	p := w.path(seq)
+	fd, err := ring.Open(w.d, p, flags, 0o644)
+	if err != nil {
+		return fmt.Errorf("wal: open segment %d: %w", seq, err)
+	}
+	err = ring.Fallocate(w.d, fd, 0, w.opts.SegmentSize, false)
+	if err == nil {
+		// The allocation and size are metadata: fsync, not fdatasync.
+		err = ring.Fsync(w.d, fd)
+	}
+	if err == nil && create {
+		err = ring.SyncDir(w.d, w.opts.Dir)
+	}
+	if err != nil {
+		ring.Close(w.d, fd) //nolint:errcheck // the first error is the one to report
+		return fmt.Errorf("wal: preallocate segment %d: %w", seq, err)
+	}
+	w.fd = fd
+	w.salt = segmentSalt(seq)
+	return nil
+}
+
+// roll closes the active segment and starts segment seq+1.
+// REQUIRES: no batch in flight.
+func (w *WAL) roll() error {
+	next := uint64(1)
+	if n := len(w.segs); n > 0 {
+		next = w.segs[n-1].Seq + 1
+	}
+	if w.fd >= 0 {
+		if err := ring.Close(w.d, w.fd); err != nil {
+			return w.fail(fmt.Errorf("wal: close segment %d: %w", next-1, err))
+		}
+		w.fd = -1
+		w.segs[len(w.segs)-1].Active = false
+	}
+	if err := w.openActive(next, true); err != nil {
+		return w.fail(err)
+	}
+	w.segs = append(w.segs, SegmentInfo{Seq: next, Active: true})
+	w.off = 0
+	return nil
+}
+
+func (w *WAL) fail(err error) error {
+	if w.failed == nil {
+		w.failed = err
+	}
+	return err
+}
+
+// ErrBusy is returned by Prepare while a batch is in flight.
+var ErrBusy = errors.New("wal: a batch is already in flight")
+
+// ErrClosed is returned by every method after Close.
+var ErrClosed = errors.New("wal: closed")
+
+// Prepare encodes recs as one batch for the active segment, rolling to a
+// new segment first (with blocking I/O on the WAL's Doer) when the batch
+// does not fit. The caller performs the returned Pending's Ops and then
+// calls Committed or Failed.
+// REQUIRES: len(recs) > 0; every record valid for EncodeRecord.
+func (w *WAL) Prepare(recs []messages.Record) (*Pending, error) {
+	switch {
+	case w.closed:
+		return nil, ErrClosed
+	case w.failed != nil:
+		return nil, fmt.Errorf("wal: failed earlier: %w", w.failed)
+	case w.pending != nil:
+		return nil, ErrBusy
+	case len(recs) == 0:
+		return nil, errors.New("wal: empty batch")
+	}
+	p := &Pending{Count: len(recs)}
+	size := 0
+	for i := range recs {
+		size += FrameSize(RecordSize(recs[i]))
+	}
+	if int64(size) > w.opts.SegmentSize {
+		return nil, fmt.Errorf("wal: batch of %d bytes exceeds the segment size %d", size, w.opts.SegmentSize)
+	}
+	if w.fd < 0 || w.off+int64(size) > w.opts.SegmentSize {
+		if err := w.roll(); err != nil {
+			return nil, err
+		}
+	}
+	w.batch.Begin(w.buf[:0], w.salt)
+	for i := range recs {
+		r := recs[i]
+		w.batch.AddFunc(TypeRecord, func(dst []byte) []byte { return EncodeRecord(dst, r) })
+		if i == 0 || r.Revision < p.MinRev {
+			p.MinRev = r.Revision
+		}
+		if r.Revision > p.MaxRev {
+			p.MaxRev = r.Revision
+		}
+	}
+	w.buf = w.batch.Finish()
+	seg := &w.segs[len(w.segs)-1]
+	p.Seq, p.Off, p.Len = seg.Seq, w.off, len(w.buf)
+	p.Write = ring.Op{Code: ring.OpWrite, FD: w.fd, Buf: w.buf, Offset: w.off}
+	p.Sync = ring.Op{Code: ring.OpFdatasync, FD: w.fd}
+	w.pending = p
+	return p, nil
+}
+
+// Committed records that p's write and sync completed: its records are
+// durable and the next batch goes after it.
+func (w *WAL) Committed(p *Pending) error {
+	if p == nil || p != w.pending {
+		return errors.New("wal: Committed with a batch that is not in flight")
+	}
+	w.pending = nil
+	w.off += int64(p.Len)
+	seg := &w.segs[len(w.segs)-1]
+	if seg.Records == 0 || p.MinRev < seg.MinRev {
+		seg.MinRev = p.MinRev
+	}
+	if p.MaxRev > seg.MaxRev {
+		seg.MaxRev = p.MaxRev
+	}
+	seg.Records += p.Count
+	return nil
+}
+
+// Failed records that p's write or sync failed with err. The WAL is then
+// failed (invariant 4): reopen it to continue.
+func (w *WAL) Failed(p *Pending, err error) {
+	if p == w.pending {
+		w.pending = nil
+	}
+	w.fail(fmt.Errorf("wal: write to segment %d at offset %d: %w", p.Seq, p.Off, err))
+}
+
+// Append writes recs as one batch and waits until it is durable, using the
+// WAL's Doer.
+func (w *WAL) Append(recs []messages.Record) error {
+	p, err := w.Prepare(recs)
+	if err != nil {
+		return err
+	}
+	cs, err := w.d.Do(p.Ops()...)
+	if err == nil {
+		for _, c := range cs {
+			if c.Err != nil {
+				err = &ring.PathError{Op: c.Code.String(), Path: w.rel(p.Seq), Err: c.Err}
+				break
+			}
+		}
+	}
+	if err != nil {
+		w.Failed(p, err)
+		return w.failed
+	}
+	return w.Committed(p)
+}
+
+// Segments returns a description of every segment, oldest first.
+func (w *WAL) Segments() []SegmentInfo { return append([]SegmentInfo(nil), w.segs...) }
+
+// End returns the active segment and the offset the next batch goes to;
+// seq is 0 before the first segment exists.
+func (w *WAL) End() (seq uint64, off int64) {
+	if w.fd < 0 {
+		return 0, 0
+	}
+	return w.segs[len(w.segs)-1].Seq, w.off
+}
+
+// Retire deletes every segment except the active one whose highest
+// revision is at or below promoted, then syncs the directory, and returns
+// the retired sequence numbers.
+// REQUIRES: every staged revision <= promoted is durable in its hot
+// segment (the promoter's watermark).
+func (w *WAL) Retire(promoted messages.Revision) ([]uint64, error) {
+	if w.closed {
+		return nil, ErrClosed
+	}
+	var retired []uint64
+	keep := w.segs[:0:0]
+	var err error
+	for _, s := range w.segs {
+		if err == nil && !s.Active && s.MaxRev <= promoted {
+			if err = ring.Unlink(w.d, w.path(s.Seq)); err == nil {
+				retired = append(retired, s.Seq)
+				continue
+			}
+			err = fmt.Errorf("wal: retire segment %d: %w", s.Seq, err)
+		}
+		keep = append(keep, s)
+	}
+	w.segs = keep
+	if len(retired) > 0 {
+		if serr := ring.SyncDir(w.d, w.opts.Dir); serr != nil && err == nil {
+			err = fmt.Errorf("wal: sync directory after retiring: %w", serr)
+		}
+	}
+	return retired, err
+}
+
+// Close closes the active segment. A batch in flight must have been
+// Committed or Failed first. Close is idempotent.
+func (w *WAL) Close() error {
+	if w.closed {
+		return nil
+	}
+	if w.pending != nil {
+		return ErrBusy
+	}
+	w.closed = true
+	if w.fd >= 0 {
+		fd := w.fd
+		w.fd = -1
+		if err := ring.Close(w.d, fd); err != nil {
+			return fmt.Errorf("wal: close: %w", err)
+		}
+	}
+	return nil
+}
