@@ -1,0 +1,496 @@
+// Package hot holds the hot segment generations of each space: the
+// preallocated logs hot/<space>-<gen>.seg that take a space's direct writes
+// until the sealer turns a generation into a block.
+//
+// A space has one active generation, appended to in batches, and any number
+// of older, immutable ones waiting for the sealer. Rotate starts the next
+// generation; Retire deletes an old one once the manifest has committed its
+// block. The types are plain logic without goroutines: one actor owns each
+// Segment. Frames, batches and the torn-tail rule are package wal's.
+package hot
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ringpipe/ringpipe/messages"
+	"github.com/ringpipe/ringpipe/ring"
+	"github.com/ringpipe/ringpipe/wal"
+)
+
+// DefaultSegmentSize is the default preallocated size of a hot segment
+// (Config.Preallocate's default).
+const DefaultSegmentSize = 64 << 20
+
+// Options say where hot segments live and how they are read.
+type Options struct {
+	// Dir is the hot directory (the engine's <dir>/hot); Create makes it
+	// when missing.
+	Dir string
+	// Name is Dir as CorruptionErrors name it, relative to the engine's
+	// directory; default "hot".
+	Name string
+	// SegmentSize is the preallocated size and the most bytes a segment
+	// holds; default DefaultSegmentSize.
+	SegmentSize int64
+	// Mode says how a torn tail is treated when a segment is opened.
+	Mode wal.RecoveryMode
+}
+
+func (o *Options) fill() error {
+	if o.Dir == "" {
+		return errors.New("hot: empty Dir")
+	}
+	if o.Name == "" {
+		o.Name = "hot"
+	}
+	if o.SegmentSize == 0 {
+		o.SegmentSize = DefaultSegmentSize
+	}
+	if o.SegmentSize < 4096 || o.SegmentSize%wal.FrameAlign != 0 {
+		return fmt.Errorf("hot: SegmentSize %d: want a multiple of %d, at least 4096", o.SegmentSize, wal.FrameAlign)
+	}
+	return nil
+}
+
+// Gen names one generation of one space.
+type Gen struct {
+	Space messages.SpaceID
+	Gen   uint64
+}
+
+// FileName returns g's file name, zero-padded so that names sort by space
+// and then generation.
+func (g Gen) FileName() string { return fmt.Sprintf("%010d-%020d.seg", g.Space, g.Gen) }
+
+// ParseFileName returns the generation a file name names.
+func ParseFileName(name string) (Gen, bool) {
+	s, ok := strings.CutSuffix(name, ".seg")
+	if !ok || len(s) != 31 || s[10] != '-' {
+		return Gen{}, false
+	}
+	sp, err1 := strconv.ParseUint(s[:10], 10, 32)
+	gen, err2 := strconv.ParseUint(s[11:], 10, 64)
+	if err1 != nil || err2 != nil || sp == 0 || gen == 0 {
+		return Gen{}, false
+	}
+	return Gen{messages.SpaceID(sp), gen}, true
+}
+
+// salt is the frame salt of a generation, so that frames of one file never
+// read as valid in another (see wal's frame format).
+func (g Gen) salt() uint32 {
+	x := uint64(g.Space)*0x9e3779b97f4a7c15 ^ g.Gen*0xbf58476d1ce4e5b9
+	return uint32(x ^ x>>32)
+}
+
+// List returns the generations in dir, sorted by space and generation. A
+// missing directory holds none.
+func List(d ring.Doer, dir string) ([]Gen, error) {
+	names, err := ring.ReadDir(d, dir)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hot: list %s: %w", dir, err)
+	}
+	var gens []Gen
+	for _, n := range names {
+		if g, ok := ParseFileName(n); ok {
+			gens = append(gens, g)
+		}
+	}
+	sort.Slice(gens, func(i, j int) bool {
+		if gens[i].Space != gens[j].Space {
+			return gens[i].Space < gens[j].Space
+		}
+		return gens[i].Gen < gens[j].Gen
+	})
+	return gens, nil
+}
+
+// Segment is one generation of one space's hot log.
+//
+// Invariants:
+//  1. At most one batch is in flight; batches are written in order into
+//     zeroed, preallocated space (so only the last can be torn).
+//  2. Revs holds exactly the revisions of the records durable in the file
+//     (Committed batches and, after Open, the replayed ones).
+//  3. An immutable segment (rotated, or opened as an older generation)
+//     takes no more appends; only an immutable segment may be retired.
+//  4. After a write or sync error the segment is failed and refuses later
+//     appends: the data's fate is unknown until it is reopened.
+//
+// A Segment is not safe for concurrent use.
+type Segment struct {
+	d    ring.Doer
+	opts Options
+	gen  Gen
+
+	fd        int32 // -1 once closed
+	off       int64 // where the next batch goes
+	records   int
+	revs      map[messages.Revision]struct{}
+	minRev    messages.Revision
+	maxRev    messages.Revision
+	immutable bool
+	retired   bool
+	pending   *Pending
+	failed    error
+
+	buf   []byte // encodes batches; reused once the previous batch is done
+	batch wal.Batch
+}
+
+// Pending is a batch prepared for writing: perform Ops (the write linked to
+// an fdatasync, or the write alone with RWF_DSYNC), then call Committed or
+// Failed. The write's buffer belongs to the segment.
+type Pending struct {
+	Write ring.Op
+	Sync  ring.Op
+	Off   int64
+	Len   int
+	revs  []messages.Revision
+}
+
+// Ops returns the batch's write linked to its fdatasync.
+func (p *Pending) Ops() []ring.Op {
+	w := p.Write
+	w.Link = true
+	return []ring.Op{w, p.Sync}
+}
+
+var (
+	// ErrImmutable is returned by appends to a rotated generation.
+	ErrImmutable = errors.New("hot: segment is immutable")
+	// ErrBusy is returned by Prepare, Rotate and Close while a batch is
+	// in flight.
+	ErrBusy = errors.New("hot: a batch is already in flight")
+	// ErrFull is returned by Prepare when the batch does not fit: rotate.
+	ErrFull = errors.New("hot: segment full")
+	// ErrClosed is returned after Close or Retire.
+	ErrClosed = errors.New("hot: segment closed")
+)
+
+func (s *Segment) path() string { return filepath.Join(s.opts.Dir, s.gen.FileName()) }
+func (s *Segment) rel() string  { return filepath.Join(s.opts.Name, s.gen.FileName()) }
+
+// Create makes a new, empty generation g: it creates the file, preallocates
+// it (fallocate mode 0, so that appends never change the size an fdatasync
+// must log), syncs it and syncs the directory. It fails if the file exists.
+func Create(d ring.Doer, opts Options, g Gen) (*Segment, error) {
+	if err := opts.fill(); err != nil {
+		return nil, err
+	}
+	if err := ring.Mkdir(d, opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("hot: create directory: %w", err)
+	}
+	s := newSegment(d, opts, g)
+	fd, err := ring.Open(d, s.path(), unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("hot: create %s: %w", s.rel(), err)
+	}
+	s.fd = fd
+	if err := s.preallocate(); err != nil {
+		s.closeFD()
+		return nil, err
+	}
+	if err := ring.SyncDir(d, opts.Dir); err != nil {
+		s.closeFD()
+		return nil, fmt.Errorf("hot: create %s: sync directory: %w", s.rel(), err)
+	}
+	return s, nil
+}
+
+func newSegment(d ring.Doer, opts Options, g Gen) *Segment {
+	return &Segment{d: d, opts: opts, gen: g, fd: -1, revs: make(map[messages.Revision]struct{})}
+}
+
+func (s *Segment) preallocate() error {
+	err := ring.Fallocate(s.d, s.fd, 0, s.opts.SegmentSize, false)
+	if err == nil {
+		err = ring.Fsync(s.d, s.fd) // size and allocation are metadata
+	}
+	if err != nil {
+		return fmt.Errorf("hot: preallocate %s: %w", s.rel(), err)
+	}
+	return nil
+}
+
+func (s *Segment) closeFD() {
+	if s.fd >= 0 {
+		ring.Close(s.d, s.fd) //nolint:errcheck // an earlier error is the one reported
+		s.fd = -1
+	}
+}
+
+// Open replays the existing generation g, calling fn for each record, and
+// returns it ready for appends (or, when immutable is set, as an older
+// generation that only the sealer reads). A torn tail is zeroed durably in
+// TolerateTornTail mode; other damage is a *messages.CorruptionError.
+func Open(d ring.Doer, opts Options, g Gen, immutable bool, fn func(off int64, r messages.Record) error) (*Segment, error) {
+	if err := opts.fill(); err != nil {
+		return nil, err
+	}
+	s := newSegment(d, opts, g)
+	s.immutable = immutable
+	fd, err := ring.Open(d, s.path(), unix.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("hot: open %s: %w", s.rel(), err)
+	}
+	s.fd = fd
+	res, err := s.scan(func(off int64, r messages.Record) error {
+		s.note(r.Revision)
+		if fn != nil {
+			return fn(off, r)
+		}
+		return nil
+	})
+	if err == nil && res.Dirty > res.End {
+		// Zero the torn batch durably so that its stale frames never
+		// reappear after later batches.
+		err = ring.WriteSync(d, fd, make([]byte, res.Dirty-res.End), res.End)
+		if err != nil {
+			err = fmt.Errorf("hot: zero torn tail of %s: %w", s.rel(), err)
+		}
+	}
+	if err == nil && !immutable {
+		// A crash may have cut the creation short of its preallocation.
+		err = s.preallocate()
+	}
+	if err != nil {
+		s.closeFD()
+		return nil, err
+	}
+	s.off = res.End
+	return s, nil
+}
+
+// scan reads the whole file and walks its records.
+func (s *Segment) scan(fn func(off int64, r messages.Record) error) (wal.ScanResult, error) {
+	data, err := ring.ReadFile(s.d, s.path())
+	if err != nil {
+		return wal.ScanResult{}, fmt.Errorf("hot: read %s: %w", s.rel(), err)
+	}
+	rel := s.rel()
+	return wal.Scan(data, wal.ScanOptions{Path: rel, Mode: s.opts.Mode, Salt: s.gen.salt()},
+		func(off int64, t wal.FrameType, payload []byte) error {
+			if t != wal.TypeRecord {
+				return &messages.CorruptionError{Path: rel, Offset: off, Reason: fmt.Sprintf("frame type %d is not a record", t)}
+			}
+			r, err := wal.DecodeRecord(payload)
+			if err == nil && r.Space != s.gen.Space {
+				err = fmt.Errorf("record of space %d in a segment of space %d", r.Space, s.gen.Space)
+			}
+			if err != nil {
+				return &messages.CorruptionError{Path: rel, Offset: off, Reason: err.Error()}
+			}
+			return fn(off, r)
+		})
+}
+
+// ReadRecords reads the segment's records back from the file in the order
+// they were appended (for the sealer).
+// REQUIRES: no batch in flight.
+func (s *Segment) ReadRecords(fn func(off int64, r messages.Record) error) error {
+	if s.fd < 0 {
+		return ErrClosed
+	}
+	_, err := s.scan(fn)
+	return err
+}
+
+func (s *Segment) note(rev messages.Revision) {
+	if s.records == 0 || rev < s.minRev {
+		s.minRev = rev
+	}
+	if rev > s.maxRev {
+		s.maxRev = rev
+	}
+	s.revs[rev] = struct{}{}
+	s.records++
+}
+
+// Gen returns the segment's space and generation.
+func (s *Segment) Gen() Gen { return s.gen }
+
+// Has reports whether the segment holds a record of revision rev, so that a
+// staged entry is never applied twice.
+func (s *Segment) Has(rev messages.Revision) bool {
+	if s.records == 0 || rev < s.minRev || rev > s.maxRev {
+		return false
+	}
+	_, ok := s.revs[rev]
+	return ok
+}
+
+// Records returns how many records the segment holds.
+func (s *Segment) Records() int { return s.records }
+
+// Size returns the bytes of frames the segment holds.
+func (s *Segment) Size() int64 { return s.off }
+
+// RevRange returns the lowest and highest revisions held; 0, 0 when empty.
+func (s *Segment) RevRange() (lo, hi messages.Revision) { return s.minRev, s.maxRev }
+
+// Immutable reports whether the segment takes no more appends.
+func (s *Segment) Immutable() bool { return s.immutable }
+
+// Prepare encodes recs as one batch.
+// REQUIRES: every record is of the segment's space and valid for
+// wal.EncodeRecord. A revision the segment already holds is skipped, so
+// that promoting a staged entry twice is harmless; when every record is
+// skipped Prepare returns nil, nil.
+func (s *Segment) Prepare(recs []messages.Record) (*Pending, error) {
+	switch {
+	case s.fd < 0:
+		return nil, ErrClosed
+	case s.immutable:
+		return nil, ErrImmutable
+	case s.failed != nil:
+		return nil, fmt.Errorf("hot: %s failed earlier: %w", s.rel(), s.failed)
+	case s.pending != nil:
+		return nil, ErrBusy
+	}
+	p := &Pending{}
+	s.batch.Begin(s.buf[:0], s.gen.salt())
+	seen := make(map[messages.Revision]bool, len(recs))
+	for i := range recs {
+		r := recs[i]
+		if r.Space != s.gen.Space {
+			return nil, fmt.Errorf("hot: record of space %d appended to %s", r.Space, s.rel())
+		}
+		if s.Has(r.Revision) || seen[r.Revision] {
+			continue
+		}
+		seen[r.Revision] = true
+		s.batch.AddFunc(wal.TypeRecord, func(dst []byte) []byte { return wal.EncodeRecord(dst, r) })
+		p.revs = append(p.revs, r.Revision)
+	}
+	if s.batch.Count() == 0 {
+		s.batch.Finish()
+		return nil, nil
+	}
+	if s.off+int64(s.batch.Len()) > s.opts.SegmentSize {
+		s.buf = s.batch.Finish()[:0]
+		return nil, fmt.Errorf("%w: %s holds %d bytes, the batch needs %d of %d", ErrFull, s.rel(), s.off, s.batch.Len(), s.opts.SegmentSize)
+	}
+	s.buf = s.batch.Finish()
+	p.Off, p.Len = s.off, len(s.buf)
+	p.Write = ring.Op{Code: ring.OpWrite, FD: s.fd, Buf: s.buf, Offset: s.off}
+	p.Sync = ring.Op{Code: ring.OpFdatasync, FD: s.fd}
+	s.pending = p
+	return p, nil
+}
+
+// Committed records that p's write and sync completed.
+func (s *Segment) Committed(p *Pending) error {
+	if p == nil || p != s.pending {
+		return errors.New("hot: Committed with a batch that is not in flight")
+	}
+	s.pending = nil
+	s.off += int64(p.Len)
+	for _, r := range p.revs {
+		s.note(r)
+	}
+	return nil
+}
+
+// Failed records that p's write or sync failed: the segment is failed
+// (invariant 4).
+func (s *Segment) Failed(p *Pending, err error) {
+	if p == s.pending {
+		s.pending = nil
+	}
+	if s.failed == nil {
+		s.failed = fmt.Errorf("hot: write %s at offset %d: %w", s.rel(), p.Off, err)
+	}
+}
+
+// Append writes recs (less the revisions already held) as one batch and
+// waits until it is durable.
+func (s *Segment) Append(recs []messages.Record) error {
+	p, err := s.Prepare(recs)
+	if err != nil || p == nil {
+		return err
+	}
+	cs, err := s.d.Do(p.Ops()...)
+	if err == nil {
+		for _, c := range cs {
+			if c.Err != nil {
+				err = &ring.PathError{Op: c.Code.String(), Path: s.rel(), Err: c.Err}
+				break
+			}
+		}
+	}
+	if err != nil {
+		s.Failed(p, err)
+		return s.failed
+	}
+	return s.Committed(p)
+}
+
+// Rotate makes s immutable and creates the space's next generation, which
+// it returns. After a crash either only s exists or s and an empty next
+// generation: both load.
+func (s *Segment) Rotate() (*Segment, error) {
+	switch {
+	case s.fd < 0:
+		return nil, ErrClosed
+	case s.pending != nil:
+		return nil, ErrBusy
+	case s.immutable:
+		return nil, ErrImmutable
+	}
+	next, err := Create(s.d, s.opts, Gen{s.gen.Space, s.gen.Gen + 1})
+	if err != nil {
+		return nil, err
+	}
+	s.immutable = true
+	return next, nil
+}
+
+// Retire deletes the segment's file and syncs the directory.
+// REQUIRES: the manifest has committed the block sealed from s.
+func (s *Segment) Retire() error {
+	switch {
+	case s.retired:
+		return ErrClosed
+	case !s.immutable:
+		return fmt.Errorf("hot: retire %s: the active generation cannot be retired", s.rel())
+	case s.pending != nil:
+		return ErrBusy
+	}
+	s.closeFD()
+	if err := ring.Unlink(s.d, s.path()); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("hot: retire %s: %w", s.rel(), err)
+	}
+	if err := ring.SyncDir(s.d, s.opts.Dir); err != nil {
+		return fmt.Errorf("hot: retire %s: sync directory: %w", s.rel(), err)
+	}
+	s.retired = true
+	return nil
+}
+
+// Close releases the segment's fd. It is idempotent.
+// REQUIRES: no batch in flight.
+func (s *Segment) Close() error {
+	if s.pending != nil {
+		return ErrBusy
+	}
+	if s.fd < 0 {
+		return nil
+	}
+	fd := s.fd
+	s.fd = -1
+	if err := ring.Close(s.d, fd); err != nil {
+		return fmt.Errorf("hot: close %s: %w", s.rel(), err)
+	}
+	return nil
+}
