@@ -1,0 +1,152 @@
+package hot
+
+import (
+	"fmt"
+	"math/rand"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ringpipe/ringpipe/messages"
+	"github.com/ringpipe/ringpipe/ring"
+	"github.com/ringpipe/ringpipe/ring/sim"
+)
+
+// crashEvery runs step after setup on a fresh simulated disk once for every
+// operation index of step: from that index on operations fail, then the
+// power is cut (three tear patterns), and check inspects what a new
+// process finds; acked says whether step returned nil.
+func crashEvery[S any](t *testing.T, setup func(t *testing.T, d ring.Doer) S, step func(s S) error,
+	check func(t *testing.T, d ring.Doer, s S, acked bool)) {
+	t.Helper()
+	for k := uint64(1); ; k++ {
+		finished := false
+		for seed := int64(0); seed < 3; seed++ {
+			disk := sim.NewDisk(int64(k)*100 + seed)
+			d1 := ring.NewSync(disk.NewRing(ring.Options{}))
+			require.NoError(t, ring.Mkdir(d1, "/db", 0o755))
+			require.NoError(t, ring.SyncDir(d1, "/"))
+			s := setup(t, d1)
+			disk.Inject(sim.Fault{Kind: sim.EIO, At: disk.OpCount() + k, Persist: true})
+			err := step(s)
+			finished = len(disk.Hits()) == 0
+			disk.PowerLoss(rand.New(rand.NewSource(int64(k)*7 + seed)))
+			d2 := ring.NewSync(disk.NewRing(ring.Options{}))
+			t.Run(fmt.Sprintf("op%d/seed%d", k, seed), func(t *testing.T) { check(t, d2, s, err == nil) })
+			if t.Failed() {
+				return
+			}
+		}
+		if finished {
+			require.Greater(t, k, uint64(1), "the step did some I/O")
+			return
+		}
+	}
+}
+
+var crashOpts = Options{Dir: "/db/hot", SegmentSize: 8192}
+
+// load opens every generation as recovery would (the newest of a space
+// active, older ones immutable) and returns their records.
+func load(t *testing.T, d ring.Doer) map[Gen][]messages.Record {
+	t.Helper()
+	gens, err := List(d, crashOpts.Dir)
+	require.NoError(t, err)
+	out := map[Gen][]messages.Record{}
+	for i, g := range gens {
+		newest := i == len(gens)-1 || gens[i+1].Space != g.Space
+		s, err := Open(d, crashOpts, g, !newest, func(_ int64, r messages.Record) error {
+			out[g] = append(out[g], r)
+			return nil
+		})
+		require.NoError(t, err)
+		if _, ok := out[g]; !ok {
+			out[g] = nil
+		}
+		if newest {
+			// The active generation takes appends after recovery.
+			require.NoError(t, s.Append(recs(g.Space, 5000, 1)))
+		}
+		require.NoError(t, s.Close())
+	}
+	return out
+}
+
+type rotState struct {
+	s1       *Segment
+	old, new []messages.Record
+}
+
+func TestCrashHotRotate(t *testing.T) {
+	g1, g2 := Gen{Space: 1, Gen: 1}, Gen{Space: 1, Gen: 2}
+	crashEvery(t, func(t *testing.T, d ring.Doer) rotState {
+		s1, err := Create(d, crashOpts, g1)
+		require.NoError(t, err)
+		old := recs(1, 1, 10)
+		require.NoError(t, s1.Append(old))
+		return rotState{s1: s1, old: old, new: recs(1, 11, 5)}
+	}, func(s rotState) error {
+		s2, err := s.s1.Rotate()
+		if err != nil {
+			return err
+		}
+		return s2.Append(s.new)
+	}, func(t *testing.T, d ring.Doer, s rotState, acked bool) {
+		got := load(t, d)
+		require.Equal(t, s.old, got[g1], "the old generation is intact")
+		switch recs2, ok := got[g2]; {
+		case !ok:
+			require.False(t, acked)
+			require.Len(t, got, 1)
+		case len(recs2) == 0:
+			require.False(t, acked, "rotated, the append not durable")
+		default:
+			require.Equal(t, s.new, recs2)
+		}
+		// A second recovery agrees (and sees the appends of the first).
+		again := load(t, d)
+		for g := range got {
+			require.Len(t, again[g], len(got[g])+map[bool]int{true: 1}[g == maxGen(got)])
+		}
+	})
+}
+
+func maxGen(m map[Gen][]messages.Record) Gen {
+	var out Gen
+	for g := range m {
+		if g.Gen > out.Gen {
+			out = g
+		}
+	}
+	return out
+}
+
+func TestCrashHotRetire(t *testing.T) {
+	g1, g2 := Gen{Space: 4, Gen: 1}, Gen{Space: 4, Gen: 2}
+	type state struct {
+		s1       *Segment
+		old, new []messages.Record
+	}
+	crashEvery(t, func(t *testing.T, d ring.Doer) state {
+		s1, err := Create(d, crashOpts, g1)
+		require.NoError(t, err)
+		old := recs(4, 1, 10)
+		require.NoError(t, s1.Append(old))
+		s2, err := s1.Rotate()
+		require.NoError(t, err)
+		nw := recs(4, 11, 3)
+		require.NoError(t, s2.Append(nw))
+		require.NoError(t, s2.Close())
+		return state{s1: s1, old: old, new: nw}
+	}, func(s state) error {
+		return s.s1.Retire()
+	}, func(t *testing.T, d ring.Doer, s state, acked bool) {
+		got := load(t, d)
+		require.Equal(t, s.new, got[g2], "the active generation is intact")
+		if r, ok := got[g1]; ok {
+			require.False(t, acked, "retired, yet back")
+			require.Equal(t, s.old, r, "the old generation is whole or gone")
+		}
+		require.LessOrEqual(t, len(got), 2)
+	})
+}
