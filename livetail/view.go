@@ -31,7 +31,6 @@ package livetail
 import (
 	"errors"
 	"fmt"
-	"iter"
 	"math"
 
 	"github.com/tidwall/btree"
@@ -223,8 +222,9 @@ func (v *View) Scan(space messages.SpaceID, box Box, fn func(messages.Record) bo
 	if box.empty() {
 		return nil
 	}
+	var m merger
 	for _, kr := range s.keyer.Ranges(box) {
-		if !s.scanRange(kr, box, fn) {
+		if !s.scanRange(kr, box, fn, &m) {
 			return nil
 		}
 	}
@@ -232,10 +232,10 @@ func (v *View) Scan(space messages.SpaceID, box Box, fn func(messages.Record) bo
 }
 
 // scanRange merges every source of keys kr.Lo..kr.Hi and reports whether fn
-// wants more.
-func (s *spaceView) scanRange(kr KeyRange, box Box, fn func(messages.Record) bool) bool {
+// wants more. m is scratch space reused across the ranges of one Scan.
+func (s *spaceView) scanRange(kr KeyRange, box Box, fn func(messages.Record) bool, m *merger) bool {
 	// Sources that may hold keys in kr; most scans have one or two.
-	var trees []*tree
+	trees, blocks := m.trees[:0], m.blocks[:0]
 	for _, g := range s.gens {
 		if mn, ok := g.tr.Min(); ok && mn.key <= kr.Hi {
 			if mx, _ := g.tr.Max(); mx.key >= kr.Lo {
@@ -243,12 +243,12 @@ func (s *spaceView) scanRange(kr KeyRange, box Box, fn func(messages.Record) boo
 			}
 		}
 	}
-	var blocks []Block
 	for _, b := range s.blocks {
 		if b.MinKey() <= kr.Hi && b.MaxKey() >= kr.Lo {
 			blocks = append(blocks, b)
 		}
 	}
+	m.trees, m.blocks = trees, blocks
 	emit := newestPerKey{box: box, fn: fn}
 	switch {
 	case len(trees)+len(blocks) == 0:
@@ -266,7 +266,7 @@ func (s *spaceView) scanRange(kr KeyRange, box Box, fn func(messages.Record) boo
 		})
 		return emit.flush()
 	}
-	return mergeRange(kr, trees, blocks, &emit)
+	return m.merge(kr, &emit)
 }
 
 // newestPerKey receives records in (key, revision) order and passes fn the
@@ -317,29 +317,76 @@ func (n *newestPerKey) emit() bool {
 	return true
 }
 
+// Block reads in a merge come in chunks: the first is small so that a scan
+// that stops early reads little, later ones double up to maxChunk so that a
+// long scan resumes (one seek into the block) rarely. The chunks bound the
+// memory of a merge to maxChunk records per block, without a goroutine or
+// coroutine per block.
+const (
+	firstChunk = 16
+	maxChunk   = 512
+)
+
+// keyedRecord is a block record with its key.
+type keyedRecord struct {
+	key uint64
+	rec messages.Record
+}
+
 // cursor reads one source of a merge in (key, revision) order.
 type cursor struct {
 	ok  bool
 	key uint64
-	rec messages.Record
+	rec *messages.Record // valid until the next advance
 
-	// Exactly one of it (a tail tree) or next/stop (a block) is set.
-	it   *btree.IterG[entry]
-	hi   uint64
-	next func() (uint64, messages.Record, bool)
-	stop func()
+	// A tail tree: it, bounded by hi.
+	it *btree.IterG[entry]
+	hi uint64
+
+	// A block: buf[i] is the current record; more says whether the block
+	// has records after buf's last one, up to hi.
+	blk   Block
+	buf   []keyedRecord
+	i     int
+	more  bool
+	chunk int
+	keep  *[]keyedRecord // where buf goes back on close
+}
+
+func treeCursor(tr *tree, kr KeyRange) cursor {
+	it := tr.Iter()
+	c := cursor{it: &it, hi: kr.Hi}
+	c.ok = it.Seek(entry{key: kr.Lo})
+	c.loadEntry()
+	return c
+}
+
+// blockCursor reads b over kr into *buf, which it keeps (grown) for reuse.
+func blockCursor(b Block, kr KeyRange, buf *[]keyedRecord) cursor {
+	c := cursor{blk: b, hi: kr.Hi, chunk: firstChunk, buf: *buf, keep: buf}
+	c.fill(kr.Lo, false)
+	return c
 }
 
 func (c *cursor) advance() {
 	if c.it != nil {
 		c.ok = c.it.Next()
-		c.load()
+		c.loadEntry()
 		return
 	}
-	c.key, c.rec, c.ok = c.next()
+	c.i++
+	if c.i < len(c.buf) {
+		c.loadBuf()
+		return
+	}
+	if !c.more {
+		c.ok = false
+		return
+	}
+	c.fill(c.key, true)
 }
 
-func (c *cursor) load() {
+func (c *cursor) loadEntry() {
 	if !c.ok {
 		return
 	}
@@ -348,38 +395,81 @@ func (c *cursor) load() {
 		c.ok = false
 		return
 	}
-	c.key, c.rec = e.key, *e.rec
+	c.key, c.rec = e.key, e.rec
 }
 
-// mergeRange is a k-way merge by key of several sources. k is the number of
-// generations plus blocks meeting the range, small enough that a linear pick
-// of the smallest key is cheaper than a heap.
-func mergeRange(kr KeyRange, trees []*tree, blocks []Block, emit *newestPerKey) bool {
-	cs := make([]cursor, 0, len(trees)+len(blocks))
-	for _, tr := range trees {
-		it := tr.Iter()
-		c := cursor{it: &it, hi: kr.Hi}
-		c.ok = it.Seek(entry{key: kr.Lo})
-		c.load()
-		cs = append(cs, c)
+func (c *cursor) loadBuf() {
+	c.key, c.rec = c.buf[c.i].key, &c.buf[c.i].rec
+}
+
+// fill reads the block's next chunk starting at key lo. With resume set,
+// (lo, c.rec.Revision) is the last record already read: records up to it
+// are skipped (a block's revisions of one key ascend).
+func (c *cursor) fill(lo uint64, resume bool) {
+	var lastRev messages.Revision
+	if resume {
+		lastRev = c.rec.Revision
 	}
-	for _, b := range blocks {
-		seq := func(yield func(uint64, messages.Record) bool) { b.Scan(kr.Lo, kr.Hi, yield) }
-		next, stop := iter.Pull2(seq)
-		c := cursor{next: next, stop: stop}
-		c.advance()
-		cs = append(cs, c)
+	n := c.chunk
+	c.chunk = min(2*c.chunk, maxChunk)
+	c.buf, c.i, c.more = c.buf[:0], 0, false
+	c.blk.Scan(lo, c.hi, func(key uint64, r messages.Record) bool {
+		if resume && key == lo && r.Revision <= lastRev {
+			return true
+		}
+		if len(c.buf) == n {
+			c.more = true
+			return false
+		}
+		c.buf = append(c.buf, keyedRecord{key, r})
+		return true
+	})
+	c.ok = len(c.buf) > 0
+	if c.ok {
+		c.loadBuf()
 	}
+}
+
+func (c *cursor) close() {
+	if c.it != nil {
+		c.it.Release()
+	}
+	if c.keep != nil {
+		*c.keep = c.buf[:0]
+	}
+}
+
+// merger is the scratch space of one Scan's merges, reused from one key
+// range to the next so that a box of many ranges allocates its cursors and
+// block buffers once.
+type merger struct {
+	trees  []*tree
+	blocks []Block
+	cs     []cursor
+	bufs   [][]keyedRecord // block buffers, kept for the next range
+}
+
+// merge is a k-way merge by key of m.trees and m.blocks over kr. k is the
+// number of generations plus blocks meeting the range, small while blocks
+// are merged (a later step), so a linear pick of the smallest key stands in
+// for a heap.
+func (m *merger) merge(kr KeyRange, emit *newestPerKey) bool {
+	cs := m.cs[:0]
 	defer func() {
 		for i := range cs {
-			if cs[i].it != nil {
-				cs[i].it.Release()
-			} else {
-				cs[i].stop()
-			}
+			cs[i].close()
 		}
+		m.cs = cs
 	}()
-
+	for _, tr := range m.trees {
+		cs = append(cs, treeCursor(tr, kr))
+	}
+	for j, b := range m.blocks {
+		if j == len(m.bufs) {
+			m.bufs = append(m.bufs, nil)
+		}
+		cs = append(cs, blockCursor(b, kr, &m.bufs[j]))
+	}
 	for {
 		minKey, any := uint64(0), false
 		for i := range cs {
@@ -393,7 +483,7 @@ func mergeRange(kr KeyRange, trees []*tree, blocks []Block, emit *newestPerKey) 
 		for i := range cs {
 			c := &cs[i]
 			for c.ok && c.key == minKey {
-				if !emit.add(minKey, &c.rec) {
+				if !emit.add(minKey, c.rec) {
 					return false
 				}
 				c.advance()

@@ -13,8 +13,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	// The concurrency test starts goroutines and Scan's merge pulls
-	// blocks through iter.Pull coroutines; none may outlive a test.
+	// The concurrency test starts goroutines; none may outlive it.
 	goleak.VerifyTestMain(m)
 }
 
