@@ -7,6 +7,19 @@
 // generation; Retire deletes an old one once the manifest has committed its
 // block. The types are plain logic without goroutines: one actor owns each
 // Segment. Frames, batches and the torn-tail rule are package wal's.
+//
+// # Recycling
+//
+// Retired files are deleted, not recycled, for now. BenchmarkAppendSync
+// measured a 4 KiB append+fdatasync on this ext4 machine at a median of
+// about 190 µs into an already-written file against 290 µs into a freshly
+// fallocated one (noisy, shared machine), so recycling would pay. It needs
+// one more thing from the frame format first: a recycled file holds old
+// frames of another salt after the end, which the scan reads as garbage —
+// a torn tail — so Strict mode would refuse every recycled file and
+// TolerateTornTail would zero the rest of it on each open. Storing the
+// salt in the header (so that a well-formed frame of another salt is a
+// clean end) fixes that.
 package hot
 
 import (

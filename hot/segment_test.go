@@ -193,8 +193,15 @@ func TestSegmentMidCorruption(t *testing.T) {
 	var ce *messages.CorruptionError
 	require.ErrorAs(t, err, &ce)
 	assert.Zero(t, ce.Offset)
-	// A file renamed to another generation does not read as that one.
-	require.NoError(t, os.WriteFile(path, make([]byte, 0), 0o644))
+	// A file copied to another generation's name does not read as that
+	// one: the salt differs, so Strict mode refuses it.
+	data[40] ^= 1
+	g2 := Gen{Space: 2, Gen: 2}
+	require.NoError(t, os.WriteFile(filepath.Join(opts.Dir, g2.FileName()), data, 0o644))
+	strict := opts
+	strict.Mode = wal.Strict
+	_, err = Open(d, strict, g2, true, nil)
+	assert.ErrorIs(t, err, messages.ErrCorrupt)
 }
 
 func TestSegmentPrepareCommitted(t *testing.T) {
