@@ -80,6 +80,7 @@ const (
 	Strict
 )
 
+// String returns the mode's name.
 func (m RecoveryMode) String() string {
 	switch m {
 	case TolerateTornTail:
