@@ -50,12 +50,13 @@ func (m morton) Ranges(b Box) []KeyRange {
 // its MayContain answers true for every key (a filter full of false
 // positives).
 type fakeBlock struct {
-	keys  []uint64          // sorted by (key, revision) together with recs
-	recs  []messages.Record // ditto
-	set   map[uint64]bool
-	loose bool
-	gets  atomic.Int64
-	scans atomic.Int64
+	keys   []uint64          // sorted by (key, revision) together with recs
+	recs   []messages.Record // ditto
+	set    map[uint64]bool
+	loose  bool
+	maxRev messages.Revision
+	gets   atomic.Int64
+	scans  atomic.Int64
 }
 
 // newBlock sorts records by (key, revision) with keyer k.
@@ -88,6 +89,7 @@ func newBlock(k Keyer, recs []messages.Record) *fakeBlock {
 		b.keys = append(b.keys, x.key)
 		b.recs = append(b.recs, x.r)
 		b.set[x.key] = true
+		b.maxRev = max(b.maxRev, x.r.Revision)
 	}
 	return b
 }
@@ -95,13 +97,7 @@ func newBlock(k Keyer, recs []messages.Record) *fakeBlock {
 func (b *fakeBlock) MinKey() uint64 { return b.keys[0] }
 func (b *fakeBlock) MaxKey() uint64 { return b.keys[len(b.keys)-1] }
 
-func (b *fakeBlock) MaxRevision() messages.Revision {
-	var m messages.Revision
-	for _, r := range b.recs {
-		m = max(m, r.Revision)
-	}
-	return m
-}
+func (b *fakeBlock) MaxRevision() messages.Revision { return b.maxRev }
 
 func (b *fakeBlock) MayContain(key uint64) bool { return b.loose || b.set[key] }
 

@@ -1,6 +1,7 @@
 package livetail
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -308,4 +309,51 @@ func (s *spaceState) publish() *spaceView {
 		return 0
 	})
 	return &spaceView{info: s.info, keyer: s.keyer, gens: gens, blocks: s.blocks}
+}
+
+// Notice is one change for Apply: an Appended or a Sealed. The set is
+// closed (an unexported marker method).
+type Notice interface{ notice() }
+
+// Appended says that Records of Space are durable in hot generation
+// Generation (or StagedGeneration); see Append.
+type Appended struct {
+	Space      messages.SpaceID
+	Generation uint64
+	Records    []messages.Record
+}
+
+// Sealed says that Block holds every record of Space's hot generation
+// Generation and is durable and named by the manifest; see Seal.
+type Sealed struct {
+	Space      messages.SpaceID
+	Generation uint64
+	Block      Block
+}
+
+func (Appended) notice() {}
+func (Sealed) notice()   {}
+
+// Apply applies a batch of notices in order and publishes one View for all
+// of them, which is how the publisher turns a burst of notices into one
+// publish. A notice that fails (unknown space, bad record) is skipped whole
+// and its error returned, joined with the others; the rest are applied and
+// published all the same.
+func (t *Tail) Apply(ns ...Notice) (*View, error) {
+	var errs []error
+	for _, n := range ns {
+		var err error
+		switch n := n.(type) {
+		case Appended:
+			err = t.Append(n.Space, n.Generation, n.Records...)
+		case Sealed:
+			err = t.Seal(n.Space, n.Generation, n.Block)
+		default:
+			err = fmt.Errorf("livetail: apply: unknown notice %T", n)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return t.Publish(), errors.Join(errs...)
 }

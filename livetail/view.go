@@ -182,22 +182,15 @@ func (v *View) Get(space messages.SpaceID, p messages.Point) (messages.Record, e
 
 // newestInTree returns the entry with key and the highest revision in tr.
 func newestInTree(tr *tree, key uint64) (entry, bool) {
-	it := tr.Iter()
-	defer it.Release()
-	// Seek lands on the first entry >= (key+1, 0) or past the end; the one
-	// before it is the last entry with a key <= key.
-	var ok bool
-	if key == math.MaxUint64 {
-		ok = it.Last()
-	} else if it.Seek(entry{key: key + 1}) {
-		ok = it.Prev()
-	} else {
-		ok = it.Last()
-	}
-	if !ok || it.Item().key != key {
-		return entry{}, false
-	}
-	return it.Item(), true
+	// The first entry at or below (key, max revision) in descending order
+	// is the last one with a key <= key.
+	var found entry
+	ok := false
+	tr.Descend(entry{key: key, rev: math.MaxUint64}, func(e entry) bool {
+		found, ok = e, e.key == key
+		return false
+	})
+	return found, ok
 }
 
 // Scan calls fn for the newest live record of every point inside box in

@@ -620,3 +620,39 @@ func TestConcurrentReadersDuringPublish(t *testing.T) {
 	}
 	assert.Equal(t, want, scanAll(t, v0, sp1, box1(0, 255)))
 }
+
+func TestApplyBatch(t *testing.T) {
+	tl := newTestTail(t)
+	v1 := tl.Publish()
+	blk := newBlock(line{}, []messages.Record{put(1, "a", 1)})
+	v2, err := tl.Apply(
+		Appended{Space: sp1, Generation: 1, Records: []messages.Record{put(1, "a", 1)}},
+		Appended{Space: sp1, Generation: 2, Records: []messages.Record{put(2, "b", 2), del(3, 1)}},
+		Sealed{Space: sp1, Generation: 1, Block: blk},
+	)
+	require.NoError(t, err)
+	assert.NotSame(t, v1, v2, "one new View for the batch")
+	assert.Same(t, v2, tl.View())
+	assert.Zero(t, getRev(t, v2, sp1, 1))
+	assert.Equal(t, messages.Revision(2), getRev(t, v2, sp1, 2))
+	n, err := v2.TailLen(sp1)
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	nb, err := v2.Blocks(sp1)
+	require.NoError(t, err)
+	assert.Equal(t, 1, nb)
+
+	// A bad notice is skipped and reported; the others are published.
+	v3, err := tl.Apply(
+		Appended{Space: 42, Generation: 1, Records: []messages.Record{put(4, "x", 1)}},
+		Appended{Space: sp1, Generation: 2, Records: []messages.Record{put(5, "c", 3), put(6, "bad", 300)}},
+		Appended{Space: sp1, Generation: 2, Records: []messages.Record{put(7, "d", 4)}},
+		nil,
+	)
+	assert.ErrorIs(t, err, ErrUnknownSpace)
+	assert.ErrorIs(t, err, messages.ErrInvalidPoint)
+	assert.ErrorContains(t, err, "unknown notice")
+	assert.Equal(t, messages.Revision(7), getRev(t, v3, sp1, 4))
+	assert.Zero(t, getRev(t, v3, sp1, 3), "the bad batch added nothing")
+	assert.Equal(t, messages.Revision(7), v3.Revision())
+}
