@@ -5,7 +5,8 @@ import "github.com/ringpipe/ringpipe/messages"
 // Block is a sealed, immutable run of one space's records sorted by
 // (key, revision), as the snapshot package writes them. livetail names only
 // the methods it needs so that it does not depend on the block format; the
-// engine adapts snapshot's block type to it.
+// engine adapts *snapshot.Block to it (MinKey, MaxKey and MaxRevision from
+// its Meta, Get and MayContain as they are, Scan over one KeyRange).
 //
 // A Block is shared by every View that holds it and read by many goroutines
 // at once, so all of its methods must be safe for concurrent use.
@@ -20,10 +21,13 @@ type Block interface {
 	// with key (a Bloom filter answer).
 	MayContain(key uint64) bool
 	// Get returns the newest record with key in the block, tombstones
-	// included, and whether there is one.
-	Get(key uint64) (messages.Record, bool)
-	// Scan calls fn for every record with lo <= key <= hi in (key, revision)
-	// order, every revision of a key included, until fn returns false.
+	// included, and whether there is one. p is the point whose key is key
+	// (never nil here); a block may use it to check the record's point.
+	Get(key uint64, p messages.Point) (messages.Record, bool)
+	// Scan calls fn for the records with lo <= key <= hi in key order until
+	// fn returns false: at least the newest record of each key; older
+	// revisions of a key may come too, before it, in ascending revision
+	// order. Scanning again from the same lo yields the same sequence.
 	Scan(lo, hi uint64, fn func(key uint64, r messages.Record) bool)
 }
 

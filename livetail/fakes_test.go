@@ -46,17 +46,19 @@ func (m morton) Ranges(b Box) []KeyRange {
 	return []KeyRange{{m.Key(b.Min), m.Key(b.Max)}}
 }
 
-// fakeBlock is an in-memory Block. It counts its reads, and with loose set
-// its MayContain answers true for every key (a filter full of false
-// positives).
+// fakeBlock is an in-memory Block. It counts its reads; with loose set its
+// MayContain answers true for every key (a filter full of false positives).
 type fakeBlock struct {
-	keys   []uint64          // sorted by (key, revision) together with recs
-	recs   []messages.Record // ditto
-	set    map[uint64]bool
-	loose  bool
-	maxRev messages.Revision
-	gets   atomic.Int64
-	scans  atomic.Int64
+	keys  []uint64          // sorted by (key, revision) together with recs
+	recs  []messages.Record // ditto
+	set   map[uint64]bool
+	loose bool
+	// newestOnly makes Scan yield only the newest record of each key, as
+	// snapshot.Block does.
+	newestOnly bool
+	maxRev     messages.Revision
+	gets       atomic.Int64
+	scans      atomic.Int64
 }
 
 // newBlock sorts records by (key, revision) with keyer k.
@@ -101,7 +103,7 @@ func (b *fakeBlock) MaxRevision() messages.Revision { return b.maxRev }
 
 func (b *fakeBlock) MayContain(key uint64) bool { return b.loose || b.set[key] }
 
-func (b *fakeBlock) Get(key uint64) (messages.Record, bool) {
+func (b *fakeBlock) Get(key uint64, p messages.Point) (messages.Record, bool) {
 	b.gets.Add(1)
 	i, _ := slices.BinarySearch(b.keys, key+1) // first index with key > key
 	if key == ^uint64(0) {
@@ -110,6 +112,9 @@ func (b *fakeBlock) Get(key uint64) (messages.Record, bool) {
 	if i == 0 || b.keys[i-1] != key {
 		return messages.Record{}, false
 	}
+	if p == nil || !slices.Equal(p, b.recs[i-1].Point) {
+		panic("livetail: Block.Get called without the record's point")
+	}
 	return b.recs[i-1], true
 }
 
@@ -117,6 +122,9 @@ func (b *fakeBlock) Scan(lo, hi uint64, fn func(uint64, messages.Record) bool) {
 	b.scans.Add(1)
 	i, _ := slices.BinarySearch(b.keys, lo)
 	for ; i < len(b.keys) && b.keys[i] <= hi; i++ {
+		if b.newestOnly && i+1 < len(b.keys) && b.keys[i+1] == b.keys[i] {
+			continue
+		}
 		if !fn(b.keys[i], b.recs[i]) {
 			return
 		}

@@ -142,6 +142,7 @@ func runModel(t *testing.T, seed uint64, ops int) {
 			g := gens[rng.IntN(len(gens))]
 			b := newBlock(m.keyer, m.gens[g])
 			b.loose = rng.IntN(3) == 0
+			b.newestOnly = rng.IntN(2) == 0
 			require.NoError(t, tl.Seal(m.id, g, b))
 			delete(m.gens, g)
 			m.sealed = append(m.sealed, g)

@@ -143,7 +143,7 @@ func (t *Tail) Append(space messages.SpaceID, gen uint64, recs ...messages.Recor
 			// A late append to a generation already sealed: its block
 			// answers for it unless the record is newer than what the block
 			// holds at the point.
-			if old, ok := b.Get(key); ok && old.Revision >= r.Revision {
+			if old, ok := b.Get(key, r.Point); ok && old.Revision >= r.Revision {
 				continue
 			}
 			g = StagedGeneration
@@ -195,7 +195,7 @@ func (t *Tail) Seal(space messages.SpaceID, gen uint64, b Block) error {
 		var drop []entry
 		tr.Scan(func(e entry) bool {
 			if e.key >= b.MinKey() && e.key <= b.MaxKey() && b.MayContain(e.key) {
-				if old, ok := b.Get(e.key); ok && old.Revision >= e.rev {
+				if old, ok := b.Get(e.key, e.rec.Point); ok && old.Revision >= e.rev {
 					drop = append(drop, e)
 				}
 			}

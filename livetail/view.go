@@ -170,7 +170,7 @@ func (v *View) Get(space messages.SpaceID, p messages.Point) (messages.Record, e
 		if key < b.MinKey() || key > b.MaxKey() || !b.MayContain(key) {
 			continue
 		}
-		if r, ok := b.Get(key); ok && (!found || r.Revision > best.Revision) {
+		if r, ok := b.Get(key, p); ok && (!found || r.Revision > best.Revision) {
 			best, found = r, true
 		}
 	}

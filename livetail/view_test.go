@@ -656,3 +656,61 @@ func TestApplyBatch(t *testing.T) {
 	assert.Zero(t, getRev(t, v3, sp1, 3), "the bad batch added nothing")
 	assert.Equal(t, messages.Revision(7), v3.Revision())
 }
+
+// TestScanMergeLongBlocks crosses many chunk boundaries of the merge's
+// block reads, with revisions of one key split across chunks.
+func TestScanMergeLongBlocks(t *testing.T) {
+	for _, newestOnly := range []bool{false, true} {
+		tl := newTestTail(t)
+		want := map[uint32]messages.Revision{}
+		rev := messages.Revision(0)
+		for bi := range 3 {
+			var recs []messages.Record
+			for k := range uint32(256) {
+				if k >= 101 && k <= 103 {
+					continue
+				}
+				for range 1 + (int(k)+bi)%4 { // 1..4 revisions per key
+					rev++
+					if (int(k)+bi)%7 == 0 {
+						recs = append(recs, del(rev, k))
+						want[k] = 0
+					} else {
+						recs = append(recs, put(rev, "v", k))
+						want[k] = rev
+					}
+				}
+			}
+			b := newBlock(line{}, recs)
+			b.newestOnly = newestOnly
+			require.NoError(t, tl.AddBlock(sp1, b))
+		}
+		// One key with more revisions than the largest chunk, around
+		// others.
+		var many []messages.Record
+		for i := range 3 * maxChunk {
+			rev++
+			many = append(many, put(rev, "many", 101+uint32(i%3)))
+		}
+		want[101], want[102], want[103] = rev-2, rev-1, rev
+		hot := newBlock(line{}, many)
+		hot.newestOnly = newestOnly
+		require.NoError(t, tl.AddBlock(sp1, hot))
+		rev++
+		for k := uint32(0); k < 256; k += 5 {
+			rev++
+			require.NoError(t, tl.Append(sp1, 1, put(rev, "t", k)))
+			want[k] = rev
+		}
+		v := tl.Publish()
+		got := scanAll(t, v, sp1, box1(0, 255))
+		var wantRevs []messages.Revision
+		for k := range uint32(256) {
+			if want[k] != 0 {
+				wantRevs = append(wantRevs, want[k])
+			}
+		}
+		assert.Equal(t, wantRevs, revs(got), "newestOnly=%v", newestOnly)
+		assert.Equal(t, wantRevs[10:40], revs(scanAll(t, v, sp1, box1(got[10].Point[0], got[39].Point[0]))))
+	}
+}
