@@ -24,6 +24,15 @@
 //  3. A seal shows the block in the same View that drops the sealed
 //     generation from the tail, so no record is ever missing in between.
 //
+// # Use
+//
+// The publisher registers spaces (Tail.AddSpace, with the space's Keyer),
+// turns each burst of notices into one View (Tail.Apply with Appended and
+// Sealed, or Append/Seal/AddBlock then Publish) and stores the View in an
+// atomic pointer. Readers call View.Get and View.Scan. ErrNotFound and
+// ErrUnknownSpace are for the root package to map to its own errors; a bad
+// point wraps messages.ErrInvalidPoint.
+//
 // Nothing here starts goroutines or takes locks: a Tail belongs to one
 // goroutine (the publisher), a View may be read by any number at once.
 package livetail
