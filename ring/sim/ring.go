@@ -255,7 +255,9 @@ func (r *Ring) reap(out []ring.Completion, wait bool) (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for {
-		if len(r.ready) == 0 && len(r.events) > 0 {
+		// An event may make no Completion (a continued short write, a
+		// notice for an Op already done), so advance until one is ready.
+		for len(r.ready) == 0 && len(r.events) > 0 {
 			r.advance(len(out))
 		}
 		if len(r.ready) > 0 {
