@@ -1,0 +1,355 @@
+package snapshot
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ringpipe/ringpipe/messages"
+	"github.com/ringpipe/ringpipe/ring"
+	"github.com/ringpipe/ringpipe/wal"
+)
+
+// The manifest.
+//
+// MANIFEST-<n> is an append-only log of frames (package wal's format, salt
+// n); each frame's payload is a batch of edits (EncodeEdits), so a batch is
+// durable all or nothing. CURRENT holds the name of the live manifest and a
+// newline. Compaction writes MANIFEST-<n+1> holding State.Edits, syncs it,
+// switches CURRENT by write-temp, fsync, rename, directory sync, and then
+// removes MANIFEST-<n>. After a crash at any point CURRENT names a complete
+// manifest: the old one (still there, since it is removed only after the
+// switch is durable) or the new one (durable before the switch).
+
+const (
+	currentName    = "CURRENT"
+	manifestPrefix = "MANIFEST-"
+	// frameEdits is the wal frame type of a manifest frame ('M').
+	frameEdits wal.FrameType = 0x4d
+	// snapshotFrame bounds a compaction frame's payload; a snapshot larger
+	// than this is split over several frames (the whole file is synced
+	// before CURRENT names it, so its frames need not be one batch).
+	snapshotFrame = 1 << 20
+	// compactMin is the manifest size below which NeedsCompaction never
+	// says yes: rewriting a small log buys nothing.
+	compactMin = 64 << 10
+)
+
+// ErrNoManifest is returned (wrapped) by Open when dir has no CURRENT:
+// the directory holds no engine yet, and Create is the way in.
+var ErrNoManifest = errors.New("snapshot: no manifest")
+
+// ManifestName returns the file name of manifest number n.
+func ManifestName(n uint64) string { return fmt.Sprintf("%s%06d", manifestPrefix, n) }
+
+func parseManifestName(name string) (uint64, bool) {
+	digits, ok := strings.CutPrefix(name, manifestPrefix)
+	if !ok || digits == "" {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(digits, 10, 64)
+	return n, err == nil && n > 0
+}
+
+// Manifest is the live manifest of one engine directory: its State and the
+// open log that edits are appended to.
+//
+// A Manifest is not safe for concurrent use: one owner (the sealer, or
+// recovery) drives it; readers share the *State values it returns, which
+// never change.
+//
+// Invariants:
+//  1. state is what MANIFEST-<num> replays to, and every byte of the file
+//     up to off is durable.
+//  2. After an I/O error the Manifest is failed (err): the fate of the
+//     write is unknown, so nothing more is written; reopening recovers
+//     from what is on disk.
+type Manifest struct {
+	d     ring.Doer
+	dir   string
+	num   uint64 // the live MANIFEST-<num>
+	fd    int32  // MANIFEST-<num>, open for writing; -1 when closed
+	off   int64  // where the next frame goes
+	base  int64  // size of the file after its compacted snapshot
+	state *State
+	err   error // sticky: set by the first failed write
+}
+
+// Create makes a new, empty manifest in dir (which must exist) and makes
+// CURRENT name it. It refuses a directory that already has a CURRENT.
+func Create(d ring.Doer, dir string) (*Manifest, error) {
+	if _, err := ring.Stat(d, filepath.Join(dir, currentName)); err == nil {
+		return nil, fmt.Errorf("snapshot: create manifest in %s: CURRENT exists", dir)
+	} else if !errors.Is(err, unix.ENOENT) {
+		return nil, fmt.Errorf("snapshot: create manifest: %w", err)
+	}
+	m := &Manifest{d: d, dir: dir, fd: -1, state: NewState()}
+	if err := m.switchTo(1); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Open recovers the manifest of dir: it reads CURRENT, replays the named
+// manifest and opens it for appending. A torn last frame (an Apply cut
+// short by a crash, never acknowledged) is dropped and the manifest is
+// compacted into a clean file at once. Leftover manifests and temporary
+// files of an interrupted compaction are removed. Damage other than a torn
+// tail is a *messages.CorruptionError naming the file (relative to dir) and
+// offset. Without CURRENT the error wraps ErrNoManifest.
+func Open(d ring.Doer, dir string) (*Manifest, error) {
+	num, st, res, err := load(d, dir)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manifest{d: d, dir: dir, num: num, fd: -1, state: st}
+	if res.Torn || res.Dirty > res.End {
+		// Appending over a torn tail would need it zeroed first; a fresh
+		// file is simpler and as safe.
+		if err := m.switchTo(num + 1); err != nil {
+			return nil, err
+		}
+	} else {
+		fd, err := ring.Open(d, m.path(num), unix.O_WRONLY, 0)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot: open manifest: %w", err)
+		}
+		m.fd, m.off, m.base = fd, res.End, res.End
+	}
+	if err := m.removeStale(); err != nil {
+		m.Close() //nolint:errcheck // the removal error is the one to report
+		return nil, err
+	}
+	return m, nil
+}
+
+// Load reads the state of dir's manifest without changing any file (for
+// inspection and verification).
+func Load(d ring.Doer, dir string) (*State, error) {
+	_, st, _, err := load(d, dir)
+	return st, err
+}
+
+func load(d ring.Doer, dir string) (uint64, *State, wal.ScanResult, error) {
+	var res wal.ScanResult
+	cur, err := ring.ReadFile(d, filepath.Join(dir, currentName))
+	if errors.Is(err, unix.ENOENT) {
+		return 0, nil, res, fmt.Errorf("%w in %s", ErrNoManifest, dir)
+	}
+	if err != nil {
+		return 0, nil, res, fmt.Errorf("snapshot: read CURRENT: %w", err)
+	}
+	name, ok := strings.CutSuffix(string(cur), "\n")
+	num, ok2 := parseManifestName(name)
+	if !ok || !ok2 {
+		return 0, nil, res, &messages.CorruptionError{Path: currentName, Offset: 0,
+			Reason: fmt.Sprintf("CURRENT holds %q, not a manifest name", cur)}
+	}
+	data, err := ring.ReadFile(d, filepath.Join(dir, name))
+	if err != nil {
+		// CURRENT names a manifest only once it is durable: a missing
+		// one is damage, not a crash we can produce.
+		if errors.Is(err, unix.ENOENT) {
+			return 0, nil, res, &messages.CorruptionError{Path: name, Offset: 0, Reason: "named by CURRENT but missing"}
+		}
+		return 0, nil, res, fmt.Errorf("snapshot: read %s: %w", name, err)
+	}
+	st := NewState()
+	res, err = wal.Scan(data, wal.ScanOptions{Path: name, Mode: wal.TolerateTornTail, Salt: uint32(num)},
+		func(off int64, t wal.FrameType, payload []byte) error {
+			bad := func(reason string) error {
+				return &messages.CorruptionError{Path: name, Offset: off, Reason: "manifest: " + reason}
+			}
+			if t != frameEdits {
+				return bad(fmt.Sprintf("frame type %d", t))
+			}
+			edits, err := DecodeEdits(payload)
+			if err != nil {
+				return bad(err.Error())
+			}
+			n, err := st.With(edits...)
+			if err != nil {
+				return bad(err.Error())
+			}
+			st = n
+			return nil
+		})
+	if err != nil {
+		return 0, nil, res, err
+	}
+	if res.Frames == 0 {
+		// Every manifest starts with its snapshot, written and synced
+		// before CURRENT names it.
+		return 0, nil, res, &messages.CorruptionError{Path: name, Offset: 0, Reason: "manifest holds no edits"}
+	}
+	return num, st, res, nil
+}
+
+func (m *Manifest) path(n uint64) string { return filepath.Join(m.dir, ManifestName(n)) }
+
+// State returns the current state. It never changes; Apply returns a new one.
+func (m *Manifest) State() *State { return m.state }
+
+// Err returns the error that failed the Manifest, or nil.
+func (m *Manifest) Err() error { return m.err }
+
+// Apply appends edits as one frame, fdatasyncs it and returns the new state:
+// the edits are durable on return, all or nothing. Edits that do not fit
+// the state are refused before anything is written (the Manifest stays
+// usable). An I/O error fails the Manifest: the edits may or may not be
+// durable, and only reopening tells.
+func (m *Manifest) Apply(edits ...Edit) (*State, error) {
+	if m.err != nil {
+		return nil, m.err
+	}
+	if m.fd < 0 {
+		return nil, errors.New("snapshot: manifest closed")
+	}
+	if len(edits) == 0 {
+		return m.state, nil
+	}
+	n, err := m.state.With(edits...)
+	if err != nil {
+		return nil, err
+	}
+	payload := EncodeEdits(nil, edits)
+	if len(payload) > wal.MaxFrame {
+		return nil, fmt.Errorf("snapshot: %d edits take %d bytes, more than a frame holds", len(edits), len(payload))
+	}
+	var b wal.Batch
+	b.Begin(nil, uint32(m.num))
+	b.Add(frameEdits, payload)
+	frame := b.Finish()
+	if err := ring.WriteSync(m.d, m.fd, frame, m.off); err != nil {
+		m.err = fmt.Errorf("snapshot: append to %s: %w", ManifestName(m.num), err)
+		return nil, m.err
+	}
+	m.off += int64(len(frame))
+	m.state = n
+	return n, nil
+}
+
+// Size returns the live manifest's size in bytes.
+func (m *Manifest) Size() int64 { return m.off }
+
+// NeedsCompaction reports whether the log has grown enough past its last
+// snapshot that Compact would shrink it substantially.
+func (m *Manifest) NeedsCompaction() bool {
+	return m.off > compactMin && m.off > 4*m.base
+}
+
+// Compact writes the state into a new manifest, switches CURRENT to it and
+// removes the old one. The state does not change. An I/O error fails the
+// Manifest; after a crash either manifest may be the live one, and both
+// hold the same state.
+func (m *Manifest) Compact() error {
+	if m.err != nil {
+		return m.err
+	}
+	if m.fd < 0 {
+		return errors.New("snapshot: manifest closed")
+	}
+	return m.switchTo(m.num + 1)
+}
+
+// switchTo writes State as MANIFEST-<num>, makes CURRENT name it, and then
+// drops the previous one. On error the Manifest is failed.
+func (m *Manifest) switchTo(num uint64) (err error) {
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("snapshot: write %s: %w", ManifestName(num), err)
+			m.err = err
+		}
+	}()
+	var data []byte
+	var b wal.Batch
+	edits := m.state.Edits()
+	for len(edits) > 0 {
+		// One batch per frame: frames are bounded, and the file is synced
+		// whole before anything names it.
+		b.Begin(data, uint32(num))
+		k, size := 0, 0
+		for k < len(edits) {
+			n := len(edits[k].encode(nil))
+			if k > 0 && size+n > snapshotFrame {
+				break
+			}
+			size += n
+			k++
+		}
+		b.Add(frameEdits, EncodeEdits(nil, edits[:k]))
+		data = b.Finish()
+		edits = edits[k:]
+	}
+	// The new file: written, fsynced, renamed into place, directory synced.
+	if err := ring.WriteFileAtomic(m.d, m.path(num), data); err != nil {
+		return err
+	}
+	if err := ring.WriteFileAtomic(m.d, filepath.Join(m.dir, currentName), []byte(ManifestName(num)+"\n")); err != nil {
+		return err
+	}
+	fd, err := ring.Open(m.d, m.path(num), unix.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	old, oldFD := m.num, m.fd
+	m.num, m.fd, m.off, m.base = num, fd, int64(len(data)), int64(len(data))
+	if oldFD >= 0 {
+		if err := ring.Close(m.d, oldFD); err != nil {
+			return err
+		}
+	}
+	if old != 0 {
+		// The old manifest is garbage now; a crash before the unlink is
+		// durable leaves it for the next Open to remove.
+		if err := ring.Unlink(m.d, m.path(old)); err != nil && !errors.Is(err, unix.ENOENT) {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeStale removes manifests other than the live one and temporary
+// files left by an interrupted compaction or CURRENT switch.
+func (m *Manifest) removeStale() error {
+	names, err := ring.ReadDir(m.d, m.dir)
+	if err != nil {
+		return fmt.Errorf("snapshot: list %s: %w", m.dir, err)
+	}
+	removed := false
+	for _, name := range names {
+		base, tmp := strings.CutSuffix(name, ".tmp")
+		n, ok := parseManifestName(base)
+		if !(ok && (n != m.num || tmp)) && !(tmp && base == currentName) {
+			continue
+		}
+		if err := ring.Unlink(m.d, filepath.Join(m.dir, name)); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("snapshot: remove %s: %w", name, err)
+		}
+		removed = true
+	}
+	if removed {
+		if err := ring.SyncDir(m.d, m.dir); err != nil {
+			return fmt.Errorf("snapshot: remove stale manifests: %w", err)
+		}
+	}
+	return nil
+}
+
+// Close closes the manifest's file. The state stays readable; Apply fails.
+// It is idempotent.
+func (m *Manifest) Close() error {
+	if m.fd < 0 {
+		return nil
+	}
+	fd := m.fd
+	m.fd = -1
+	if err := ring.Close(m.d, fd); err != nil {
+		return fmt.Errorf("snapshot: close manifest: %w", err)
+	}
+	return nil
+}
