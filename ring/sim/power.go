@@ -29,8 +29,14 @@ func (d *Disk) crash() {
 // is rebuilt from durable directory entries and every surviving file from
 // its durable bytes plus, per 512-byte sector of each not-yet-durable write
 // (in the order they were written), one fate chosen by rng: applied,
-// dropped, torn to zeros or torn to garbage. A not-yet-durable size change
-// is applied or dropped whole. A nil rng uses the disk's own.
+// dropped, torn to zeros or torn to garbage. A write lands whole a third of
+// the time, is lost whole a third of the time, and is otherwise torn sector
+// by sector, so sectors of one write, and later writes, may survive while
+// earlier ones do not. A not-yet-durable size change is applied or dropped
+// whole. A nil rng uses the disk's own.
+//
+// Files (and directories) that are not reachable through durable entries
+// are gone; their fate is listed in the report.
 //
 // Armed faults are cleared, as by ClearFaults.
 func (d *Disk) PowerLoss(rng *rand.Rand) LossReport {
