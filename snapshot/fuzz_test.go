@@ -68,3 +68,35 @@ func FuzzOpenBlock(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeEdits decodes arbitrary manifest frame payloads: decoding must
+// fail cleanly or yield edits that encode and decode to themselves, and
+// applying them to a state must not panic.
+func FuzzDecodeEdits(f *testing.F) {
+	for _, b := range someEdits() {
+		f.Add(EncodeEdits(nil, b))
+	}
+	var all []Edit
+	for _, b := range someEdits() {
+		all = append(all, b...)
+	}
+	f.Add(EncodeEdits(nil, all))
+	f.Add([]byte{0})
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		edits, err := DecodeEdits(payload)
+		if err != nil {
+			return
+		}
+		again, err := DecodeEdits(EncodeEdits(nil, edits))
+		if err != nil {
+			t.Fatalf("re-encoded edits do not decode: %v", err)
+		}
+		if !slices.Equal(edits, again) {
+			t.Fatalf("round trip changed the edits: %v != %v", edits, again)
+		}
+		if st, err := NewState().With(edits...); err == nil {
+			st.Edits()
+			st.Spaces()
+		}
+	})
+}
