@@ -191,6 +191,7 @@ const (
 	numFates
 )
 
+// String names the fate.
 func (f Fate) String() string {
 	switch f {
 	case Applied:

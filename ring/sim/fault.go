@@ -46,6 +46,7 @@ const (
 var kindNames = [...]string{EIO: "EIO", ENOSPC: "ENOSPC", ShortWrite: "short write", NoProgress: "no progress",
 	FsyncFail: "fsync failure", BitFlip: "bit flip", Delay: "delay"}
 
+// String names the kind.
 func (k FaultKind) String() string {
 	if k > 0 && k < numKinds {
 		return kindNames[k]
