@@ -336,16 +336,22 @@ func BenchmarkBlockBuild(b *testing.B) {
 	rng := rand.New(rand.NewPCG(5, 5))
 	var rev messages.Revision
 	es := genEntries(b, rng, 16384, &rev)
-	var size int64
-	for b.Loop() {
-		_, meta, err := EncodeBlock(1, 1, es)
-		if err != nil {
-			b.Fatal(err)
-		}
-		size = meta.Size
+	sorted := slices.Clone(es)
+	slices.SortFunc(sorted, cmpEntry)
+	for name, in := range map[string][]Entry{"unsorted": es, "sorted": sorted} {
+		b.Run(name, func(b *testing.B) {
+			var size int64
+			for b.Loop() {
+				_, meta, err := EncodeBlock(1, 1, in)
+				if err != nil {
+					b.Fatal(err)
+				}
+				size = meta.Size
+			}
+			b.SetBytes(size)
+			b.ReportMetric(float64(len(in)), "records/block")
+		})
 	}
-	b.SetBytes(size)
-	b.ReportMetric(float64(len(es)), "records/block")
 }
 
 func BenchmarkBlockWrite(b *testing.B) {
