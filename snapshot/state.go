@@ -237,11 +237,11 @@ func (e BlockAdded) apply(b *builder) error {
 	if _, ok := sb.ids[m.ID]; ok {
 		return fmt.Errorf("block %d of space %d exists", m.ID, m.Space)
 	}
-	sb.ids[m.ID] = struct{}{}
-	sb.sp.index.blocks = append(sb.sp.index.blocks, m)
 	if m.ID == ^uint64(0) {
 		return fmt.Errorf("block id %d leaves no next id", m.ID)
 	}
+	sb.ids[m.ID] = struct{}{}
+	sb.sp.index.blocks = append(sb.sp.index.blocks, m)
 	b.s.nextBlock = max(b.s.nextBlock, m.ID+1)
 	b.s.maxRev = max(b.s.maxRev, m.MaxRev)
 	return nil
