@@ -322,7 +322,7 @@ func (r *uringRing) enterSubmit() error {
 			return fmt.Errorf("ring: io_uring_enter submit: %w", err)
 		}
 		if r.reapMu.TryLock() {
-			conts := r.drain()
+			conts, _ := r.drain()
 			r.reapMu.Unlock()
 			if len(conts) > 0 {
 				// We hold sqMu: fill the continuations now; the loop
@@ -460,7 +460,7 @@ func (r *uringRing) reap(out []Completion, wait bool) (int, error) {
 		if done {
 			return 0, ErrClosed
 		}
-		if conts := r.drain(); len(conts) > 0 {
+		if conts, _ := r.drain(); len(conts) > 0 {
 			r.sqMu.Lock()
 			err := r.submitChains(conts)
 			r.sqMu.Unlock()
@@ -508,13 +508,13 @@ func (r *uringRing) takeReady(out []Completion) int {
 
 // drain takes every CQE the kernel has posted (flushing an overflow once)
 // and processes it. It returns the chains that must be resubmitted to
-// continue a short transfer.
+// continue a short transfer, and how many CQEs it processed.
 // REQUIRES: r.reapMu held (or TryLocked), r.mu not held.
-func (r *uringRing) drain() []*uchain {
-	var conts []*uchain
+func (r *uringRing) drain() (conts []*uchain, total int) {
 	flushed := false
 	for {
 		n := r.low.PeekCQEs(r.cqes)
+		total += n
 		if n > 0 {
 			r.mu.Lock()
 			for _, cqe := range r.cqes[:n] {
@@ -534,7 +534,7 @@ func (r *uringRing) drain() []*uchain {
 				continue
 			}
 		}
-		return conts
+		return conts, total
 	}
 }
 
@@ -699,14 +699,17 @@ func (r *uringRing) Close() error {
 		if left == 0 {
 			break
 		}
-		if conts := r.drain(); len(conts) > 0 {
+		conts, n := r.drain()
+		if len(conts) > 0 {
 			r.sqMu.Lock()
 			err := r.submitChains(conts)
 			r.sqMu.Unlock()
 			if err != nil {
 				return err
 			}
-			continue
+		}
+		if n > 0 {
+			continue // re-check inflight before waiting
 		}
 		if err := r.low.WaitCQE(); err != nil {
 			return err
