@@ -3,7 +3,6 @@ package ring
 import (
 	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
 	"sync"
 
@@ -190,6 +189,18 @@ func Mkdir(d Doer, path string, mode uint32) error {
 	return err
 }
 
+// MkdirDurable creates directory dir if it is missing and makes its entry
+// durable by syncing the parent. It syncs the parent even when dir already
+// exists: an earlier process may have created it and died before its
+// parent was synced, and a later power loss would then take the directory
+// and everything in it.
+func MkdirDurable(d Doer, dir string) error {
+	if err := Mkdir(d, dir, 0o755); err != nil {
+		return err
+	}
+	return SyncDir(d, filepath.Dir(dir))
+}
+
 // ReadDir lists the names in the directory at path.
 func ReadDir(d Doer, path string) ([]string, error) {
 	c, err := Do1(d, Op{Code: OpReadDir, Path: path})
@@ -280,5 +291,3 @@ func firstErr(cs []Completion, err error) error {
 	return nil
 }
 
-// ErrShortRead is returned by ReadFull when the file ends early.
-var ErrShortRead = io.ErrUnexpectedEOF
