@@ -13,18 +13,23 @@ import (
 //
 // # Layout
 //
-// A frame is a 24-byte header, the payload, and zero padding up to a
+// A frame is a 28-byte header, the payload, and zero padding up to a
 // multiple of FrameAlign (8) bytes, so every frame starts 8-aligned:
 //
-//	[0:4)   hdrCRC   CRC-32C over bytes [4:24), seeded with the file's salt
-//	[4:8)   length   payload bytes, at most MaxFrame
-//	[8:12)  dataCRC  CRC-32C over the type byte followed by the payload
-//	[12]    type     non-zero (zeroed space never reads as a frame)
-//	[13:16)          zero
-//	[16:20) back     bytes from the first frame of this frame's batch to it
-//	[20:24) batchLen bytes of the whole batch, padding included
+//	[0:4)   hdrCRC   CRC-32C over bytes [4:28)
+//	[4:8)   salt     the salt of the file's life the frame was written in
+//	[8:12)  length   payload bytes, at most MaxFrame
+//	[12:16) dataCRC  CRC-32C over the type byte followed by the payload
+//	[16]    type     non-zero (zeroed space never reads as a frame)
+//	[17:20)          zero
+//	[20:24) back     bytes from the first frame of this frame's batch to it
+//	[24:28) batchLen bytes of the whole batch, padding included
 //
-// All integers are little-endian.
+// All integers are little-endian. A header is well-formed when its hdrCRC
+// matches; a well-formed header belongs to the life its salt names. A frame
+// is valid (in a scan with salt S) when its header is well-formed, its salt
+// is S, and its length, type, payload CRC, padding and batch fields check
+// out.
 //
 // # Batches
 //
@@ -36,15 +41,14 @@ import (
 //
 // # Torn tail or corruption: the rule
 //
-// Writes are appended in order into zeroed (preallocated) space, and a
-// write is acknowledged only once it and everything before it is durable.
-// After a crash only the last write can therefore be damaged, and damage to
-// it may be anywhere in it (any of its 512-byte sectors may be zero or
-// garbage). ScanFrames reads batch after batch. When a frame is bad (its
-// header or data CRC fails, its length runs off the data, or its batch
+// Writes are appended in order, and a write is acknowledged only once it
+// and everything before it is durable. After a crash only the last write
+// can therefore be damaged, and damage to it may be anywhere in it (any of
+// its 512-byte sectors may be lost, zero or garbage). ScanFrames reads
+// batch after batch. When a frame is bad (it is not valid, or its batch
 // fields disagree with its position) at offset X inside the batch that
 // starts at S, it searches every FrameAlign offset after X for a valid
-// frame:
+// frame (of the scan's salt):
 //
 //   - a valid frame whose batch starts somewhere other than S means a later
 //     write survived a damaged earlier one: that is corruption, in both
@@ -55,13 +59,40 @@ import (
 //     TolerateTornTail mode ScanFrames returns end = S and torn = true, in
 //     Strict mode a *messages.CorruptionError at X.
 //
-// A header of zeros at a batch boundary followed only by zeros is the clean
-// end of the log.
+// Where the log ends depends on how the file is kept:
 //
-// The salt (ScanOptions.Salt) is mixed into every header CRC. A file reused
-// for a new life (a recycled segment) gets a new salt, so frames left from
-// its old life read as garbage, never as valid frames, and the rule above
-// still holds without zeroing the file first.
+//   - Zeroed files (the default): the file was preallocated with zeros and
+//     never held anything else, so a header of zeros at a batch boundary
+//     followed only by zeros is the clean end. Any non-zero byte after it
+//     is a bad frame at that boundary (the rule above applies).
+//   - Recyclable files (ScanOptions.Recyclable): the file may be reused
+//     for a new life with a new salt without being zeroed, so bytes of
+//     earlier lives follow the end. Their writer ends every write with an
+//     end marker (AppendEndMarker: a header of zeros right after the
+//     batch, overwritten by the next write). At a batch boundary, a header
+//     of zeros (the marker, or never-written space), a well-formed header
+//     of another salt (a recycled file's first frame of its old life), or
+//     fewer than FrameHeader bytes is an end candidate. The search above
+//     runs from it: no valid frame after it means the clean end, whatever
+//     other bytes follow; valid frames of a batch starting there are the
+//     rest of a torn write whose first header did not land (a torn tail);
+//     a valid frame of any other batch is corruption.
+//
+// Why the recyclable rule is sound: (1) a damaged frame of the current life
+// followed by a valid later batch of the current life is still found by
+// the search, whether the damage left garbage, zeros or a stale-looking
+// header, so it is corruption; (2) stale frames of older lives carry
+// another salt, so they are never valid and never surface, and the end
+// marker written with the last acknowledged batch means the scan never has
+// to make sense of stale bytes (which generally start mid-frame of the old
+// life) at the end; (3) a torn write of the current life over stale frames
+// is a torn tail when any of its headers landed, or its first header's
+// sector holds garbage; the one torn write read as a clean end is one whose
+// first sector was lost or zeroed and no other header of which landed:
+// nothing of it is then recognisable, and dropping it is what a torn tail
+// does anyway (it was never acknowledged). Two lives of one file whose
+// salts are equal would break (2); salts are 32 bits and derived from the
+// life's name, so writers that recycle must keep them distinct.
 //
 // Consequences for writers: append at the end returned by the scan, never
 // pipeline a write before the previous one is durable unless the later one
@@ -106,11 +137,13 @@ const (
 	// MaxFrame is the largest payload; a larger length is corruption.
 	MaxFrame = 64 << 20
 	// FrameHeader is the size of a frame header.
-	FrameHeader = 24
+	FrameHeader = 28
 	// FrameAlign is the alignment of every frame. Eight bytes keeps the
 	// padding small while making the resynchronising search after a bad
 	// frame look at only one offset in eight.
 	FrameAlign = 8
+	// EndMarkerSize is the size of the end marker AppendEndMarker appends.
+	EndMarkerSize = FrameHeader
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -128,6 +161,15 @@ func AppendFrame(dst []byte, t FrameType, payload []byte) []byte {
 	b.Add(t, payload)
 	return b.Finish()
 }
+
+// AppendEndMarker appends an end marker (EndMarkerSize zero bytes) to dst.
+// A writer of a recyclable file (ScanOptions.Recyclable) puts one right
+// after every batch, in the same write, and appends its next batch over
+// it: the marker is what tells the clean end from stale bytes of the
+// file's earlier lives. It is not part of the batch (the next append goes
+// where the marker starts). Where fewer than EndMarkerSize bytes are left
+// in the file, writing what fits is enough.
+func AppendEndMarker(dst []byte) []byte { return append(dst, make([]byte, EndMarkerSize)...) }
 
 // Batch builds a batch of frames to be written with one write and recovered
 // all or nothing. The zero value is ready for Begin. A Batch is not safe
@@ -174,12 +216,13 @@ func (b *Batch) AddFunc(t FrameType, enc func(dst []byte) []byte) {
 		panic(fmt.Sprintf("wal: frame payload of %d bytes exceeds MaxFrame", n))
 	}
 	hdr := b.buf[h : h+FrameHeader]
-	binary.LittleEndian.PutUint32(hdr[4:], uint32(n))
+	binary.LittleEndian.PutUint32(hdr[4:], b.salt)
+	binary.LittleEndian.PutUint32(hdr[8:], uint32(n))
 	crc := crc32.Update(0, castagnoli, []byte{byte(t)})
 	crc = crc32.Update(crc, castagnoli, b.buf[h+FrameHeader:])
-	binary.LittleEndian.PutUint32(hdr[8:], crc)
-	hdr[12] = byte(t)
-	binary.LittleEndian.PutUint32(hdr[16:], uint32(h-b.start))
+	binary.LittleEndian.PutUint32(hdr[12:], crc)
+	hdr[16] = byte(t)
+	binary.LittleEndian.PutUint32(hdr[20:], uint32(h-b.start))
 	b.buf = append(b.buf, make([]byte, align(len(b.buf))-len(b.buf))...)
 	b.frames = append(b.frames, h)
 }
@@ -190,8 +233,8 @@ func (b *Batch) Finish() []byte {
 	total := uint32(len(b.buf) - b.start)
 	for _, h := range b.frames {
 		hdr := b.buf[h : h+FrameHeader]
-		binary.LittleEndian.PutUint32(hdr[20:], total)
-		binary.LittleEndian.PutUint32(hdr[0:], headerCRC(b.salt, hdr))
+		binary.LittleEndian.PutUint32(hdr[24:], total)
+		binary.LittleEndian.PutUint32(hdr[0:], headerCRC(hdr))
 	}
 	out := b.buf
 	b.buf = nil
@@ -199,12 +242,11 @@ func (b *Batch) Finish() []byte {
 	return out
 }
 
-func headerCRC(salt uint32, hdr []byte) uint32 {
-	var s [4]byte
-	binary.LittleEndian.PutUint32(s[:], salt)
-	crc := crc32.Update(0, castagnoli, s[:])
-	return crc32.Update(crc, castagnoli, hdr[4:FrameHeader])
-}
+func headerCRC(hdr []byte) uint32 { return crc32.Checksum(hdr[4:FrameHeader], castagnoli) }
+
+// wellFormed reports whether hdr (FrameHeader bytes) is a header whose
+// checksum matches, of whatever salt.
+func wellFormed(hdr []byte) bool { return binary.LittleEndian.Uint32(hdr[0:]) == headerCRC(hdr) }
 
 // frame is a decoded header.
 type frame struct {
@@ -215,22 +257,26 @@ type frame struct {
 	batchLen int
 }
 
-// parse checks the frame at off. ok is false when it is not a valid frame;
-// why then says what is wrong. It never allocates and never panics.
+// parse checks the frame at off against salt. why is empty when it is a
+// valid frame and otherwise says what is wrong. It never allocates on the
+// valid path and never panics.
 func parse(data []byte, off int, salt uint32) (f frame, why string) {
 	if len(data)-off < FrameHeader {
 		return f, "header runs past the end"
 	}
 	hdr := data[off : off+FrameHeader]
-	if binary.LittleEndian.Uint32(hdr[0:]) != headerCRC(salt, hdr) {
+	if !wellFormed(hdr) {
 		return f, "header checksum mismatch"
 	}
-	n := binary.LittleEndian.Uint32(hdr[4:])
+	if s := binary.LittleEndian.Uint32(hdr[4:]); s != salt {
+		return f, fmt.Sprintf("frame of salt %#x, not %#x", s, salt)
+	}
+	n := binary.LittleEndian.Uint32(hdr[8:])
 	if n > MaxFrame {
 		return f, fmt.Sprintf("length %d exceeds MaxFrame", n)
 	}
-	f.t = FrameType(hdr[12])
-	if f.t == 0 || hdr[13] != 0 || hdr[14] != 0 || hdr[15] != 0 {
+	f.t = FrameType(hdr[16])
+	if f.t == 0 || hdr[17] != 0 || hdr[18] != 0 || hdr[19] != 0 {
 		return f, "bad type or flags"
 	}
 	f.size = align(FrameHeader + int(n))
@@ -238,16 +284,16 @@ func parse(data []byte, off int, salt uint32) (f frame, why string) {
 		return f, "frame runs past the end"
 	}
 	f.payload = data[off+FrameHeader : off+FrameHeader+int(n) : off+FrameHeader+int(n)]
-	crc := crc32.Update(0, castagnoli, hdr[12:13])
+	crc := crc32.Update(0, castagnoli, hdr[16:17])
 	crc = crc32.Update(crc, castagnoli, f.payload)
-	if binary.LittleEndian.Uint32(hdr[8:]) != crc {
+	if binary.LittleEndian.Uint32(hdr[12:]) != crc {
 		return f, "data checksum mismatch"
 	}
 	if !isZero(data[off+FrameHeader+int(n) : off+f.size]) {
 		return f, "non-zero padding"
 	}
-	f.back = int(binary.LittleEndian.Uint32(hdr[16:]))
-	f.batchLen = int(binary.LittleEndian.Uint32(hdr[20:]))
+	f.back = int(binary.LittleEndian.Uint32(hdr[20:]))
+	f.batchLen = int(binary.LittleEndian.Uint32(hdr[24:]))
 	if f.back%FrameAlign != 0 || f.batchLen%FrameAlign != 0 || f.back+f.size > f.batchLen {
 		return f, "bad batch fields"
 	}
@@ -258,7 +304,13 @@ func parse(data []byte, off int, salt uint32) (f frame, why string) {
 type ScanOptions struct {
 	Path string // named in a CorruptionError
 	Mode RecoveryMode
-	Salt uint32 // the salt the frames were written with
+	Salt uint32 // the salt of the file's current life
+	// Recyclable says the file may hold bytes of earlier lives after the
+	// end, and that its writer ends every write with an end marker (see
+	// AppendEndMarker and the package comment on frames). A file written
+	// that way may be scanned either way while it never held anything
+	// else; a recycled one only with Recyclable.
+	Recyclable bool
 }
 
 // ScanResult says where a scan ended.
@@ -268,10 +320,12 @@ type ScanResult struct {
 	End int64
 	// Torn is set when a damaged last batch was dropped (TolerateTornTail).
 	Torn bool
-	// Dirty is the offset just past the last non-zero byte at or after
-	// End, rounded up to FrameAlign but not past the data (End when
-	// there is none): a caller
-	// that appends at End must first zero [End, Dirty) durably.
+	// Dirty says what a caller that appends at End must first zero
+	// durably: [End, Dirty), End when nothing. For a zeroed file it runs
+	// past the last non-zero byte at or after End (rounded up to
+	// FrameAlign, not past the data); for a recyclable one, past the last
+	// frame of the torn batch that is still valid and at least past an
+	// end marker at End (not past the data).
 	Dirty int64
 	// Frames is how many frames were handed to the callback.
 	Frames int
@@ -287,7 +341,7 @@ type ScanResult struct {
 // in both modes: a *messages.CorruptionError naming path and the bad
 // frame's offset. An error returned by fn stops the scan and is returned.
 // The frames are written with salt 0; see the package comment on frames for
-// the exact rule, and Scan for other salts.
+// the exact rule, and Scan for other salts and recyclable files.
 //
 // payload aliases data; fn must copy what it keeps.
 func ScanFrames(path string, data []byte, mode RecoveryMode, fn func(off int64, t FrameType, payload []byte) error) (end int64, torn bool, err error) {
@@ -308,13 +362,13 @@ func Scan(data []byte, opts ScanOptions, fn func(off int64, t FrameType, payload
 	start := 0 // start of the current batch == end of the last complete one
 	off := 0
 	for {
-		if off == start && isZero(data[off:min(off+FrameHeader, len(data))]) {
-			// The clean end, or a torn write whose first sector is lost.
-			if isZero(data[off:]) {
+		if off == start {
+			if end, ok := endCandidate(data, start, opts); ok {
+				return resolve(data, opts, start, start, "", res)
+			} else if end {
 				res.End, res.Dirty = int64(start), int64(start)
 				return res, nil
 			}
-			return tornOrCorrupt(data, opts, start, off, "no frame header", res)
 		}
 		f, why := parse(data, off, opts.Salt)
 		if why == "" {
@@ -326,7 +380,7 @@ func Scan(data []byte, opts ScanOptions, fn func(off int64, t FrameType, payload
 			}
 		}
 		if why != "" {
-			return tornOrCorrupt(data, opts, start, off, why, res)
+			return resolve(data, opts, start, off, why, res)
 		}
 		pending = append(pending, pend{off, f})
 		off += f.size
@@ -345,22 +399,52 @@ func Scan(data []byte, opts ScanOptions, fn func(off int64, t FrameType, payload
 		}
 		pending = pending[:0]
 		start = off
-		if off >= len(data) {
-			res.End, res.Dirty = int64(start), int64(start)
-			return res, nil
-		}
 	}
 }
 
-// tornOrCorrupt applies the rule of the package comment to a bad frame at
-// bad inside the batch that starts at start.
-func tornOrCorrupt(data []byte, opts ScanOptions, start, bad int, why string, res ScanResult) (ScanResult, error) {
+// endCandidate looks at the batch boundary at off. end says the data ends
+// there for certain (nothing, or only zeros, follows); candidate says the
+// log may end there, subject to the search of resolve.
+func endCandidate(data []byte, off int, opts ScanOptions) (end, candidate bool) {
+	rest := data[off:]
+	if len(rest) == 0 {
+		return true, false
+	}
+	hdr := rest[:min(FrameHeader, len(rest))]
+	if !opts.Recyclable {
+		if !isZero(hdr) {
+			return false, false
+		}
+		// The clean end, or a torn write whose first sector is lost:
+		// a zeroed file holds nothing else after its end.
+		return isZero(rest), false
+	}
+	if len(hdr) < FrameHeader || isZero(hdr) {
+		return false, true
+	}
+	if wellFormed(hdr) && binary.LittleEndian.Uint32(hdr[4:]) != opts.Salt {
+		return false, true // stale: a frame of an earlier life
+	}
+	return false, false
+}
+
+// resolve applies the rule of the package comment to a bad frame at bad
+// inside the batch that starts at start, or (why == "") to the end
+// candidate at start == bad.
+func resolve(data []byte, opts ScanOptions, start, bad int, why string, res ScanResult) (ScanResult, error) {
 	corrupt := func(reason string) error {
 		return &messages.CorruptionError{Path: opts.Path, Offset: int64(bad), Reason: reason}
 	}
+	candidate := why == ""
+	if candidate {
+		why = "the log ends here"
+	} else if !opts.Recyclable && bad == start && isZero(data[bad:min(bad+FrameHeader, len(data))]) {
+		why = "no frame header"
+	}
+	extent := -1 // end of the last valid frame of the batch at start
 	for y := align(bad + 1); y+FrameHeader <= len(data); y += FrameAlign {
-		if isZero(data[y : y+FrameHeader]) {
-			continue // fast path through zeroed space
+		if binary.LittleEndian.Uint32(data[y+4:]) != opts.Salt || isZero(data[y:y+FrameHeader]) {
+			continue // fast path: not a header of this life
 		}
 		f, w := parse(data, y, opts.Salt)
 		if w != "" {
@@ -369,13 +453,23 @@ func tornOrCorrupt(data []byte, opts ScanOptions, start, bad int, why string, re
 		if y-f.back != start {
 			return res, corrupt(fmt.Sprintf("%s, and a valid frame follows at offset %d", why, y))
 		}
+		extent = max(extent, y+f.size)
+	}
+	if candidate && extent < 0 {
+		res.End, res.Dirty = int64(start), int64(start)
+		return res, nil
 	}
 	if opts.Mode == Strict {
 		return res, corrupt(why + " (torn tail; Strict mode)")
 	}
 	res.End = int64(start)
 	res.Torn = true
-	res.Dirty = int64(min(start+align(lastNonZero(data[start:])+1), len(data)))
+	if opts.Recyclable {
+		dirty := max(extent, align(bad+FrameHeader))
+		res.Dirty = int64(min(dirty, len(data)))
+	} else {
+		res.Dirty = int64(min(start+align(lastNonZero(data[start:])+1), len(data)))
+	}
 	return res, nil
 }
 

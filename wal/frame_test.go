@@ -94,12 +94,13 @@ func TestFrameSaltSeparatesLives(t *testing.T) {
 	got, _, err := scanAll(t, data, Strict, 7)
 	require.NoError(t, err)
 	require.Len(t, got, 1)
-	// Read with another salt, the frame is garbage: a torn tail, not data.
+	// Read with another salt, the frame is not valid: in a zeroed file a
+	// torn tail, not data.
 	got, res, err := scanAll(t, data, TolerateTornTail, 8)
 	require.NoError(t, err)
 	assert.Empty(t, got)
 	assert.True(t, res.Torn)
-	// A recycled file: new frames over old ones of another salt.
+	// A recycled file read as a zeroed one: stale frames are a torn tail.
 	old, _ := buildLog([]int{3, 4, 5}, 0) // salt 0
 	copy(old, data)
 	got, res, err = scanAll(t, old, TolerateTornTail, 7)
@@ -259,7 +260,7 @@ func TestFrameLengthAboveMax(t *testing.T) {
 	// Forge a valid-looking header with a huge length: the header CRC
 	// still fails, and no allocation follows the length.
 	bad := append([]byte(nil), data...)
-	bad[4], bad[5], bad[6], bad[7] = 0xff, 0xff, 0xff, 0x7f
+	bad[8], bad[9], bad[10], bad[11] = 0xff, 0xff, 0xff, 0x7f
 	_, _, err := scanAll(t, bad, TolerateTornTail, 0)
 	assert.ErrorIs(t, err, messages.ErrCorrupt)
 	f, why := parse(bad, 0, 0)

@@ -92,11 +92,18 @@ func FuzzScanFrames(f *testing.F) {
 	f.Add(log[:len(log)-100], uint8(1))
 	f.Add(AppendFrame(nil, 1, []byte("x")), uint8(0))
 	f.Add([]byte{}, uint8(1))
+	imgs, _ := life(oldLives(4096), 13, []int{2, 1}, 4)
+	f.Add(imgs[len(imgs)-1], uint8(2))
 	f.Fuzz(func(t *testing.T, data []byte, m uint8) {
+		// Bit 0 of m picks the mode, bit 1 a recyclable file (salt 13).
 		mode := RecoveryMode(m % 2)
+		opts := ScanOptions{Path: "fuzz", Mode: mode}
+		if m&2 != 0 {
+			opts.Recyclable, opts.Salt = true, 13
+		}
 		var n int
 		var last int64 = -1
-		res, err := Scan(data, ScanOptions{Path: "fuzz", Mode: mode}, func(off int64, ft FrameType, p []byte) error {
+		res, err := Scan(data, opts, func(off int64, ft FrameType, p []byte) error {
 			if off <= last || ft == 0 || len(p) > MaxFrame {
 				t.Fatalf("frame at %d after %d, type %d", off, last, ft)
 			}
@@ -119,7 +126,8 @@ func FuzzScanFrames(f *testing.F) {
 		// scan in Strict mode agrees.
 		d := append([]byte(nil), data...)
 		clear(d[res.End:res.Dirty])
-		res2, err := Scan(d, ScanOptions{Path: "fuzz", Mode: Strict}, nil)
+		opts.Mode = Strict
+		res2, err := Scan(d, opts, nil)
 		require.NoError(t, err)
 		assert.Equal(t, res.End, res2.End)
 		assert.Equal(t, n, res2.Frames)
