@@ -633,14 +633,15 @@ func testUnalignedDirect(t *testing.T, h Harness) {
 		ring.Op{Code: ring.OpWrite, FD: fd, Buf: mem[1 : 1+4096], Offset: 4096},
 		ring.Op{Code: ring.OpWrite, FD: fd, Buf: aligned[:100], Offset: 8192},
 		ring.Op{Code: ring.OpWrite, FD: fd, Buf: aligned, Offset: 1},
-		ring.Op{Code: ring.OpRead, FD: fd, Buf: mem[4097 : 4097+4096], Offset: 0},
 	)
 	require.NoError(t, cs[0].Err, "an aligned O_DIRECT write")
 	assert.Equal(t, int64(4096), cs[0].Res)
 	assert.ErrorIs(t, cs[1].Err, unix.EINVAL, "an unaligned buffer")
 	assert.ErrorIs(t, cs[2].Err, unix.EINVAL, "an unaligned length")
 	assert.ErrorIs(t, cs[3].Err, unix.EINVAL, "an unaligned offset")
-	assert.ErrorIs(t, cs[4].Err, unix.EINVAL, "a read into an unaligned buffer")
+	// After the write: a read at end of file returns 0 before any check.
+	c = e.do(ring.Op{Code: ring.OpRead, FD: fd, Buf: mem[4097 : 4097+4096], Offset: 0})[0]
+	assert.ErrorIs(t, c.Err, unix.EINVAL, "a read into an unaligned buffer")
 	back := mem[8192:]
 	c = e.do1(ring.Op{Code: ring.OpRead, FD: fd, Buf: back, Offset: 0})
 	assert.Equal(t, int64(4096), c.Res)
