@@ -199,7 +199,6 @@ func testShortWriteCounted(t *testing.T, h Harness) {
 // Completion with Late set, cancelled or completed.
 func testDeadlineFires(t *testing.T, h Harness) {
 	e := newEnv(t, h, ring.Options{})
-	before := e.r.Stats()
 	const tok = 77
 	var op ring.Op
 	var p *pipe
@@ -212,6 +211,7 @@ func testDeadlineFires(t *testing.T, h Harness) {
 		h.InjectDelay(t, e.r, ring.OpFdatasync, 50*time.Millisecond)
 		op = ring.Op{Code: ring.OpFdatasync, Token: tok, FD: fd, Deadline: 5 * time.Millisecond}
 	}
+	before := e.r.Stats()
 	require.NoError(t, e.r.Submit([]ring.Op{op}))
 	got, err := e.reapUntil(func(got []ring.Completion) bool { return len(got) >= 1 })
 	require.NoError(t, err)
