@@ -18,7 +18,9 @@
 // append+fdatasync on this ext4 machine at a median of about 190 µs into an
 // already-written file against 290 µs into a freshly fallocated one (each
 // fdatasync into fallocated space must also convert unwritten extents: a
-// journal commit).
+// journal commit). Through the Segment API (BenchmarkSegmentAppend, one
+// 4 KiB record per Append, -count=5) the medians were 338 µs fresh against
+// 152 µs recycled.
 //
 // A recycled file holds frames of its old lives after the end. Segments are
 // therefore written and scanned as wal's recyclable files: every frame
