@@ -290,4 +290,3 @@ func firstErr(cs []Completion, err error) error {
 	}
 	return nil
 }
-
