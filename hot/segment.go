@@ -237,7 +237,7 @@ func Create(d ring.Doer, opts Options, g Gen) (*Segment, error) {
 	if err := opts.fill(); err != nil {
 		return nil, err
 	}
-	if err := mkdirDurable(d, opts.Dir); err != nil {
+	if err := ring.MkdirDurable(d, opts.Dir); err != nil {
 		return nil, fmt.Errorf("hot: create directory: %w", err)
 	}
 	s := newSegment(d, opts, g)
@@ -640,15 +640,3 @@ func (s *Segment) Close() error {
 	return nil
 }
 
-// mkdirDurable creates dir if it is missing and then syncs its parent, so
-// that the new directory (and so every file in it) survives a power loss.
-func mkdirDurable(d ring.Doer, dir string) error {
-	_, err := ring.Do1(d, ring.Op{Code: ring.OpMkdir, Path: dir, Mode: 0o755})
-	if errors.Is(err, unix.EEXIST) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return ring.SyncDir(d, filepath.Dir(dir))
-}

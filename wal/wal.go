@@ -139,7 +139,7 @@ func Open(d ring.Doer, opts Options, fn func(seq uint64, off int64, r messages.R
 		return nil, fmt.Errorf("wal: SegmentSize %d: want a multiple of %d, at least 4096", opts.SegmentSize, FrameAlign)
 	}
 	w := &WAL{d: d, opts: opts, fd: -1}
-	if err := mkdirDurable(d, opts.Dir); err != nil {
+	if err := ring.MkdirDurable(d, opts.Dir); err != nil {
 		return nil, fmt.Errorf("wal: create directory: %w", err)
 	}
 	names, err := ring.ReadDir(d, opts.Dir)
@@ -488,15 +488,3 @@ func (w *WAL) Close() error {
 	return nil
 }
 
-// mkdirDurable creates dir if it is missing and then syncs its parent, so
-// that the new directory (and so every file in it) survives a power loss.
-func mkdirDurable(d ring.Doer, dir string) error {
-	_, err := ring.Do1(d, ring.Op{Code: ring.OpMkdir, Path: dir, Mode: 0o755})
-	if errors.Is(err, unix.EEXIST) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return ring.SyncDir(d, filepath.Dir(dir))
-}
