@@ -639,4 +639,3 @@ func (s *Segment) Close() error {
 	}
 	return nil
 }
-

@@ -487,4 +487,3 @@ func (w *WAL) Close() error {
 	}
 	return nil
 }
-
