@@ -111,55 +111,19 @@ func (c Config) withDefaults() (Config, error) {
 	if c.WALRecovery != TolerateTornTail && c.WALRecovery != Strict {
 		return bad("WALRecovery", int(c.WALRecovery), "not TolerateTornTail or Strict")
 	}
-	type intField struct {
-		name string
-		p    *int
-		def  int
-	}
-	for _, f := range []intField{
-		{"QueueCapacity", &c.QueueCapacity, DefaultQueueCapacity},
-		{"BatchSize", &c.BatchSize, DefaultBatchSize},
-		{"SealThreshold", &c.SealThreshold, DefaultSealThreshold},
-		{"MaxValueSize", &c.MaxValueSize, DefaultMaxValueSize},
+	for _, err := range []error{
+		defaulted("QueueCapacity", &c.QueueCapacity, DefaultQueueCapacity),
+		defaulted("BatchSize", &c.BatchSize, DefaultBatchSize),
+		defaulted("SealThreshold", &c.SealThreshold, DefaultSealThreshold),
+		defaulted("MaxValueSize", &c.MaxValueSize, DefaultMaxValueSize),
+		defaulted("BatchTimeout", &c.BatchTimeout, 0),
+		defaulted("DirectWriteTimeout", &c.DirectWriteTimeout, DefaultDirectWriteTimeout),
+		defaulted("PromoteInterval", &c.PromoteInterval, DefaultPromoteInterval),
+		defaulted("SealBytes", &c.SealBytes, DefaultSealBytes),
+		defaulted("Preallocate", &c.Preallocate, DefaultPreallocate),
 	} {
-		if *f.p < 0 {
-			return bad(f.name, *f.p, "negative")
-		}
-		if *f.p == 0 {
-			*f.p = f.def
-		}
-	}
-	type durField struct {
-		name string
-		p    *time.Duration
-		def  time.Duration
-	}
-	for _, f := range []durField{
-		{"BatchTimeout", &c.BatchTimeout, 0},
-		{"DirectWriteTimeout", &c.DirectWriteTimeout, DefaultDirectWriteTimeout},
-		{"PromoteInterval", &c.PromoteInterval, DefaultPromoteInterval},
-	} {
-		if *f.p < 0 {
-			return bad(f.name, *f.p, "negative")
-		}
-		if *f.p == 0 {
-			*f.p = f.def
-		}
-	}
-	type i64Field struct {
-		name string
-		p    *int64
-		def  int64
-	}
-	for _, f := range []i64Field{
-		{"SealBytes", &c.SealBytes, DefaultSealBytes},
-		{"Preallocate", &c.Preallocate, DefaultPreallocate},
-	} {
-		if *f.p < 0 {
-			return bad(f.name, *f.p, "negative")
-		}
-		if *f.p == 0 {
-			*f.p = f.def
+		if err != nil {
+			return c, err
 		}
 	}
 	if c.RingEntries == 0 {
@@ -181,4 +145,16 @@ func (c Config) withDefaults() (Config, error) {
 		c.Logger = zap.NewNop()
 	}
 	return c, nil
+}
+
+// defaulted replaces a zero *p with def; a negative one is an error that
+// names the field.
+func defaulted[T int | int64 | time.Duration](field string, p *T, def T) error {
+	if *p < 0 {
+		return fmt.Errorf("ringpipe: invalid Config.%s = %v: negative", field, *p)
+	}
+	if *p == 0 {
+		*p = def
+	}
+	return nil
 }
