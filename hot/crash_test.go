@@ -2,48 +2,21 @@ package hot
 
 import (
 	"errors"
-	"fmt"
-	"math/rand"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringpipe/ringpipe/messages"
 	"github.com/ringpipe/ringpipe/ring"
-	"github.com/ringpipe/ringpipe/ring/sim"
+	"github.com/ringpipe/ringpipe/ring/sim/crashtest"
 	"github.com/ringpipe/ringpipe/wal"
 )
 
-// crashEvery runs step after setup on a fresh simulated disk once for every
-// operation index of step: from that index on operations fail, then the
-// power is cut (three tear patterns), and check inspects what a new
-// process finds; acked says whether step returned nil.
+// crashEvery is crashtest.Every for steps that need no Doer.
 func crashEvery[S any](t *testing.T, setup func(t *testing.T, d ring.Doer) S, step func(s S) error,
 	check func(t *testing.T, d ring.Doer, s S, acked bool)) {
 	t.Helper()
-	for k := uint64(1); ; k++ {
-		finished := false
-		for seed := int64(0); seed < 3; seed++ {
-			disk := sim.NewDisk(int64(k)*100 + seed)
-			d1 := ring.NewSync(disk.NewRing(ring.Options{}))
-			require.NoError(t, ring.Mkdir(d1, "/db", 0o755))
-			require.NoError(t, ring.SyncDir(d1, "/"))
-			s := setup(t, d1)
-			disk.Inject(sim.Fault{Kind: sim.EIO, At: disk.OpCount() + k, Persist: true})
-			err := step(s)
-			finished = len(disk.Hits()) == 0
-			disk.PowerLoss(rand.New(rand.NewSource(int64(k)*7 + seed)))
-			d2 := ring.NewSync(disk.NewRing(ring.Options{}))
-			t.Run(fmt.Sprintf("op%d/seed%d", k, seed), func(t *testing.T) { check(t, d2, s, err == nil) })
-			if t.Failed() {
-				return
-			}
-		}
-		if finished {
-			require.Greater(t, k, uint64(1), "the step did some I/O")
-			return
-		}
-	}
+	crashtest.Every(t, setup, func(_ ring.Doer, s S) error { return step(s) }, check)
 }
 
 var crashOpts = Options{Dir: "/db/hot", SegmentSize: 8192}

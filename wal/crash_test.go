@@ -10,40 +10,14 @@ import (
 	"github.com/ringpipe/ringpipe/messages"
 	"github.com/ringpipe/ringpipe/ring"
 	"github.com/ringpipe/ringpipe/ring/sim"
+	"github.com/ringpipe/ringpipe/ring/sim/crashtest"
 )
 
-// crashEvery runs step after setup on a fresh simulated disk, once for
-// every operation index of step: the operations from that index on fail
-// (the machine is dying), then the power is cut with a few different tear
-// patterns, and check inspects what a new process finds. acked says whether
-// step returned nil. It stops once step ran to completion untouched.
+// crashEvery is crashtest.Every: the shared crash-point sweep.
 func crashEvery[S any](t *testing.T, setup func(t *testing.T, d ring.Doer) S, step func(d ring.Doer, s S) error,
 	check func(t *testing.T, d ring.Doer, s S, acked bool)) {
 	t.Helper()
-	const seeds = 3
-	for k := uint64(1); ; k++ {
-		finished := false
-		for seed := int64(0); seed < seeds; seed++ {
-			disk := sim.NewDisk(int64(k)*100 + seed)
-			d1 := ring.NewSync(disk.NewRing(ring.Options{}))
-			require.NoError(t, ring.Mkdir(d1, "/db", 0o755))
-			require.NoError(t, ring.SyncDir(d1, "/"))
-			s := setup(t, d1)
-			disk.Inject(sim.Fault{Kind: sim.EIO, At: disk.OpCount() + k, Persist: true})
-			err := step(d1, s)
-			finished = len(disk.Hits()) == 0
-			disk.PowerLoss(rand.New(rand.NewSource(int64(k)*7 + seed)))
-			d2 := ring.NewSync(disk.NewRing(ring.Options{}))
-			t.Run(fmt.Sprintf("op%d/seed%d", k, seed), func(t *testing.T) { check(t, d2, s, err == nil) })
-			if t.Failed() {
-				return
-			}
-		}
-		if finished {
-			require.Greater(t, k, uint64(1), "the step did some I/O")
-			return
-		}
-	}
+	crashtest.Every(t, setup, step, check)
 }
 
 type walState struct {
