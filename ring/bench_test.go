@@ -242,10 +242,7 @@ func BenchmarkBufferedWrite(b *testing.B) {
 		d := ring.NewSync(r)
 		fd := openFile(b, d, dir+"/data", unix.O_RDWR|unix.O_CREAT)
 		defer ring.Close(d, fd)
-		bufs := make([][]byte, benchDepth)
-		for i := range bufs {
-			bufs[i] = getBuf(b, pool, 4096)
-		}
+		bufs := getBufs(b, pool, benchDepth, 4096)
 		b.ResetTimer()
 		pipeline(b, r, b.N, benchDepth, func(slot, i int) ring.Op {
 			return ring.Op{Code: ring.OpWrite, FD: fd, Buf: bufs[slot], Offset: int64(i) * 4096 % span}
@@ -271,10 +268,7 @@ func BenchmarkDirectWrite(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer ring.Close(d, fd)
-		bufs := make([][]byte, benchDepth)
-		for i := range bufs {
-			bufs[i] = getBuf(b, pool, 4096)
-		}
+		bufs := getBufs(b, pool, benchDepth, 4096)
 		rng := rand.New(rand.NewPCG(1, 2))
 		b.ResetTimer()
 		pipeline(b, r, b.N, benchDepth, func(slot, i int) ring.Op {
@@ -294,10 +288,7 @@ func BenchmarkRandomRead(b *testing.B) {
 		prefill(b, d, pool, path, benchFileSize)
 		fd := openFile(b, d, path, unix.O_RDONLY)
 		defer ring.Close(d, fd)
-		bufs := make([][]byte, benchDepth)
-		for i := range bufs {
-			bufs[i] = getBuf(b, pool, 4096)
-		}
+		bufs := getBufs(b, pool, benchDepth, 4096)
 		rng := rand.New(rand.NewPCG(3, 4))
 		b.ResetTimer()
 		pipeline(b, r, b.N, benchDepth, func(slot, i int) ring.Op {
@@ -306,4 +297,13 @@ func BenchmarkRandomRead(b *testing.B) {
 		b.StopTimer()
 		perSecond(b, b.N, "reads/s")
 	})
+}
+
+// getBufs returns n pooled buffers of size bytes, one per pipeline slot.
+func getBufs(b *testing.B, pool *ring.BufPool, n, size int) [][]byte {
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = getBuf(b, pool, size)
+	}
+	return bufs
 }
