@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ringpipe/ringpipe/ring"
 	"github.com/ringpipe/ringpipe/wal"
 )
 
@@ -27,6 +28,12 @@ type Config struct {
 	Preallocate        int64         // bytes preallocated per log file; default 64 MiB
 	DirectIO           bool          // O_DIRECT for logs and blocks
 	WALRecovery        RecoveryMode  // TolerateTornTail (default) or Strict
+
+	// NewRing, when set, makes the engine's ring instead of Backend: the
+	// seam through which tests run the engine on ring/sim's simulated disk
+	// (Dir is then a path on that disk). The engine closes the ring at
+	// Stop.
+	NewRing func(ring.Options) (ring.Ring, error)
 }
 
 // Backend chooses the I/O backend.
