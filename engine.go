@@ -1,0 +1,103 @@
+package ringpipe
+
+import (
+	"context"
+	"errors"
+)
+
+// Engine is a running ringpipe engine on one directory. Every method is
+// safe for concurrent use.
+type Engine struct {
+	eng *engine
+}
+
+// Start opens (creating if needed) the engine in cfg.Dir, runs crash
+// recovery and starts the actors. It returns once the engine accepts
+// writes.
+func Start(ctx context.Context, cfg Config) (*Engine, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	e, err := start(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Engine{eng: e}, nil
+}
+
+// Stop stops accepting writes, drains and acknowledges what was accepted,
+// makes it durable, stops every goroutine the engine started and releases
+// the directory lock. It is safe to call more than once and from several
+// goroutines; later calls return nil. Bounded by ctx: when ctx ends first,
+// Stop still stops every goroutine and releases the lock, and returns
+// ctx's error.
+func (e *Engine) Stop(ctx context.Context) error { return e.eng.stop(ctx) }
+
+// CreateSpace creates a space; it is durable on return. Creating an
+// existing name with the same spec returns its ID; with a different spec,
+// ErrSpaceExists.
+func (e *Engine) CreateSpace(ctx context.Context, spec SpaceSpec) (SpaceID, error) {
+	return e.eng.createSpace(ctx, spec)
+}
+
+// Spaces returns every space, ordered by ID.
+func (e *Engine) Spaces() []SpaceInfo { return e.eng.spaceList() }
+
+// Put writes value at p. It returns once the write is durable. A nil or
+// empty value is a live record with an empty value, not a tombstone.
+func (e *Engine) Put(ctx context.Context, space SpaceID, p Point, value []byte) (Revision, error) {
+	t, err := e.eng.enqueue(ctx, space, p, value, false)
+	if err != nil {
+		return 0, err
+	}
+	return t.Wait(ctx)
+}
+
+// Delete writes a tombstone at p, durable on return.
+func (e *Engine) Delete(ctx context.Context, space SpaceID, p Point) (Revision, error) {
+	t, err := e.eng.enqueue(ctx, space, p, nil, true)
+	if err != nil {
+		return 0, err
+	}
+	return t.Wait(ctx)
+}
+
+// PutAsync returns once the write is queued; the ticket says when it is
+// durable.
+func (e *Engine) PutAsync(ctx context.Context, space SpaceID, p Point, value []byte) (*Ticket, error) {
+	return e.eng.enqueue(ctx, space, p, value, false)
+}
+
+// Sync returns once every write accepted before the call is durable.
+func (e *Engine) Sync(ctx context.Context) error { return e.eng.sync(ctx) }
+
+// Flush seals the space's unsealed records into a block and returns once
+// the block is durable and visible to readers.
+func (e *Engine) Flush(ctx context.Context, space SpaceID) error { return e.eng.flush(ctx, space) }
+
+// Get returns the newest record at p; ErrNotFound if there is none or it
+// is a tombstone. A write is visible to Get once Put has returned.
+func (e *Engine) Get(ctx context.Context, space SpaceID, p Point) (Record, error) {
+	if err := ctx.Err(); err != nil {
+		return Record{}, err
+	}
+	return e.View().Get(space, p)
+}
+
+// Scan calls fn for the newest live record of every point inside box, in
+// key order, until fn returns false.
+func (e *Engine) Scan(ctx context.Context, space SpaceID, box Box, fn func(Record) bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return e.View().scan(ctx, space, box, fn)
+}
+
+// View returns a consistent read snapshot; it never changes.
+func (e *Engine) View() *View { return &View{v: e.eng.view()} }
+
+// Stats returns the engine's counters and latency summaries.
+func (e *Engine) Stats() Stats { return e.eng.stats() }
+
+var errNotImplemented = errors.New("ringpipe: not implemented")

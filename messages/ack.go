@@ -1,0 +1,44 @@
+package messages
+
+import (
+	"sync/atomic"
+)
+
+// Ack is the acknowledgement of one write: it is completed exactly once,
+// with the write's revision once the write is durable and visible, or
+// with the error that failed it. Any number of goroutines may wait on it.
+// The engine's Ticket is an Ack.
+type Ack struct {
+	done   chan struct{}
+	state  atomic.Uint32 // 0 pending, 1 completed
+	rev    Revision
+	err    error
+	staged bool
+}
+
+// NewAck returns a pending Ack.
+func NewAck() *Ack { return &Ack{done: make(chan struct{})} }
+
+// Complete records the outcome and wakes every waiter. Only the first call
+// counts; it reports whether this call was it.
+func (a *Ack) Complete(rev Revision, staged bool, err error) bool {
+	if !a.state.CompareAndSwap(0, 1) {
+		return false
+	}
+	a.rev, a.staged, a.err = rev, staged, err
+	close(a.done)
+	return true
+}
+
+// Completed reports whether Complete has been called.
+func (a *Ack) Completed() bool { return a.state.Load() == 1 }
+
+// Done is closed once the outcome is known.
+func (a *Ack) Done() <-chan struct{} { return a.done }
+
+// Result returns the outcome. REQUIRES: Done is closed.
+func (a *Ack) Result() (Revision, error) { return a.rev, a.err }
+
+// Staged reports whether the write was acknowledged from the staging WAL.
+// REQUIRES: Done is closed.
+func (a *Ack) Staged() bool { return a.staged }
