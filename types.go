@@ -46,7 +46,7 @@ var (
 	ErrLocked        = errors.New("ringpipe: directory locked by another engine")
 	ErrNotFound      = errors.New("ringpipe: not found")
 	ErrUnknownSpace  = errors.New("ringpipe: unknown space")
-	ErrSpaceExists   = errors.New("ringpipe: space exists with a different spec")
+	ErrSpaceExists   = messages.ErrSpaceExists
 	ErrInvalidPoint  = messages.ErrInvalidPoint
 	ErrValueTooLarge = errors.New("ringpipe: value too large")
 	ErrCorrupt       = messages.ErrCorrupt

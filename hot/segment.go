@@ -584,6 +584,23 @@ func (s *Segment) Rotate() (*Segment, error) {
 	return next, nil
 }
 
+// Freeze makes s immutable without creating the next generation: the
+// sealer creates that itself (off the submitter's loop) and hands it over,
+// and the submitter freezes the old one once its last batch is settled.
+func (s *Segment) Freeze() error {
+	switch {
+	case s.fd < 0:
+		return ErrClosed
+	case s.pending != nil:
+		return ErrBusy
+	}
+	s.immutable = true
+	return nil
+}
+
+// Err returns the error that failed the segment, or nil.
+func (s *Segment) Err() error { return s.failed }
+
 // Retire removes the segment's file and syncs the directory: it renames
 // it to a spare (g.SpareName()) while fewer than Options.MaxSpares spares
 // exist, and deletes it otherwise. Either way the generation is gone once

@@ -2,6 +2,7 @@ package messages
 
 import (
 	"sync/atomic"
+	"time"
 )
 
 // Ack is the acknowledgement of one write: it is completed exactly once,
@@ -42,3 +43,23 @@ func (a *Ack) Result() (Revision, error) { return a.rev, a.err }
 // Staged reports whether the write was acknowledged from the staging WAL.
 // REQUIRES: Done is closed.
 func (a *Ack) Staged() bool { return a.staged }
+
+// Write is one Put or Delete on its way through the write queue. Record's
+// Revision is zero until the submitter assigns it.
+type Write struct {
+	Record   Record
+	Ack      *Ack
+	Enqueued time.Time
+}
+
+// Barrier is Sync's request: Reply gets nil once every write queued before
+// it is durable, or the error that stopped the wait.
+type Barrier struct {
+	Reply chan<- error // room for one
+}
+
+// Request is what the write queue carries: a *Write or a *Barrier.
+type Request interface{ request() }
+
+func (*Write) request()   {}
+func (*Barrier) request() {}

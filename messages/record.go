@@ -82,6 +82,10 @@ var ErrInvalidPoint = errors.New("ringpipe: invalid point")
 // ErrCorrupt is wrapped by every *CorruptionError.
 var ErrCorrupt = errors.New("ringpipe: corrupt data")
 
+// ErrSpaceExists is returned by CreateSpace for a name taken by a space of
+// another spec.
+var ErrSpaceExists = errors.New("ringpipe: space exists with a different spec")
+
 // CorruptionError says which file is damaged and where.
 // errors.Is(err, ErrCorrupt) holds for it.
 type CorruptionError struct {

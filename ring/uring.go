@@ -242,12 +242,38 @@ func (r *uringRing) Submit(ops []Op) error {
 	for _, c := range echains {
 		r.runEmulated(c)
 	}
-	if len(kchains) == 0 {
+	if len(kchains) == 0 && len(echains) == 0 {
 		return nil
 	}
 	r.sqMu.Lock()
 	defer r.sqMu.Unlock()
+	if len(echains) > 0 {
+		// The emulated Completions are in r.ready, but a reaper blocked
+		// in io_uring_enter waits for a CQE and would not see them: post
+		// an internal nop to wake it.
+		if err := r.wakeReaper(); err != nil {
+			return err
+		}
+	}
+	if len(kchains) == 0 {
+		return nil
+	}
 	return r.submitChains(kchains)
+}
+
+// wakeReaper submits an internal nop, whose CQE wakes a blocked Reap.
+// REQUIRES: r.sqMu held.
+func (r *uringRing) wakeReaper() error {
+	if r.low.SQFree() == 0 {
+		if err := r.enterSubmit(); err != nil {
+			return err
+		}
+	}
+	sqe := r.low.GetSQE()
+	sqe.Opcode = uring.OpNop
+	sqe.Fd = -1
+	sqe.UserData = userData(kindInternal, 0)
+	return r.enterSubmit()
 }
 
 // runEmulated performs a chain that holds an Op io_uring cannot do (stat,

@@ -312,6 +312,22 @@ func (w *WAL) roll() error {
 	return nil
 }
 
+// Roll starts a new segment for the next batch, so that no batch is ever
+// written after one whose outcome is unknown: the engine rolls a WAL it
+// reopened after a write or sync error (an fsync error is never retried
+// on the same file). REQUIRES: no batch in flight.
+func (w *WAL) Roll() error {
+	switch {
+	case w.closed:
+		return ErrClosed
+	case w.failed != nil:
+		return fmt.Errorf("wal: failed earlier: %w", w.failed)
+	case w.pending != nil:
+		return ErrBusy
+	}
+	return w.roll()
+}
+
 func (w *WAL) fail(err error) error {
 	if w.failed == nil {
 		w.failed = err

@@ -1,0 +1,294 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"go.uber.org/zap"
+
+	"github.com/ringpipe/ringpipe/livetail"
+	"github.com/ringpipe/ringpipe/ring"
+)
+
+// Completer reaps the ring: it matches each completion to its flight,
+// decides when a group of writes is durable (from its hot copy or its
+// staged copy, whichever is first) or failed, hands those decisions to the
+// publisher (which acknowledges after publishing), turns a missed deadline
+// into a reroute request to the submitter, answers the sealer's and
+// promoter's I/O, and reports every settled flight back to the submitter.
+//
+// Invariants:
+//  1. It is the ring's only reaper while it runs.
+//  2. A flight is in table from its registration until its last final
+//     completion; Run returns only when table is empty (the kernel may
+//     still own buffers of a flight in it).
+//  3. Each group is decided once: acknowledged or failed.
+//  4. It never blocks on the submitter (Channels.feedback is sized for
+//     every chain that can be in flight).
+type Completer struct {
+	env *Env
+	ch  *Channels
+	lg  *zap.Logger
+
+	// Owned by Run; kept across restarts.
+	table   map[uint64]*flight
+	groups  map[*group]*groupState
+	buf     []ring.Completion
+	ringErr error // the ring died: every later flight fails with it
+}
+
+type groupState struct {
+	copies  int  // registered flights carrying the group not yet settled
+	decided bool // acknowledged or failed
+	hotOK   bool // its hot copy is durable
+	waiting bool // its hot copy was rerouted: a staged copy will come
+}
+
+// NewCompleter returns the completer.
+func NewCompleter(env *Env, ch *Channels) *Completer {
+	return &Completer{env: env, ch: ch, lg: env.Log.Named("completer"),
+		table: make(map[uint64]*flight), groups: make(map[*group]*groupState),
+		buf: make([]ring.Completion, 128)}
+}
+
+// wakeToken is the token of the nop that wakes a Reap when ctx ends; flight
+// id 0 is never used.
+const wakeToken = 0
+
+// Run reaps until ctx ends and nothing is in flight.
+func (c *Completer) Run(ctx context.Context) error {
+	woke := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(woke)
+		// A closed or dead ring wakes Reap by itself.
+		_ = c.env.Ring.Submit([]ring.Op{{Code: ring.OpNop, Token: wakeToken}})
+	})
+	defer func() {
+		if !stop() {
+			<-woke
+		}
+	}()
+	for {
+		c.drainRegistrations()
+		if ctx.Err() != nil && len(c.table) == 0 {
+			return ctx.Err()
+		}
+		n, err := c.env.Ring.Reap(c.buf)
+		for i := 0; i < n; i++ {
+			if herr := c.handle(ctx, c.buf[i]); herr != nil {
+				return herr
+			}
+			c.buf[i] = ring.Completion{} // drop buffer references
+		}
+		if err != nil {
+			// The ring is closed or died (a simulated crash): nothing in
+			// flight will complete any more. Fail it all.
+			c.ringErr = err
+			c.drainRegistrations()
+			for _, f := range c.table {
+				f.err = err
+				f.left = 0
+				c.settle(ctx, f)
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("completer: reap: %w", err)
+		}
+	}
+}
+
+// drainRegistrations moves every waiting registration into the table.
+func (c *Completer) drainRegistrations() {
+	for {
+		select {
+		case f := <-c.ch.registers:
+			c.register(f)
+		default:
+			return
+		}
+	}
+}
+
+func (c *Completer) register(f *flight) {
+	c.table[f.id] = f
+	for _, g := range f.groups {
+		st := c.groups[g]
+		if st == nil {
+			st = &groupState{}
+			c.groups[g] = st
+		}
+		st.copies++
+	}
+}
+
+// lookup finds the flight of a completion. The submitter registers a
+// flight right after submitting it, so an unknown id is on its way.
+func (c *Completer) lookup(ctx context.Context, id uint64) (*flight, error) {
+	if f := c.table[id]; f != nil {
+		return f, nil
+	}
+	for {
+		select {
+		case f := <-c.ch.registers:
+			c.register(f)
+			if f.id == id {
+				return f, nil
+			}
+		case <-ctx.Done():
+			return nil, fmt.Errorf("completer: no registration for flight %d: %w", id, ctx.Err())
+		}
+	}
+}
+
+func (c *Completer) handle(ctx context.Context, comp ring.Completion) error {
+	if comp.Token == wakeToken {
+		return nil
+	}
+	f, err := c.lookup(ctx, flightOf(comp.Token))
+	if err != nil {
+		return err
+	}
+	i := int(comp.Token & 0xff)
+	if comp.Deadline {
+		if (f.kind == kindHot) && !f.rerouted && len(f.groups) > 0 {
+			f.rerouted = true
+			for _, g := range f.groups {
+				c.groups[g].waiting = true
+			}
+			c.feedback(feedback{kind: fbReroute, f: f})
+		}
+		return nil
+	}
+	if f.kind == kindIO {
+		f.comps[i] = comp
+	}
+	if comp.Err != nil && f.err == nil {
+		f.err = fmt.Errorf("%s: %w", comp.Code, comp.Err)
+	}
+	f.left--
+	if f.left == 0 {
+		c.settle(ctx, f)
+	}
+	return nil
+}
+
+// settle acts on a flight whose completions have all come.
+func (c *Completer) settle(ctx context.Context, f *flight) {
+	delete(c.table, f.id)
+	now := c.env.now()
+	fb := feedback{kind: fbSettled, f: f, err: f.err}
+	if f.kind != kindIO && f.err == nil {
+		// The write and its fdatasync are one linked chain, settled
+		// together: the chain's time is the sync's latency as a writer
+		// sees it (the write into the page cache is a small part).
+		fb.syncDur = now.Sub(f.start)
+		c.env.Metrics.SyncLatency.Record(fb.syncDur)
+	}
+	switch f.kind {
+	case kindIO:
+		f.reply <- IOResult{Completions: f.comps}
+		return
+	case kindPromote:
+		if f.err == nil {
+			c.publish(ctx, Appended{Space: f.space, Gen: f.gen, Records: f.recs})
+		}
+	case kindHot:
+		fb.done = c.settleGroups(ctx, f, func(g *group, st *groupState) (ack, fail bool) {
+			if f.err == nil {
+				st.hotOK = true
+				return true, false
+			}
+			// A rerouted group waits for its staged copy.
+			return false, !st.waiting
+		})
+	case kindWAL:
+		for _, g := range f.groups {
+			if st := c.groups[g]; f.err == nil && !st.hotOK {
+				fb.stage = append(fb.stage, g.recs...)
+			}
+		}
+		fb.done = c.settleGroups(ctx, f, func(g *group, st *groupState) (ack, fail bool) {
+			if f.err == nil {
+				return true, false
+			}
+			// The hot copy may still succeed.
+			return false, st.copies == 1
+		})
+	}
+	c.feedback(fb)
+}
+
+// settleGroups applies decide to each group of a settled flight and
+// returns the groups decided now.
+func (c *Completer) settleGroups(ctx context.Context, f *flight, decide func(*group, *groupState) (ack, fail bool)) []*group {
+	var done []*group
+	var failed []*group
+	for _, g := range f.groups {
+		st := c.groups[g]
+		ack, fail := decide(g, st)
+		switch {
+		case st.decided:
+			if ack && f.kind == kindHot {
+				// Acknowledged from the WAL already: the records are
+				// now also in their generation, which the tail must
+				// know to drop them when it is sealed.
+				c.publish(ctx, Appended{Space: g.space, Gen: f.gen, Records: g.recs})
+			}
+		case ack:
+			st.decided = true
+			done = append(done, g)
+			gen := f.gen
+			if f.kind == kindWAL {
+				gen = livetail.StagedGeneration
+			}
+			c.publish(ctx, Appended{Space: g.space, Gen: gen, Records: g.recs, Acks: g.writes, Staged: f.kind == kindWAL})
+		case fail:
+			st.decided = true
+			done = append(done, g)
+			failed = append(failed, g)
+		}
+		st.copies--
+		if st.copies == 0 && st.decided {
+			delete(c.groups, g)
+		}
+	}
+	if len(failed) > 0 {
+		var ws = failed[0].writes
+		if len(failed) > 1 {
+			ws = nil
+			for _, g := range failed {
+				ws = append(ws, g.writes...)
+			}
+		}
+		c.publish(ctx, FailAcks{Writes: ws, Err: f.err})
+	}
+	return done
+}
+
+// publish sends m to the publisher, which never blocks on the completer.
+// When ctx ends first the message is delivered by the engine's final
+// sweep (it fails what is left), so nothing waits forever.
+func (c *Completer) publish(ctx context.Context, m PublisherMsg) {
+	select {
+	case c.ch.Publisher <- m:
+	case <-ctx.Done():
+		// Stopping: the publisher stops after us, so this send does
+		// not starve; keep trying without the context, unless the
+		// engine has failed (the publisher may be gone for good).
+		select {
+		case c.ch.Publisher <- m:
+		case <-c.ch.Failed:
+		}
+	}
+}
+
+// feedback reports to the submitter; the channel is sized so that this
+// never blocks (invariant 4).
+func (c *Completer) feedback(fb feedback) {
+	select {
+	case c.ch.feedback <- fb:
+	default:
+		c.lg.Error("feedback channel full; waiting", zap.Int("cap", cap(c.ch.feedback)))
+		c.ch.feedback <- fb
+	}
+}

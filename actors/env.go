@@ -1,0 +1,204 @@
+// Package actors holds the engine's actors, one file each: the submitter,
+// completer, promoter, sealer and live-tail publisher. Each is a struct
+// with Run(ctx) error that starts no goroutine of its own; the supervisor
+// runs them. Their state lives in the struct, so a restarted actor
+// continues where the failed one stopped.
+//
+// Who talks to whom, and why nothing deadlocks: an actor may block on a
+// send only to an actor that never blocks on it in turn.
+//
+//   - the engine → write queue → submitter; submitter ↔ completer;
+//     completer → publisher; sealer, promoter → submitter; sealer →
+//     publisher.
+//   - The completer never blocks on the submitter: its feedback channel
+//     holds one message per chain that can be in flight (see
+//     feedbackCapacity). The publisher blocks on nobody. The submitter
+//     blocks only on the completer (registrations) and the ring, both of
+//     which drain as long as the completer reaps.
+package actors
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ringpipe/ringpipe/hot"
+	"github.com/ringpipe/ringpipe/messages"
+	"github.com/ringpipe/ringpipe/ring"
+	"github.com/ringpipe/ringpipe/wal"
+)
+
+// Config is what the actors need of the engine's Config, with defaults
+// applied.
+type Config struct {
+	Dir                string
+	BatchSize          int
+	BatchTimeout       time.Duration
+	DirectWriteTimeout time.Duration
+	PromoteInterval    time.Duration
+	SealThreshold      int
+	SealBytes          int64
+	Hot                hot.Options
+	WAL                wal.Options
+}
+
+// LatencyRecorder takes one sample of a latency distribution; safe for
+// concurrent use.
+type LatencyRecorder interface{ Record(d time.Duration) }
+
+// Metrics are the counters the actors keep for Stats: written by the
+// actors, read by anyone.
+type Metrics struct {
+	DirectWrites  atomic.Uint64
+	StagedWrites  atomic.Uint64
+	Promoted      atomic.Uint64
+	SealedBlocks  atomic.Uint64
+	StagedPending atomic.Int64
+	Unsealed      atomic.Int64 // records in active and frozen hot generations
+	WriteLatency  LatencyRecorder
+	SyncLatency   LatencyRecorder
+	BatchSize     LatencyRecorder // records per hot or WAL batch, as "durations" of n ns
+}
+
+type nopRecorder struct{}
+
+func (nopRecorder) Record(time.Duration) {}
+
+func (m *Metrics) init() {
+	if m.WriteLatency == nil {
+		m.WriteLatency = nopRecorder{}
+	}
+	if m.SyncLatency == nil {
+		m.SyncLatency = nopRecorder{}
+	}
+	if m.BatchSize == nil {
+		m.BatchSize = nopRecorder{}
+	}
+}
+
+// Env is what every actor shares; read-only once the actors run.
+type Env struct {
+	Ring    ring.Ring
+	Log     *zap.Logger
+	Cfg     Config
+	Metrics *Metrics
+	Now     func() time.Time
+}
+
+func (e *Env) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+// Doer is a ring.Doer whose route changes with the engine's phase: before
+// the actors start and after they stop it reaps the ring itself (a
+// ring.Sync); while an actor runs, that actor routes it through the
+// in-flight table (Route), so that the completer, the ring's only reaper,
+// hands the results back.
+type Doer struct {
+	sync  *ring.Sync
+	route atomic.Pointer[doFunc]
+}
+
+type doFunc func(ops []ring.Op) ([]ring.Completion, error)
+
+// NewDoer returns a Doer that reaps r itself until Route is called.
+func NewDoer(s *ring.Sync) *Doer { return &Doer{sync: s} }
+
+// Do implements ring.Doer.
+func (d *Doer) Do(ops ...ring.Op) ([]ring.Completion, error) {
+	if f := d.route.Load(); f != nil {
+		return (*f)(ops)
+	}
+	return d.sync.Do(ops...)
+}
+
+// setRoute routes Do through f; nil goes back to reaping the ring itself.
+func (d *Doer) setRoute(f doFunc) {
+	if f == nil {
+		d.route.Store(nil)
+		return
+	}
+	d.route.Store(&f)
+}
+
+// viaSubmitter returns a route that asks the submitter to submit ops and
+// waits for the completer's answer, or ctx's end.
+func viaSubmitter(ctx context.Context, sub chan<- SubmitterMsg) doFunc {
+	return func(ops []ring.Op) ([]ring.Completion, error) {
+		reply := make(chan IOResult, 1)
+		select {
+		case sub <- SubmitIO{Ops: ops, Reply: reply}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		select {
+		case r := <-reply:
+			return r.Completions, r.Err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Channels are the inboxes that join the actors. The engine makes them
+// once; they outlive actor restarts.
+type Channels struct {
+	Writes    chan messages.Request // the write queue, Config.QueueCapacity
+	Submitter chan SubmitterMsg
+	Publisher chan PublisherMsg
+	Sealer    chan SealerMsg
+	// SealDue carries space ids from the submitter to the sealer without
+	// blocking the submitter (a full channel is retried later).
+	SealDue chan messages.SpaceID
+	// Failed is closed by the engine when it fails (the restart limit was
+	// passed): sends to actors that may be gone stop waiting.
+	Failed    chan struct{}
+	feedback  chan feedback
+	registers chan *flight
+}
+
+// Inbox sizes. The write queue is the one large queue (Config's); the
+// others stay small because their senders wait for replies anyway.
+const (
+	// controlCapacity bounds the submitter's and sealer's control inboxes:
+	// one request per waiting sealer, promoter or API caller is enough to
+	// keep them busy; more callers block, which is the back-pressure.
+	controlCapacity = 16
+	// publisherCapacity lets the completer run ahead of the publisher by
+	// this many notices, so that the publisher can batch a burst into one
+	// publish; beyond it the completer waits (and the ring fills).
+	publisherCapacity = 1024
+	// sealDueCapacity holds sealing hints; a full channel drops nothing
+	// because the submitter re-sends the hint after the next batch.
+	sealDueCapacity = 64
+	// maxChainOps is the most ops one flight may have: an op's token is
+	// the flight's id shifted left by 8 plus the op's index.
+	maxChainOps = 255
+)
+
+// NewChannels makes the inboxes for a write queue of queueCap requests and
+// a ring of ringCap operations.
+func NewChannels(queueCap, ringCap int) *Channels {
+	return &Channels{
+		Writes:    make(chan messages.Request, queueCap),
+		Submitter: make(chan SubmitterMsg, controlCapacity),
+		Publisher: make(chan PublisherMsg, publisherCapacity),
+		Sealer:    make(chan SealerMsg, controlCapacity),
+		SealDue:   make(chan messages.SpaceID, sealDueCapacity),
+		Failed:    make(chan struct{}),
+		// feedbackCapacity: the completer sends at most two feedback
+		// messages per chain (a reroute notice and the settlement) and
+		// one per group; at most ringCap chains are in flight, and the
+		// submitter drains feedback before each submission, so twice
+		// the ring's capacity plus slack never fills (see Completer).
+		feedback: make(chan feedback, 4*ringCap+64),
+		// registrations precede submissions one for one; the completer
+		// drains them whenever it meets an unknown token.
+		registers: make(chan *flight, ringCap),
+	}
+}

@@ -1,0 +1,69 @@
+package actors
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Promoter paces promotion: every PromoteInterval, when records wait in
+// the staging WAL, it gives the submitter (which owns the WAL and the hot
+// segments) a budget of records to append to their hot segments. It
+// yields to foreground writes: while the write queue is not empty it skips
+// ticks, but never more than maxYield in a row, so promotion cannot
+// starve. The submitter retires WAL segments whose records are all
+// promoted.
+type Promoter struct {
+	env *Env
+	ch  *Channels
+	lg  *zap.Logger
+
+	// Owned by Run; kept across restarts.
+	yielded int
+}
+
+const (
+	// maxPromote caps the records one tick promotes, so that a large
+	// backlog is worked off in slices between foreground batches.
+	maxPromote = 1024
+	// maxYield is how many ticks in a row promotion gives way to a busy
+	// write queue.
+	maxYield = 64
+)
+
+// NewPromoter returns the promoter.
+func NewPromoter(env *Env, ch *Channels) *Promoter {
+	env.Metrics.init()
+	return &Promoter{env: env, ch: ch, lg: env.Log.Named("promoter")}
+}
+
+// Run paces promotion until ctx ends.
+func (p *Promoter) Run(ctx context.Context) error {
+	t := time.NewTicker(p.env.Cfg.PromoteInterval)
+	defer t.Stop()
+	reply := make(chan int, 1)
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		if p.env.Metrics.StagedPending.Load() <= 0 {
+			continue
+		}
+		if len(p.ch.Writes) > 0 && p.yielded < maxYield {
+			p.yielded++
+			continue
+		}
+		p.yielded = 0
+		if err := send(ctx, p.ch.Submitter, SubmitterMsg(PromoteTick{Max: maxPromote, Reply: reply})); err != nil {
+			return err
+		}
+		select {
+		case <-reply:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

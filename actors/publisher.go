@@ -1,0 +1,149 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+
+	"github.com/ringpipe/ringpipe/livetail"
+)
+
+// Publisher owns the live tail and the current View. It applies a burst of
+// notices at once, publishes one View for the burst, and only then
+// completes the acknowledgements the notices carry, so that a write is
+// visible to Get by the time its Put returns.
+type Publisher struct {
+	env  *Env
+	ch   *Channels
+	lg   *zap.Logger
+	view *atomic.Pointer[livetail.View]
+
+	// Owned by Run; kept across restarts.
+	tail  *livetail.Tail
+	batch []PublisherMsg
+}
+
+// maxBurst bounds the notices applied per publish, so that the first
+// writer of a long burst is not kept waiting for the last.
+const maxBurst = 256
+
+// NewPublisher returns the publisher of tail, which recovery filled; it
+// stores each View it publishes in view.
+func NewPublisher(env *Env, ch *Channels, tail *livetail.Tail, view *atomic.Pointer[livetail.View]) *Publisher {
+	env.Metrics.init()
+	view.Store(tail.Publish())
+	return &Publisher{env: env, ch: ch, lg: env.Log.Named("publisher"), view: view, tail: tail}
+}
+
+// Run publishes until ctx ends.
+func (p *Publisher) Run(ctx context.Context) error {
+	for {
+		// A restart finishes the batch the failed run held.
+		if len(p.batch) == 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case m := <-p.ch.Publisher:
+				p.batch = append(p.batch, m)
+			}
+		}
+	drain:
+		for len(p.batch) < maxBurst {
+			select {
+			case m := <-p.ch.Publisher:
+				p.batch = append(p.batch, m)
+			default:
+				break drain
+			}
+		}
+		p.apply()
+	}
+}
+
+// apply applies p.batch, publishes one View and answers its messages.
+func (p *Publisher) apply() {
+	var ns []livetail.Notice
+	for _, m := range p.batch {
+		switch m := m.(type) {
+		case Appended:
+			ns = append(ns, livetail.Appended{Space: m.Space, Generation: m.Gen, Records: m.Records})
+		case Sealed:
+			ns = append(ns, livetail.Sealed{Space: m.Space, Generation: m.Gen, Block: m.Block})
+		}
+	}
+	var applyErr error
+	if len(ns) > 0 {
+		_, applyErr = p.tail.Apply(ns...)
+		if applyErr != nil {
+			p.lg.Error("apply notices", zap.Error(applyErr))
+		}
+	}
+	for _, m := range p.batch {
+		if a, ok := m.(AddSpace); ok {
+			a.Reply <- p.tail.AddSpace(a.Info, a.Keyer)
+		}
+	}
+	v := p.tail.Publish()
+	p.view.Store(v)
+	now := p.env.now()
+	for _, m := range p.batch {
+		switch m := m.(type) {
+		case Appended:
+			for _, w := range m.Acks {
+				if w.Ack.Complete(w.Record.Revision, m.Staged, nil) {
+					p.env.Metrics.WriteLatency.Record(now.Sub(w.Enqueued))
+					if m.Staged {
+						p.env.Metrics.StagedWrites.Add(1)
+					} else {
+						p.env.Metrics.DirectWrites.Add(1)
+					}
+				}
+			}
+		case Sealed:
+			m.Reply <- applyErr
+		case FailAcks:
+			for _, w := range m.Writes {
+				w.Ack.Complete(0, false, fmt.Errorf("write to space %d: %w", w.Record.Space, m.Err))
+			}
+		}
+	}
+	clear(p.batch)
+	p.batch = p.batch[:0]
+}
+
+// FailPending completes every acknowledgement left in the publisher's
+// inbox and batch with err. REQUIRES: the actors have stopped.
+func (p *Publisher) FailPending(err error) {
+	fail := func(m PublisherMsg) {
+		switch m := m.(type) {
+		case Appended:
+			// Durable but not published: the engine is going away, and
+			// a later Start finds them; report them as applied.
+			for _, w := range m.Acks {
+				w.Ack.Complete(w.Record.Revision, m.Staged, nil)
+			}
+		case FailAcks:
+			for _, w := range m.Writes {
+				w.Ack.Complete(0, false, m.Err)
+			}
+		case Sealed:
+			m.Reply <- err
+		case AddSpace:
+			m.Reply <- err
+		}
+	}
+	for _, m := range p.batch {
+		fail(m)
+	}
+	p.batch = nil
+	for {
+		select {
+		case m := <-p.ch.Publisher:
+			fail(m)
+		default:
+			return
+		}
+	}
+}

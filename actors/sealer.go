@@ -1,0 +1,322 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+
+	"github.com/ringpipe/ringpipe/hot"
+	"github.com/ringpipe/ringpipe/messages"
+	"github.com/ringpipe/ringpipe/snapshot"
+)
+
+// Sealer owns the manifest and the frozen hot generations. When a space's
+// active generation reaches SealThreshold records or SealBytes (the
+// submitter's hint), or on Flush, it creates the next generation, has the
+// submitter install it, then turns the old one into a block: sort by
+// (key, revision), write the block durably, commit it to the manifest,
+// show it in the View, and only then retire the generation. It also
+// creates spaces.
+//
+// Invariants (the durability order of DESIGN.md):
+//  1. A block is durable before the manifest names it.
+//  2. The manifest names it before its generation is retired.
+//  3. The View shows it before the generation's records leave the tail
+//     (one Sealed notice does both).
+type Sealer struct {
+	env      *Env
+	ch       *Channels
+	lg       *zap.Logger
+	doer     *Doer // the manifest's and every segment's
+	registry *atomic.Pointer[map[messages.SpaceID]messages.SpaceInfo]
+
+	// Owned by Run; kept across restarts.
+	man    *snapshot.Manifest
+	spaces map[messages.SpaceID]*sealSpace
+}
+
+type sealSpace struct {
+	info    messages.SpaceInfo
+	active  uint64            // the generation writes go to (or the last one)
+	needGen bool              // no active generation: create active+1
+	next    *hot.Segment      // created, not yet installed
+	waiting chan *hot.Segment // the submitter's answer to an install
+	frozen  []*hot.Segment    // older generations, oldest first, to seal
+}
+
+// NewSealer returns the sealer of manifest man (opened by recovery with d
+// as its Doer). registry is the engine's space registry, which the sealer
+// replaces when it creates a space.
+func NewSealer(env *Env, ch *Channels, d *Doer, man *snapshot.Manifest,
+	registry *atomic.Pointer[map[messages.SpaceID]messages.SpaceInfo]) *Sealer {
+	env.Metrics.init()
+	return &Sealer{env: env, ch: ch, lg: env.Log.Named("sealer"), doer: d, man: man, registry: registry,
+		spaces: make(map[messages.SpaceID]*sealSpace)}
+}
+
+// AddSpace registers a recovered space: gen is its active generation, or
+// when hasActive is false the last generation it had (0 for none), after
+// which the sealer creates one at start; frozen are its older, unsealed
+// generations. REQUIRES: Run has not started.
+func (s *Sealer) AddSpace(info messages.SpaceInfo, gen uint64, hasActive bool, frozen []*hot.Segment) {
+	s.spaces[info.ID] = &sealSpace{info: info, active: gen, needGen: !hasActive, frozen: frozen}
+}
+
+// Run seals until ctx ends.
+func (s *Sealer) Run(ctx context.Context) error {
+	s.doer.setRoute(viaSubmitter(ctx, s.ch.Submitter))
+	defer s.doer.setRoute(nil)
+	if s.man.Err() != nil {
+		m, err := snapshot.Open(s.doer, s.env.Cfg.Dir)
+		if err != nil {
+			return fmt.Errorf("sealer: reopen the manifest: %w", err)
+		}
+		s.man = m
+	}
+	// Finish what recovery or a failed run left: spaces without an active
+	// generation, installs in progress, frozen generations.
+	for _, sp := range s.spaces {
+		if sp.needGen || sp.next != nil || sp.waiting != nil {
+			if err := s.rotate(ctx, sp); err != nil {
+				return err
+			}
+		}
+		if err := s.sealFrozen(ctx, sp); err != nil {
+			return err
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case id := <-s.ch.SealDue:
+			sp := s.spaces[id]
+			if sp == nil {
+				continue
+			}
+			if err := s.rotate(ctx, sp); err != nil {
+				return err
+			}
+			if err := s.sealFrozen(ctx, sp); err != nil {
+				return err
+			}
+		case m := <-s.ch.Sealer:
+			switch m := m.(type) {
+			case CreateSpace:
+				id, err := s.createSpace(ctx, m.Spec)
+				m.Reply <- CreateSpaceReply{ID: id, Err: err}
+				if err != nil && s.man.Err() != nil {
+					return err
+				}
+			case Flush:
+				err := s.flush(ctx, m.Space)
+				m.Reply <- err
+				if err != nil && ctx.Err() == nil && s.man.Err() != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+// createSpace creates spec's space durably, or finds it.
+func (s *Sealer) createSpace(ctx context.Context, spec messages.SpaceSpec) (messages.SpaceID, error) {
+	if err := spec.Validate(); err != nil {
+		return 0, fmt.Errorf("create space: %w", err)
+	}
+	st := s.man.State()
+	if info, ok := st.SpaceByName(spec.Name); ok {
+		if info.SpaceSpec != spec {
+			return 0, fmt.Errorf("%w: %q is %d dims × %d bits", messages.ErrSpaceExists,
+				spec.Name, info.Dims, info.Bits)
+		}
+		if sp := s.spaces[info.ID]; sp != nil && sp.needGen {
+			// A failed earlier attempt: finish it.
+			return info.ID, s.rotate(ctx, sp)
+		}
+		return info.ID, nil
+	}
+	id := st.NextSpaceID()
+	if _, err := s.man.Apply(snapshot.SpaceCreated{ID: id, Spec: spec}); err != nil {
+		return 0, fmt.Errorf("create space %q: %w", spec.Name, err)
+	}
+	info := messages.SpaceInfo{ID: id, SpaceSpec: spec}
+	sp := &sealSpace{info: info, needGen: true}
+	s.spaces[id] = sp
+	reply := make(chan error, 1)
+	if err := send(ctx, s.ch.Publisher, PublisherMsg(AddSpace{Info: info, Keyer: Keyer(spec), Reply: reply})); err != nil {
+		return 0, err
+	}
+	if err := recv(ctx, reply); err != nil {
+		return 0, fmt.Errorf("create space %q: %w", spec.Name, err)
+	}
+	if err := s.rotate(ctx, sp); err != nil {
+		return 0, fmt.Errorf("create space %q: %w", spec.Name, err)
+	}
+	reg := maps.Clone(*s.registry.Load())
+	reg[id] = info
+	s.registry.Store(&reg)
+	s.lg.Info("space created", zap.Uint32("space", uint32(id)), zap.String("name", spec.Name),
+		zap.Int("dims", spec.Dims), zap.Int("bits", spec.Bits))
+	return id, nil
+}
+
+// flush seals the space's active generation when it holds records.
+func (s *Sealer) flush(ctx context.Context, id messages.SpaceID) error {
+	sp := s.spaces[id]
+	if sp == nil {
+		return fmt.Errorf("flush space %d: unknown space", id)
+	}
+	reply := make(chan SegmentStatusReply, 1)
+	if err := send(ctx, s.ch.Submitter, SubmitterMsg(SegmentStatus{Space: id, Reply: reply})); err != nil {
+		return err
+	}
+	var st SegmentStatusReply
+	select {
+	case st = <-reply:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if st.Records > 0 {
+		if err := s.rotate(ctx, sp); err != nil {
+			return err
+		}
+	}
+	return s.sealFrozen(ctx, sp)
+}
+
+// rotate creates sp's next generation and has the submitter install it;
+// the old active generation joins sp.frozen. Each step is kept in sp, so
+// a restarted sealer continues where a failed one stopped.
+func (s *Sealer) rotate(ctx context.Context, sp *sealSpace) error {
+	if sp.waiting == nil {
+		if sp.next == nil {
+			g := hot.Gen{Space: sp.info.ID, Gen: sp.active + 1}
+			seg, err := hot.Create(s.doer, s.env.Cfg.Hot, g)
+			if err != nil {
+				return fmt.Errorf("sealer: create %s: %w", g.FileName(), err)
+			}
+			sp.next = seg
+		}
+		reply := make(chan *hot.Segment, 1)
+		if err := send(ctx, s.ch.Submitter, SubmitterMsg(InstallSegment{Space: sp.info, Seg: sp.next, Reply: reply})); err != nil {
+			return err
+		}
+		sp.waiting = reply
+	}
+	var old *hot.Segment
+	select {
+	case old = <-sp.waiting:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	sp.active = sp.next.Gen().Gen
+	sp.next, sp.waiting, sp.needGen = nil, nil, false
+	if old != nil {
+		sp.frozen = append(sp.frozen, old)
+	}
+	return nil
+}
+
+// sealFrozen seals sp's frozen generations, oldest first.
+func (s *Sealer) sealFrozen(ctx context.Context, sp *sealSpace) error {
+	for len(sp.frozen) > 0 {
+		if err := s.seal(ctx, sp, sp.frozen[0]); err != nil {
+			return fmt.Errorf("seal space %d generation %d: %w", sp.info.ID, sp.frozen[0].Gen().Gen, err)
+		}
+		sp.frozen = sp.frozen[1:]
+	}
+	return nil
+}
+
+// seal turns one frozen generation into a block (invariants 1-3).
+func (s *Sealer) seal(ctx context.Context, sp *sealSpace, seg *hot.Segment) error {
+	g := seg.Gen()
+	n := seg.Records()
+	if n == 0 {
+		return seg.Retire()
+	}
+	recs := make([]messages.Record, 0, n)
+	if err := seg.ReadRecords(func(_ int64, r messages.Record) error {
+		recs = append(recs, r)
+		return nil
+	}); err != nil {
+		return err
+	}
+	entries, err := snapshot.Entries(sp.info.SpaceSpec, recs)
+	if err != nil {
+		return err
+	}
+	id := s.man.State().NextBlockID()
+	meta, err := snapshot.WriteBlock(s.doer, s.env.Cfg.Dir, g.Space, id, entries)
+	if err != nil {
+		return err
+	}
+	_, hi := seg.RevRange()
+	if _, err := s.man.Apply(snapshot.BlockAdded{Meta: meta}, snapshot.GenSealed{Space: g.Space, Gen: g.Gen, MaxRev: hi}); err != nil {
+		return err
+	}
+	blk, err := snapshot.OpenBlockFor(s.doer, s.env.Cfg.Dir, meta)
+	if err != nil {
+		return err
+	}
+	reply := make(chan error, 1)
+	if err := send(ctx, s.ch.Publisher, PublisherMsg(Sealed{Space: g.Space, Gen: g.Gen, Block: Block(blk, sp.info.SpaceSpec), Reply: reply})); err != nil {
+		return err
+	}
+	if err := recv(ctx, reply); err != nil {
+		return err
+	}
+	if err := seg.Retire(); err != nil {
+		return err
+	}
+	s.env.Metrics.SealedBlocks.Add(1)
+	s.env.Metrics.Unsealed.Add(-int64(n))
+	s.lg.Info("sealed", zap.Uint32("space", uint32(g.Space)), zap.Uint64("gen", g.Gen),
+		zap.Uint64("block", id), zap.Int("records", n), zap.Int64("bytes", meta.Size))
+	if s.man.NeedsCompaction() {
+		if err := s.man.Compact(); err != nil {
+			return fmt.Errorf("compact the manifest: %w", err)
+		}
+	}
+	return nil
+}
+
+// Manifest returns the manifest. REQUIRES: Run is not running.
+func (s *Sealer) Manifest() *snapshot.Manifest { return s.man }
+
+// Frozen returns every segment the sealer holds, for closing at stop.
+// REQUIRES: Run is not running.
+func (s *Sealer) Frozen() []*hot.Segment {
+	var out []*hot.Segment
+	for _, sp := range s.spaces {
+		out = append(out, sp.frozen...)
+		if sp.next != nil && sp.waiting == nil {
+			out = append(out, sp.next)
+		}
+	}
+	return out
+}
+
+// send sends m on c unless ctx ends first.
+func send[T any](ctx context.Context, c chan<- T, m T) error {
+	select {
+	case c <- m:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// recv waits for a reply unless ctx ends first.
+func recv(ctx context.Context, c <-chan error) error {
+	select {
+	case err := <-c:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

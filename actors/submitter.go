@@ -1,0 +1,773 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ringpipe/ringpipe/hot"
+	"github.com/ringpipe/ringpipe/messages"
+	"github.com/ringpipe/ringpipe/ring"
+	"github.com/ringpipe/ringpipe/wal"
+)
+
+// Submitter owns the submission side: it drains the write queue in
+// batches, assigns revisions, groups each batch's records by space and
+// submits one write linked to one fdatasync per touched hot segment (group
+// commit), with DirectWriteTimeout as its deadline. A space whose hot file
+// missed a deadline is slow: its writes go to the staging WAL until
+// promotions into its hot file show fast syncs again. It also owns the
+// staging WAL and the records staged in it, promotes them when the
+// promoter says so, and submits the I/O the sealer and promoter ask for.
+//
+// Invariants:
+//  1. At most one batch is in flight per file (hot segment or WAL), so a
+//     torn batch is always the last one (the frame rule). Writes for a
+//     busy file wait in held and go out together when it settles.
+//  2. Revisions are assigned in queue order and never reused.
+//  3. Every write taken from the queue is in exactly one of: a space's
+//     held list, walHeld, or a flight (through its group) until its group
+//     is decided by the completer.
+//  4. An I/O error fails the file it happened on for good: the segment is
+//     frozen and replaced by the sealer; the WAL is rolled to a new
+//     segment when Run restarts. Nothing is ever written after a failed
+//     write or sync on the same file.
+type Submitter struct {
+	env  *Env
+	ch   *Channels
+	lg   *zap.Logger
+	doer *Doer // the WAL's: while Run runs, routed through s.do
+
+	// Owned by Run; kept across restarts.
+	wal         *wal.WAL
+	walBusy     bool
+	walHeld     []*group
+	walMax      messages.Revision // highest revision written to the WAL
+	walErr      error             // the WAL failed: reopen and roll on restart
+	nextRev     messages.Revision
+	nextID      uint64
+	spaces      map[messages.SpaceID]*spaceState
+	held        int // writes in all held lists
+	outstanding map[*group]struct{}
+	barriers    []barrier
+	fbBuf       []feedback // feedback drained before a submission
+	promote     int        // promotion budget from the last PromoteTick
+	runCtx      context.Context
+}
+
+type barrier struct {
+	upto  messages.Revision
+	reply chan<- error
+}
+
+// spaceState is the submitter's view of one space.
+type spaceState struct {
+	info     messages.SpaceInfo
+	seg      *hot.Segment // the active generation; nil until installed
+	busy     bool         // a flight is in flight on seg
+	held     []*messages.Write
+	slow     bool // route writes to the staging WAL
+	fast     int  // consecutive fast syncs while slow
+	install  *InstallSegment
+	dueSent  bool
+	staged   []messages.Record // durable in the WAL only, by revision
+	flushers []chan<- error
+}
+
+// Tuning. Each bound says what it protects.
+const (
+	// maxHeld bounds the writes waiting for busy files; beyond it the
+	// submitter stops draining the queue, so callers block in Put.
+	maxHeld = 16384
+	// maxBatchBytes bounds one hot or WAL batch (its buffer is kept by
+	// the file for reuse).
+	maxBatchBytes = 4 << 20
+	// fastSyncsToRecover is how many consecutive fast syncs (under half
+	// the deadline) a slow space's hot file must show before direct
+	// writes resume: hysteresis, so routing does not flap.
+	fastSyncsToRecover = 3
+)
+
+// NewSubmitter returns the submitter. w is the staging WAL, opened by
+// recovery with d as its Doer; segs are the spaces' active generations;
+// staged are the staged records recovery found unpromoted; next is the
+// first revision to assign.
+func NewSubmitter(env *Env, ch *Channels, d *Doer, w *wal.WAL, next messages.Revision) *Submitter {
+	env.Metrics.init()
+	return &Submitter{env: env, ch: ch, lg: env.Log.Named("submitter"), doer: d, wal: w,
+		nextRev: next, nextID: 1, spaces: make(map[messages.SpaceID]*spaceState),
+		outstanding: make(map[*group]struct{})}
+}
+
+// AddSpace registers a space recovered from disk with its active
+// generation (seg may be nil: the sealer installs one) and its staged
+// records. REQUIRES: Run has not started.
+func (s *Submitter) AddSpace(info messages.SpaceInfo, seg *hot.Segment, staged []messages.Record) {
+	sp := s.space(info)
+	sp.seg = seg
+	sp.staged = append(sp.staged, staged...)
+	slices.SortFunc(sp.staged, byRevision)
+	s.env.Metrics.StagedPending.Add(int64(len(staged)))
+	if seg != nil {
+		s.env.Metrics.Unsealed.Add(int64(seg.Records()))
+	}
+}
+
+func byRevision(a, b messages.Record) int {
+	switch {
+	case a.Revision < b.Revision:
+		return -1
+	case a.Revision > b.Revision:
+		return 1
+	}
+	return 0
+}
+
+func (s *Submitter) space(info messages.SpaceInfo) *spaceState {
+	sp := s.spaces[info.ID]
+	if sp == nil {
+		sp = &spaceState{info: info}
+		s.spaces[info.ID] = sp
+	}
+	return sp
+}
+
+// Run submits until ctx ends.
+func (s *Submitter) Run(ctx context.Context) error {
+	s.runCtx = ctx
+	s.doer.setRoute(func(ops []ring.Op) ([]ring.Completion, error) { return s.do(ctx, ops) })
+	defer s.doer.setRoute(nil)
+	if err := s.restart(); err != nil {
+		return err
+	}
+	for {
+		if err := s.dispatch(ctx); err != nil {
+			return err
+		}
+		s.checkBarriers()
+		var in <-chan messages.Request
+		if s.held < maxHeld {
+			in = s.ch.Writes
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case r := <-in:
+			s.take(ctx, r)
+		case m := <-s.ch.Submitter:
+			if err := s.control(ctx, m); err != nil {
+				return err
+			}
+		case fb := <-s.ch.feedback:
+			s.fbBuf = append(s.fbBuf, fb)
+		}
+		if err := s.drainFeedback(); err != nil {
+			return err
+		}
+	}
+}
+
+// restart reopens what an earlier failure left failed (invariant 4).
+func (s *Submitter) restart() error {
+	if s.wal != nil && s.walErr != nil && !s.walBusy {
+		s.wal.Close() //nolint:errcheck // the WAL failed already; its fd is all that is left
+		w, err := wal.Open(s.doer, s.env.Cfg.WAL, func(uint64, int64, messages.Record) error { return nil })
+		if err != nil {
+			return fmt.Errorf("submitter: reopen the staging WAL: %w", err)
+		}
+		if err := w.Roll(); err != nil {
+			return fmt.Errorf("submitter: roll the staging WAL: %w", err)
+		}
+		s.wal = w
+		s.walErr = nil
+		s.lg.Info("staging WAL reopened on a new segment")
+	}
+	return nil
+}
+
+// take handles one request from the write queue, then drains up to a
+// batch more (waiting BatchTimeout for them when it is positive).
+func (s *Submitter) take(ctx context.Context, r messages.Request) {
+	n := 0
+	var timer <-chan time.Time
+	for {
+		switch r := r.(type) {
+		case *messages.Write:
+			r.Record.Revision = s.nextRev
+			s.nextRev++
+			sp := s.spaces[r.Record.Space]
+			if sp == nil {
+				r.Ack.Complete(0, false, fmt.Errorf("submitter: space %d has no hot segment", r.Record.Space))
+				break
+			}
+			sp.held = append(sp.held, r)
+			s.held++
+			n++
+		case *messages.Barrier:
+			s.barriers = append(s.barriers, barrier{upto: s.nextRev - 1, reply: r.Reply})
+		}
+		if n >= s.env.Cfg.BatchSize || s.held >= maxHeld {
+			return
+		}
+		select {
+		case r = <-s.ch.Writes:
+			continue
+		default:
+		}
+		if s.env.Cfg.BatchTimeout <= 0 {
+			return
+		}
+		if timer == nil {
+			timer = time.After(s.env.Cfg.BatchTimeout)
+		}
+		select {
+		case r = <-s.ch.Writes:
+		case <-timer:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// dispatch submits everything that can go: each idle space's held writes
+// (to its hot file, or staged when it is slow or unusable), the WAL's held
+// groups, then promotions while the budget lasts.
+func (s *Submitter) dispatch(ctx context.Context) error {
+	for _, sp := range s.spaces {
+		if sp.install != nil && !sp.busy {
+			s.install(sp)
+		}
+		if len(sp.held) == 0 || sp.busy {
+			continue
+		}
+		if err := s.submitHeld(ctx, sp); err != nil {
+			return err
+		}
+	}
+	if !s.walBusy && len(s.walHeld) > 0 && s.walErr == nil {
+		if err := s.submitWAL(ctx); err != nil {
+			return err
+		}
+	}
+	for _, sp := range s.spaces {
+		if s.promote <= 0 && len(sp.flushers) == 0 {
+			break
+		}
+		if len(sp.staged) == 0 || sp.busy || !s.usable(sp) {
+			continue
+		}
+		if err := s.submitPromotion(ctx, sp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// usable says whether sp's active segment can take a batch.
+func (s *Submitter) usable(sp *spaceState) bool {
+	return sp.seg != nil && sp.seg.Err() == nil && !sp.seg.Immutable() && sp.install == nil
+}
+
+// takeHeld removes a batch's worth of sp's held writes.
+func takeHeld(sp *spaceState) *group {
+	g := &group{space: sp.info.ID}
+	size := 0
+	i := 0
+	for ; i < len(sp.held); i++ {
+		w := sp.held[i]
+		sz := wal.FrameSize(wal.RecordSize(w.Record))
+		if i > 0 && size+sz > maxBatchBytes {
+			break
+		}
+		size += sz
+		g.writes = append(g.writes, w)
+		g.recs = append(g.recs, w.Record)
+	}
+	sp.held = slices.Delete(sp.held, 0, i)
+	return g
+}
+
+func (s *Submitter) submitHeld(ctx context.Context, sp *spaceState) error {
+	g := takeHeld(sp)
+	s.held -= len(g.writes)
+	s.outstanding[g] = struct{}{}
+	if sp.slow || !s.usable(sp) {
+		s.walHeld = append(s.walHeld, g)
+		return nil
+	}
+	p, err := sp.seg.Prepare(g.recs)
+	if errors.Is(err, hot.ErrFull) {
+		s.sealDue(sp)
+	}
+	if err != nil || p == nil {
+		// The segment cannot take it (full, failed): stage the group.
+		s.walHeld = append(s.walHeld, g)
+		return nil
+	}
+	ops := p.Ops()
+	for i := range ops {
+		ops[i].Deadline = s.env.Cfg.DirectWriteTimeout
+	}
+	f := &flight{kind: kindHot, space: sp.info.ID, gen: sp.seg.Gen().Gen, hot: p, groups: []*group{g}}
+	if err := s.submit(ctx, f, ops); err != nil {
+		sp.seg.Failed(p, err)
+		return s.failGroups(err, g)
+	}
+	sp.busy = true
+	s.env.Metrics.BatchSize.Record(time.Duration(len(g.recs)))
+	return nil
+}
+
+// submitWAL writes the held groups to the staging WAL as one batch.
+func (s *Submitter) submitWAL(ctx context.Context) error {
+	var gs []*group
+	var recs []messages.Record
+	size := 0
+	i := 0
+	for ; i < len(s.walHeld); i++ {
+		g := s.walHeld[i]
+		sz := 0
+		for _, r := range g.recs {
+			sz += wal.FrameSize(wal.RecordSize(r))
+		}
+		if i > 0 && size+sz > maxBatchBytes {
+			break
+		}
+		size += sz
+		gs = append(gs, g)
+		recs = append(recs, g.recs...)
+	}
+	s.walHeld = slices.Delete(s.walHeld, 0, i)
+	p, err := s.wal.Prepare(recs)
+	if err != nil {
+		s.walErr = err
+		return s.failGroups(fmt.Errorf("submitter: stage %d records: %w", len(recs), err), gs...)
+	}
+	f := &flight{kind: kindWAL, wal: p, groups: gs}
+	if err := s.submit(ctx, f, p.Ops()); err != nil {
+		s.wal.Failed(p, err)
+		s.walErr = err
+		return s.failGroups(err, gs...)
+	}
+	s.walBusy = true
+	s.walMax = max(s.walMax, p.MaxRev)
+	s.env.Metrics.BatchSize.Record(time.Duration(len(recs)))
+	return nil
+}
+
+// submitPromotion appends a batch of sp's staged records to its hot file.
+func (s *Submitter) submitPromotion(ctx context.Context, sp *spaceState) error {
+	n := len(sp.staged)
+	if len(sp.flushers) == 0 {
+		n = min(n, s.promote)
+	}
+	size := 0
+	for i := 0; i < n; i++ {
+		size += wal.FrameSize(wal.RecordSize(sp.staged[i]))
+		if i > 0 && size > maxBatchBytes {
+			n = i
+			break
+		}
+	}
+	recs := slices.Clone(sp.staged[:n])
+	p, err := sp.seg.Prepare(recs)
+	if errors.Is(err, hot.ErrFull) {
+		s.sealDue(sp)
+		return nil
+	}
+	if err != nil {
+		return nil // the segment failed; the sealer replaces it
+	}
+	s.promote -= n
+	if p == nil {
+		// Every record is in the segment already.
+		s.promoted(sp, recs)
+		return nil
+	}
+	f := &flight{kind: kindPromote, space: sp.info.ID, gen: sp.seg.Gen().Gen, hot: p, recs: recs}
+	if err := s.submit(ctx, f, p.Ops()); err != nil {
+		sp.seg.Failed(p, err)
+		return fmt.Errorf("submitter: promote into space %d: %w", sp.info.ID, err)
+	}
+	sp.busy = true
+	return nil
+}
+
+// promoted drops recs from sp's staged records: they are now durable in
+// its hot file.
+func (s *Submitter) promoted(sp *spaceState, recs []messages.Record) {
+	done := make(map[messages.Revision]bool, len(recs))
+	for _, r := range recs {
+		done[r.Revision] = true
+	}
+	sp.staged = slices.DeleteFunc(sp.staged, func(r messages.Record) bool { return done[r.Revision] })
+	n := len(recs)
+	s.env.Metrics.Promoted.Add(uint64(n))
+	s.env.Metrics.StagedPending.Add(-int64(n))
+	if len(sp.staged) == 0 {
+		for _, r := range sp.flushers {
+			r <- nil
+		}
+		sp.flushers = nil
+	}
+}
+
+// failGroups fails groups the completer never saw and returns err when it
+// is the ring's (the actor cannot go on).
+func (s *Submitter) failGroups(err error, gs ...*group) error {
+	var ws []*messages.Write
+	for _, g := range gs {
+		delete(s.outstanding, g)
+		ws = append(ws, g.writes...)
+	}
+	select {
+	case s.ch.Publisher <- FailAcks{Writes: ws, Err: err}:
+	case <-s.ch.Failed:
+	}
+	if errors.Is(err, ring.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// submit submits ops as flight f and registers it with the completer.
+func (s *Submitter) submit(ctx context.Context, f *flight, ops []ring.Op) error {
+	if len(ops) > maxChainOps {
+		return fmt.Errorf("submitter: %d ops in one chain (most %d)", len(ops), maxChainOps)
+	}
+	// Drain feedback first, so that the completer never finds the
+	// feedback channel full while this Submit waits for ring capacity.
+	s.bufferFeedback()
+	f.id = s.nextID
+	s.nextID++
+	for i := range ops {
+		ops[i].Token = tokenOf(f.id, i)
+	}
+	f.left = len(ops)
+	f.start = s.env.now()
+	if err := s.env.Ring.Submit(ops); err != nil {
+		return fmt.Errorf("submitter: submit: %w", err)
+	}
+	// Registration follows the submission: the completer waits for it
+	// when it meets the flight's first completion.
+	select {
+	case s.ch.registers <- f:
+	case <-ctx.Done():
+		// Stopping: the completer drains registrations until the
+		// table is empty, so this send completes.
+		s.ch.registers <- f
+	}
+	return nil
+}
+
+// do is the route of the submitter's own Doer (the WAL's): submit and wait
+// for the completer's answer.
+func (s *Submitter) do(ctx context.Context, ops []ring.Op) ([]ring.Completion, error) {
+	reply := make(chan IOResult, 1)
+	f := &flight{kind: kindIO, reply: reply, comps: make([]ring.Completion, len(ops))}
+	if err := s.submit(ctx, f, slices.Clone(ops)); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-reply:
+		for i := range r.Completions {
+			r.Completions[i].Token = ops[i].Token
+		}
+		return r.Completions, r.Err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (s *Submitter) bufferFeedback() {
+	for {
+		select {
+		case fb := <-s.ch.feedback:
+			s.fbBuf = append(s.fbBuf, fb)
+		default:
+			return
+		}
+	}
+}
+
+// control handles a request from the sealer, the promoter or the engine.
+func (s *Submitter) control(ctx context.Context, m SubmitterMsg) error {
+	switch m := m.(type) {
+	case SubmitIO:
+		f := &flight{kind: kindIO, reply: m.Reply, comps: make([]ring.Completion, len(m.Ops))}
+		if err := s.submit(ctx, f, slices.Clone(m.Ops)); err != nil {
+			m.Reply <- IOResult{Err: err}
+			if errors.Is(err, ring.ErrClosed) {
+				return err
+			}
+		}
+	case InstallSegment:
+		sp := s.space(m.Space)
+		sp.install = &m
+		if !sp.busy {
+			s.install(sp)
+		}
+	case SegmentStatus:
+		var r SegmentStatusReply
+		if sp := s.spaces[m.Space]; sp != nil {
+			if sp.seg != nil {
+				r.Records = sp.seg.Records()
+			}
+			r.Staged = len(sp.staged)
+		}
+		m.Reply <- r
+	case PromoteTick:
+		s.promote = m.Max
+		before := s.promote
+		if err := s.dispatch(ctx); err != nil {
+			return err
+		}
+		m.Reply <- before - s.promote
+		s.promote = 0
+	case PromoteSpace:
+		sp := s.spaces[m.Space]
+		if sp == nil || len(sp.staged) == 0 {
+			m.Reply <- nil
+			break
+		}
+		sp.flushers = append(sp.flushers, m.Reply)
+	}
+	return nil
+}
+
+// install makes sp.install's segment the active one and hands the old one
+// to the sealer. REQUIRES: !sp.busy.
+func (s *Submitter) install(sp *spaceState) {
+	m := sp.install
+	sp.install = nil
+	old := sp.seg
+	if old != nil {
+		if err := old.Freeze(); err != nil && !errors.Is(err, hot.ErrClosed) {
+			s.lg.Warn("freeze segment", zap.Uint32("space", uint32(sp.info.ID)), zap.Error(err))
+		}
+	}
+	sp.seg = m.Seg
+	sp.dueSent = false
+	if sp.slow && old != nil && old.Err() != nil {
+		// A failed file's replacement starts fast.
+		sp.slow, sp.fast = false, 0
+		s.lg.Info("space routed to its hot segment again", zap.Uint32("space", uint32(sp.info.ID)),
+			zap.String("reason", "new generation after an I/O error"))
+	}
+	m.Reply <- old
+}
+
+// sealDue hints the sealer that sp's active segment should be sealed.
+func (s *Submitter) sealDue(sp *spaceState) {
+	if sp.dueSent || sp.install != nil {
+		return
+	}
+	select {
+	case s.ch.SealDue <- sp.info.ID:
+		sp.dueSent = true
+	default: // re-sent after the next batch
+	}
+}
+
+// drainFeedback handles every buffered feedback message.
+func (s *Submitter) drainFeedback() error {
+	for len(s.fbBuf) > 0 {
+		fb := s.fbBuf[0]
+		s.fbBuf = s.fbBuf[1:]
+		if err := s.handleFeedback(fb); err != nil {
+			return err
+		}
+	}
+	s.fbBuf = s.fbBuf[:0]
+	return nil
+}
+
+func (s *Submitter) handleFeedback(fb feedback) error {
+	for _, g := range fb.done {
+		delete(s.outstanding, g)
+	}
+	f := fb.f
+	switch {
+	case fb.kind == fbReroute:
+		sp := s.spaces[f.space]
+		if !sp.slow {
+			sp.slow, sp.fast = true, 0
+			s.lg.Info("space routed to the staging WAL", zap.Uint32("space", uint32(f.space)),
+				zap.Duration("deadline", s.env.Cfg.DirectWriteTimeout))
+		}
+		s.walHeld = append(s.walHeld, f.groups...)
+		return nil
+	case f.kind == kindWAL:
+		s.walBusy = false
+		if fb.err != nil {
+			s.wal.Failed(f.wal, fb.err)
+			s.walErr = fb.err
+			return fmt.Errorf("submitter: staging WAL batch of %d records: %w", f.wal.Count, fb.err)
+		}
+		if err := s.wal.Committed(f.wal); err != nil {
+			return fmt.Errorf("submitter: %w", err)
+		}
+		s.stage(fb.stage)
+		return nil
+	case f.kind == kindHot || f.kind == kindPromote:
+		sp := s.spaces[f.space]
+		sp.busy = false
+		if fb.err != nil {
+			sp.seg.Failed(f.hot, fb.err)
+			s.lg.Error("hot segment failed", zap.Uint32("space", uint32(f.space)), zap.Uint64("gen", f.gen), zap.Error(fb.err))
+			if !sp.slow {
+				sp.slow, sp.fast = true, 0
+				s.lg.Info("space routed to the staging WAL", zap.Uint32("space", uint32(f.space)),
+					zap.String("reason", "I/O error"))
+			}
+			s.sealDue(sp) // the sealer replaces the failed generation
+			return fmt.Errorf("submitter: space %d generation %d: %w", f.space, f.gen, fb.err)
+		}
+		if err := sp.seg.Committed(f.hot); err != nil {
+			return fmt.Errorf("submitter: %w", err)
+		}
+		if f.kind == kindPromote {
+			s.promoted(sp, f.recs)
+			s.observeSync(sp, fb.syncDur)
+			s.retireWAL()
+		} else {
+			s.env.Metrics.Unsealed.Add(int64(len(f.groups[0].recs)))
+		}
+		if sp.seg.Records() >= s.env.Cfg.SealThreshold || sp.seg.Size() >= s.env.Cfg.SealBytes {
+			s.sealDue(sp)
+		}
+	}
+	return nil
+}
+
+// stage adds records durable only in the WAL to their spaces' staged
+// lists.
+func (s *Submitter) stage(recs []messages.Record) {
+	if len(recs) == 0 {
+		return
+	}
+	for _, r := range recs {
+		sp := s.spaces[r.Space]
+		sp.staged = append(sp.staged, r)
+		if n := len(sp.staged); n > 1 && sp.staged[n-2].Revision > r.Revision {
+			slices.SortFunc(sp.staged, byRevision)
+		}
+	}
+	s.env.Metrics.StagedPending.Add(int64(len(recs)))
+}
+
+// observeSync applies routing hysteresis after a sync of sp's hot file.
+func (s *Submitter) observeSync(sp *spaceState, d time.Duration) {
+	if !sp.slow {
+		return
+	}
+	if d < s.env.Cfg.DirectWriteTimeout/2 {
+		sp.fast++
+	} else {
+		sp.fast = 0
+	}
+	if sp.fast >= fastSyncsToRecover {
+		sp.slow, sp.fast = false, 0
+		s.lg.Info("space routed to its hot segment again", zap.Uint32("space", uint32(sp.info.ID)),
+			zap.Int("fast_syncs", fastSyncsToRecover))
+	}
+}
+
+// retireWAL deletes the WAL segments whose staged records are all
+// promoted.
+func (s *Submitter) retireWAL() {
+	if s.walErr != nil || s.walBusy {
+		return
+	}
+	mark := s.walMax
+	for _, sp := range s.spaces {
+		if len(sp.staged) > 0 {
+			mark = min(mark, sp.staged[0].Revision-1)
+		}
+	}
+	segs := s.wal.Segments()
+	if len(segs) < 2 || segs[0].MaxRev > mark {
+		return
+	}
+	retired, err := s.wal.Retire(mark)
+	if err != nil {
+		s.lg.Warn("retire staging WAL segments", zap.Error(err))
+		return
+	}
+	if len(retired) > 0 {
+		s.lg.Debug("staging WAL segments retired", zap.Uint64s("seqs", retired))
+	}
+}
+
+// checkBarriers answers every Sync whose writes are all decided.
+func (s *Submitter) checkBarriers() {
+	if len(s.barriers) == 0 {
+		return
+	}
+	low := s.nextRev // lowest revision not yet decided
+	for _, sp := range s.spaces {
+		if len(sp.held) > 0 {
+			low = min(low, sp.held[0].Record.Revision)
+		}
+	}
+	for g := range s.outstanding {
+		low = min(low, g.recs[0].Revision)
+	}
+	keep := s.barriers[:0]
+	for _, b := range s.barriers {
+		if b.upto < low {
+			b.reply <- nil
+		} else {
+			keep = append(keep, b)
+		}
+	}
+	s.barriers = keep
+}
+
+// FailPending completes every write and barrier the submitter holds with
+// err. REQUIRES: Run is not running (the engine stopped or failed).
+func (s *Submitter) FailPending(err error) {
+	for _, sp := range s.spaces {
+		for _, w := range sp.held {
+			w.Ack.Complete(0, false, err)
+		}
+		sp.held = nil
+		for _, r := range sp.flushers {
+			r <- err
+		}
+		sp.flushers = nil
+	}
+	s.held = 0
+	for _, g := range s.walHeld {
+		for _, w := range g.writes {
+			w.Ack.Complete(0, false, err)
+		}
+	}
+	s.walHeld = nil
+	for _, b := range s.barriers {
+		b.reply <- err
+	}
+	s.barriers = nil
+}
+
+// Segments returns the active segments. REQUIRES: Run is not running.
+func (s *Submitter) Segments() []*hot.Segment {
+	var out []*hot.Segment
+	for _, sp := range s.spaces {
+		if sp.seg != nil {
+			out = append(out, sp.seg)
+		}
+		if sp.install != nil {
+			out = append(out, sp.install.Seg)
+		}
+	}
+	return out
+}
+
+// WAL returns the staging WAL. REQUIRES: Run is not running.
+func (s *Submitter) WAL() *wal.WAL { return s.wal }

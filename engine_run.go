@@ -1,0 +1,311 @@
+package ringpipe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ringpipe/ringpipe/actors"
+	"github.com/ringpipe/ringpipe/internal/latency"
+	"github.com/ringpipe/ringpipe/livetail"
+	"github.com/ringpipe/ringpipe/messages"
+	"github.com/ringpipe/ringpipe/ring"
+	"github.com/ringpipe/ringpipe/supervisor"
+)
+
+// engine is the running engine behind Engine.
+//
+// Lifecycle: start runs recovery with a ring.Sync (nothing else reaps the
+// ring yet), then hands everything to the actors and starts the
+// supervisor. stop closes the intake, waits for writers that got in, syncs
+// what was accepted, stops the supervisor (the actors stop in reverse
+// order), fails anything still waiting, closes the files with a ring.Sync
+// again and closes the ring, which releases the LOCK.
+type engine struct {
+	cfg  Config
+	lg   *zap.Logger
+	r    ring.Ring
+	sd   *ring.Sync // reaps the ring while no actor runs
+	info ring.Info
+
+	ch       *actors.Channels
+	metrics  *actors.Metrics
+	writeLat *latency.Recorder
+	syncLat  *latency.Recorder
+	cur      atomic.Pointer[livetail.View]
+	registry atomic.Pointer[map[SpaceID]SpaceInfo]
+
+	sub    *actors.Submitter
+	comp   *actors.Completer
+	pub    *actors.Publisher
+	sealer *actors.Sealer
+	prom   *actors.Promoter
+	sup    *supervisor.Supervisor
+	lockFD int32
+
+	cancel  context.CancelFunc
+	supDone chan struct{} // closed when the supervisor has returned
+	supErr  error         // set before supDone closes
+
+	// intake: writers enter under mu's read lock while !closed, so that
+	// stop, after closing, knows every write that got in is queued.
+	mu       sync.RWMutex
+	closed   bool
+	stopCh   chan struct{} // closed by stop: blocked writers give up
+	senders  sync.WaitGroup
+	failed   chan struct{} // closed when the restart limit is passed
+	failOnce sync.Once
+
+	stopOnce sync.Once
+	stopDone chan struct{}
+	stopErr  error
+}
+
+func newRing(cfg Config) (ring.Ring, error) {
+	opts := ring.Options{Entries: cfg.RingEntries, Logger: cfg.Logger}
+	if cfg.NewRing != nil {
+		return cfg.NewRing(opts)
+	}
+	switch cfg.Backend {
+	case BackendURing:
+		opts.Kind = ring.URing
+	case BackendStd:
+		opts.Kind = ring.Std
+	default:
+		opts.Kind = ring.Auto
+	}
+	return ring.New(opts)
+}
+
+func start(ctx context.Context, cfg Config) (*engine, error) {
+	r, err := newRing(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("ringpipe: start in %s: %w", cfg.Dir, err)
+	}
+	e := &engine{cfg: cfg, lg: cfg.Logger, r: r, sd: ring.NewSync(r), info: r.Info(), lockFD: -1,
+		writeLat: latency.New(), syncLat: latency.New(),
+		supDone: make(chan struct{}), stopCh: make(chan struct{}), failed: make(chan struct{}),
+		stopDone: make(chan struct{})}
+	e.metrics = &actors.Metrics{WriteLatency: e.writeLat, SyncLatency: e.syncLat}
+	e.lg.Info("ring", zap.String("backend", e.info.Backend), zap.String("kernel", e.info.Kernel),
+		zap.String("features", fmt.Sprintf("%#x", e.info.Features)), zap.Uint32("entries", e.info.Entries),
+		zap.String("fallback", e.info.Fallback))
+	rec, err := e.recover(ctx)
+	if err != nil {
+		e.closeFiles(rec)
+		r.Close() //nolint:errcheck // the recovery error is the one to report
+		return nil, fmt.Errorf("ringpipe: start in %s: %w", cfg.Dir, err)
+	}
+	e.sup = supervisor.New(supervisor.Options{Logger: e.lg.Named("supervisor"), OnEvent: e.onEvent})
+	e.sup.Add("publisher", []string{"publisher"}, e.pub)
+	e.sup.Add("io", []string{"submitter", "completer"}, e.sub, e.comp)
+	e.sup.Add("sealer", []string{"sealer"}, e.sealer)
+	e.sup.Add("promoter", []string{"promoter"}, e.prom)
+	sctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	go func() {
+		e.supErr = e.sup.Run(sctx)
+		close(e.supDone)
+	}()
+	return e, nil
+}
+
+func (e *engine) onEvent(ev supervisor.Event) {
+	if ev.Kind == supervisor.EventEscalated {
+		e.failOnce.Do(func() {
+			close(e.failed)
+			close(e.ch.Failed)
+		})
+		e.lg.Error("engine failed: writes are refused, reads still work", zap.Error(ev.Err))
+	}
+}
+
+// gone returns the error for an engine that cannot take a request.
+func (e *engine) gone() error {
+	select {
+	case <-e.failed:
+		return ErrFailed
+	default:
+		return ErrStopped
+	}
+}
+
+// enter admits a caller into the intake; leave must follow.
+func (e *engine) enter() error {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed {
+		return ErrStopped
+	}
+	select {
+	case <-e.failed:
+		return ErrFailed
+	default:
+	}
+	e.senders.Add(1)
+	return nil
+}
+
+func (e *engine) leave() { e.senders.Done() }
+
+// queue puts r on the write queue unless ctx, stop or failure comes first.
+func (e *engine) queue(ctx context.Context, r messages.Request) error {
+	select {
+	case e.ch.Writes <- r:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-e.stopCh:
+		return ErrStopped
+	case <-e.failed:
+		return ErrFailed
+	}
+}
+
+func (e *engine) space(id SpaceID) (SpaceInfo, error) {
+	info, ok := (*e.registry.Load())[id]
+	if !ok {
+		return SpaceInfo{}, fmt.Errorf("%w: %d", ErrUnknownSpace, id)
+	}
+	return info, nil
+}
+
+func (e *engine) enqueue(ctx context.Context, space SpaceID, p Point, value []byte, tomb bool) (*Ticket, error) {
+	info, err := e.space(space)
+	if err != nil {
+		return nil, err
+	}
+	if err := info.CheckPoint(p); err != nil {
+		return nil, fmt.Errorf("space %d (%s): %w", space, info.Name, err)
+	}
+	if len(value) > e.cfg.MaxValueSize {
+		return nil, fmt.Errorf("%w: %d bytes, MaxValueSize is %d", ErrValueTooLarge, len(value), e.cfg.MaxValueSize)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := e.enter(); err != nil {
+		return nil, err
+	}
+	defer e.leave()
+	rec := Record{Space: space, Point: slices.Clone(p), Tombstone: tomb}
+	if !tomb {
+		// The caller may reuse value's buffer once PutAsync returns.
+		rec.Value = append(make([]byte, 0, len(value)), value...)
+	}
+	w := &messages.Write{Record: rec, Ack: messages.NewAck(), Enqueued: time.Now()}
+	if err := e.queue(ctx, w); err != nil {
+		return nil, err
+	}
+	return &Ticket{ack: w.Ack}, nil
+}
+
+// waitReply waits for a reply, ctx, or the actors' end.
+func waitReply[T any](e *engine, ctx context.Context, c <-chan T) (T, error) {
+	var zero T
+	select {
+	case v := <-c:
+		return v, nil
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	case <-e.supDone:
+		return zero, e.gone()
+	}
+}
+
+// ask sends m to an actor's inbox and waits for its reply.
+func ask[M, T any](e *engine, ctx context.Context, inbox chan<- M, m M, reply <-chan T) (T, error) {
+	var zero T
+	select {
+	case inbox <- m:
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	case <-e.supDone:
+		return zero, e.gone()
+	}
+	return waitReply(e, ctx, reply)
+}
+
+func (e *engine) sync(ctx context.Context) error {
+	if err := e.enter(); err != nil {
+		return err
+	}
+	defer e.leave()
+	reply := make(chan error, 1)
+	if err := e.queue(ctx, &messages.Barrier{Reply: reply}); err != nil {
+		return err
+	}
+	err, werr := waitReply(e, ctx, reply)
+	if werr != nil {
+		return werr
+	}
+	return err
+}
+
+func (e *engine) flush(ctx context.Context, space SpaceID) error {
+	if _, err := e.space(space); err != nil {
+		return err
+	}
+	// Everything accepted is durable, then staged records are in their
+	// hot segment, then the segment is sealed.
+	if err := e.sync(ctx); err != nil {
+		return err
+	}
+	if err := e.enter(); err != nil {
+		return err
+	}
+	defer e.leave()
+	preply := make(chan error, 1)
+	err, werr := ask(e, ctx, e.ch.Submitter, actors.SubmitterMsg(actors.PromoteSpace{Space: space, Reply: preply}), preply)
+	if err = errors.Join(werr, err); err != nil {
+		return fmt.Errorf("flush space %d: %w", space, err)
+	}
+	sreply := make(chan error, 1)
+	err, werr = ask(e, ctx, e.ch.Sealer, actors.SealerMsg(actors.Flush{Space: space, Reply: sreply}), sreply)
+	if err = errors.Join(werr, err); err != nil {
+		return fmt.Errorf("flush space %d: %w", space, err)
+	}
+	return nil
+}
+
+func (e *engine) createSpace(ctx context.Context, spec SpaceSpec) (SpaceID, error) {
+	if err := spec.Validate(); err != nil {
+		return 0, fmt.Errorf("ringpipe: create space: %w", err)
+	}
+	for _, info := range *e.registry.Load() {
+		if info.Name == spec.Name {
+			if info.SpaceSpec != spec {
+				return 0, fmt.Errorf("%w: %q is %d dims × %d bits", ErrSpaceExists, spec.Name, info.Dims, info.Bits)
+			}
+			return info.ID, nil
+		}
+	}
+	if err := e.enter(); err != nil {
+		return 0, err
+	}
+	defer e.leave()
+	reply := make(chan actors.CreateSpaceReply, 1)
+	r, err := ask(e, ctx, e.ch.Sealer, actors.SealerMsg(actors.CreateSpace{Spec: spec, Reply: reply}), reply)
+	if err != nil {
+		return 0, err
+	}
+	return r.ID, r.Err
+}
+
+func (e *engine) spaceList() []SpaceInfo {
+	reg := *e.registry.Load()
+	out := make([]SpaceInfo, 0, len(reg))
+	for _, info := range reg {
+		out = append(out, info)
+	}
+	slices.SortFunc(out, func(a, b SpaceInfo) int { return int(a.ID) - int(b.ID) })
+	return out
+}
+
+func (e *engine) view() *livetail.View { return e.cur.Load() }

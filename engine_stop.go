@@ -1,0 +1,165 @@
+package ringpipe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.uber.org/zap"
+
+	"github.com/ringpipe/ringpipe/messages"
+	"github.com/ringpipe/ringpipe/ring"
+)
+
+func (e *engine) stop(ctx context.Context) error {
+	first := false
+	e.stopOnce.Do(func() {
+		first = true
+		e.stopErr = e.doStop(ctx)
+		close(e.stopDone)
+	})
+	if first {
+		return e.stopErr
+	}
+	select {
+	case <-e.stopDone:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (e *engine) doStop(ctx context.Context) error {
+	// 1. Close the intake and wait for the writers that got in.
+	e.mu.Lock()
+	e.closed = true
+	close(e.stopCh)
+	e.mu.Unlock()
+	e.senders.Wait()
+
+	// 2. Drain: everything accepted becomes durable and acknowledged.
+	var errs []error
+	select {
+	case <-e.failed:
+	case <-e.supDone:
+	default:
+		reply := make(chan error, 1)
+		select {
+		case e.ch.Writes <- &messages.Barrier{Reply: reply}:
+			if err, werr := waitReply(e, ctx, reply); werr != nil || err != nil {
+				errs = append(errs, fmt.Errorf("ringpipe: stop: drain: %w", errors.Join(werr, err)))
+			}
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("ringpipe: stop: drain: %w", ctx.Err()))
+		case <-e.supDone:
+		}
+	}
+
+	// 3. Stop the actors in reverse start order. If ctx ends first,
+	// closing the ring cancels what is in flight so that they can.
+	e.cancel()
+	select {
+	case <-e.supDone:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("ringpipe: stop: %w", ctx.Err()))
+		e.r.Close() //nolint:errcheck // forced: completes everything in flight
+		<-e.supDone
+	}
+	if e.supErr != nil {
+		errs = append(errs, fmt.Errorf("ringpipe: stop: %w", e.supErr))
+	}
+
+	// 4. Nothing runs any more: fail whatever still waits.
+	e.failPending()
+
+	// 5. Close the files (a ring.Sync reaps now), then the ring; the
+	// LOCK goes with its fd.
+	e.closeFiles(nil)
+	if err := e.r.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("ringpipe: stop: close the ring: %w", err))
+	}
+	e.lg.Info("stopped")
+	return errors.Join(errs...)
+}
+
+// failPending completes every request that the stopped actors still hold.
+// REQUIRES: the supervisor has returned.
+func (e *engine) failPending() {
+	err := e.gone()
+	e.sub.FailPending(err)
+	e.pub.FailPending(err)
+	for {
+		select {
+		case r := <-e.ch.Writes:
+			switch r := r.(type) {
+			case *messages.Write:
+				r.Ack.Complete(0, false, err)
+			case *messages.Barrier:
+				r.Reply <- err
+			}
+		default:
+			return
+		}
+	}
+}
+
+// closeFiles closes every file the engine holds, through the ring.Sync.
+// rec is set when recovery failed halfway and the actors never existed.
+func (e *engine) closeFiles(rec *recovered) {
+	var segs []interface{ Close() error }
+	closeAll := func() {
+		for _, s := range segs {
+			if err := s.Close(); err != nil {
+				e.lg.Warn("close", zap.Error(err))
+			}
+		}
+	}
+	switch {
+	case rec != nil:
+		for _, s := range rec.segs {
+			segs = append(segs, s)
+		}
+		if rec.wal != nil {
+			segs = append(segs, rec.wal)
+		}
+		if rec.man != nil {
+			segs = append(segs, rec.man)
+		}
+	case e.sub != nil:
+		for _, s := range e.sub.Segments() {
+			segs = append(segs, s)
+		}
+		for _, s := range e.sealer.Frozen() {
+			segs = append(segs, s)
+		}
+		if w := e.sub.WAL(); w != nil {
+			segs = append(segs, w)
+		}
+		segs = append(segs, e.sealer.Manifest())
+	}
+	closeAll()
+	if e.lockFD >= 0 {
+		ring.Close(e.sd, e.lockFD) //nolint:errcheck // closing releases the lock either way
+		e.lockFD = -1
+	}
+}
+
+func (e *engine) stats() Stats {
+	rs := e.r.Stats()
+	m := e.metrics
+	return Stats{
+		Backend:        e.info.Backend,
+		KernelVersion:  e.info.Kernel,
+		QueueDepth:     len(e.ch.Writes),
+		DirectWrites:   m.DirectWrites.Load(),
+		StagedWrites:   m.StagedWrites.Load(),
+		Promoted:       m.Promoted.Load(),
+		StagedPending:  int(max(0, m.StagedPending.Load())),
+		SealedBlocks:   m.SealedBlocks.Load(),
+		Syncs:          rs.Syncs,
+		ShortIORetries: rs.ShortIORetries,
+		ActorRestarts:  e.sup.Restarts(),
+		WriteLatency:   summary(e.writeLat),
+		SyncLatency:    summary(e.syncLat),
+	}
+}

@@ -1,0 +1,266 @@
+package ringpipe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"syscall"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/ringpipe/ringpipe/actors"
+	"github.com/ringpipe/ringpipe/hot"
+	"github.com/ringpipe/ringpipe/internal/latency"
+	"github.com/ringpipe/ringpipe/livetail"
+	"github.com/ringpipe/ringpipe/messages"
+	"github.com/ringpipe/ringpipe/ring"
+	"github.com/ringpipe/ringpipe/snapshot"
+	"github.com/ringpipe/ringpipe/wal"
+)
+
+// recovered is what recovery opened, for closing if it fails halfway.
+type recovered struct {
+	man  *snapshot.Manifest
+	wal  *wal.WAL
+	segs []*hot.Segment
+}
+
+// recover runs crash recovery (DESIGN.md, "Crash recovery") and builds the
+// actors from what it found: lock the directory, load and verify the
+// manifest and every block it names (removing orphaned block files),
+// replay every unsealed hot generation (retiring those the manifest says
+// are sealed), replay the staging WAL (records not in any hot generation
+// are staged again), and resume revisions above the highest found.
+// Recovery changes files only in ways a second recovery repeats
+// identically, so a crash during it is harmless.
+func (e *engine) recover(ctx context.Context) (*recovered, error) {
+	cfg := e.cfg
+	rec := &recovered{}
+	segDoer := actors.NewDoer(e.sd) // the manifest's and the segments' (the sealer's)
+	walDoer := actors.NewDoer(e.sd) // the WAL's (the submitter's)
+
+	if err := ring.MkdirDurable(e.sd, cfg.Dir); err != nil {
+		return rec, fmt.Errorf("create the directory: %w", err)
+	}
+	lockPath := filepath.Join(cfg.Dir, "LOCK")
+	fd, err := ring.Open(e.sd, lockPath, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return rec, fmt.Errorf("open the lock file: %w", err)
+	}
+	e.lockFD = fd
+	if _, err := ring.Do1(e.sd, ring.Op{Code: ring.OpLock, FD: fd}); err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return rec, fmt.Errorf("%w: %s", ErrLocked, cfg.Dir)
+		}
+		return rec, fmt.Errorf("lock %s: %w", lockPath, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return rec, err
+	}
+
+	// The manifest: spaces and blocks.
+	man, err := snapshot.Open(segDoer, cfg.Dir)
+	if errors.Is(err, snapshot.ErrNoManifest) {
+		man, err = snapshot.Create(segDoer, cfg.Dir)
+	}
+	if err != nil {
+		return rec, fmt.Errorf("manifest: %w", err)
+	}
+	rec.man = man
+	st := man.State()
+	tail := livetail.NewTail()
+	reg := make(map[SpaceID]SpaceInfo)
+	maxRev := st.MaxRevision()
+	blocks, orphans := 0, 0
+	for _, info := range st.Spaces() {
+		reg[info.ID] = info
+		if err := tail.AddSpace(info, actors.Keyer(info.SpaceSpec)); err != nil {
+			return rec, err
+		}
+		named := make(map[string]bool)
+		for _, meta := range st.Index(info.ID).Blocks() {
+			b, err := snapshot.OpenBlockFor(segDoer, cfg.Dir, meta)
+			if err != nil {
+				return rec, fmt.Errorf("space %d: %w", info.ID, err)
+			}
+			if err := tail.AddBlock(info.ID, actors.Block(b, info.SpaceSpec)); err != nil {
+				return rec, err
+			}
+			named[filepath.Base(snapshot.BlockPath(cfg.Dir, info.ID, meta.ID))] = true
+			maxRev = max(maxRev, meta.MaxRev)
+			blocks++
+		}
+		n, err := removeOrphans(e.sd, snapshot.BlockDir(cfg.Dir, info.ID), named)
+		if err != nil {
+			return rec, err
+		}
+		orphans += n
+	}
+	e.registry.Store(&reg)
+
+	// Hot generations.
+	hotOpts := hot.Options{Dir: filepath.Join(cfg.Dir, "hot"), SegmentSize: cfg.Preallocate, Mode: cfg.WALRecovery}
+	gens, err := hot.List(segDoer, hotOpts.Dir)
+	if err != nil {
+		return rec, fmt.Errorf("hot: %w", err)
+	}
+	type spaceGens struct {
+		active *hot.Segment
+		frozen []*hot.Segment
+	}
+	bySpace := make(map[SpaceID]*spaceGens)
+	hotRecords, retired := 0, 0
+	for i, g := range gens {
+		info, ok := reg[g.Space]
+		if !ok {
+			e.lg.Warn("hot generation of an unknown space left alone", zap.String("file", g.FileName()))
+			continue
+		}
+		if sealed, _ := st.SealedGen(g.Space); g.Gen <= sealed {
+			// Sealed into a block before a crash cut its retirement short.
+			if err := ring.Unlink(e.sd, filepath.Join(hotOpts.Dir, g.FileName())); err != nil {
+				return rec, fmt.Errorf("hot: remove sealed %s: %w", g.FileName(), err)
+			}
+			retired++
+			continue
+		}
+		last := i == len(gens)-1 || gens[i+1].Space != g.Space
+		var recs []messages.Record
+		seg, err := hot.Open(segDoer, hotOpts, g, !last, func(_ int64, r messages.Record) error {
+			recs = append(recs, r)
+			return nil
+		})
+		if err != nil {
+			return rec, err
+		}
+		rec.segs = append(rec.segs, seg)
+		if err := tail.Append(info.ID, g.Gen, recs...); err != nil {
+			return rec, fmt.Errorf("hot %s: %w", g.FileName(), err)
+		}
+		_, hi := seg.RevRange()
+		maxRev = max(maxRev, hi)
+		hotRecords += len(recs)
+		sg := bySpace[g.Space]
+		if sg == nil {
+			sg = &spaceGens{}
+			bySpace[g.Space] = sg
+		}
+		if last {
+			sg.active = seg
+		} else {
+			sg.frozen = append(sg.frozen, seg)
+		}
+	}
+	if retired > 0 {
+		if err := ring.SyncDir(e.sd, hotOpts.Dir); err != nil {
+			return rec, fmt.Errorf("hot: %w", err)
+		}
+	}
+
+	// The staging WAL: what no live hot generation holds is staged again.
+	staged := make(map[SpaceID][]messages.Record)
+	walOpts := wal.Options{Dir: filepath.Join(cfg.Dir, "wal"), SegmentSize: cfg.Preallocate, Mode: cfg.WALRecovery}
+	walRecords := 0
+	w, err := wal.Open(walDoer, walOpts, func(_ uint64, _ int64, r messages.Record) error {
+		walRecords++
+		maxRev = max(maxRev, r.Revision)
+		sg := bySpace[r.Space]
+		if _, ok := reg[r.Space]; !ok {
+			return nil
+		}
+		if sg != nil {
+			if sg.active != nil && sg.active.Has(r.Revision) {
+				return nil
+			}
+			for _, f := range sg.frozen {
+				if f.Has(r.Revision) {
+					return nil
+				}
+			}
+		}
+		staged[r.Space] = append(staged[r.Space], r)
+		return nil
+	})
+	if err != nil {
+		return rec, fmt.Errorf("staging WAL: %w", err)
+	}
+	rec.wal = w
+	stagedN := 0
+	for id, rs := range staged {
+		if err := tail.Append(id, livetail.StagedGeneration, rs...); err != nil {
+			return rec, fmt.Errorf("staging WAL: %w", err)
+		}
+		stagedN += len(rs)
+	}
+
+	// The actors, handed what recovery found.
+	acfg := actors.Config{Dir: cfg.Dir, BatchSize: cfg.BatchSize, BatchTimeout: cfg.BatchTimeout,
+		DirectWriteTimeout: cfg.DirectWriteTimeout, PromoteInterval: cfg.PromoteInterval,
+		SealThreshold: cfg.SealThreshold, SealBytes: cfg.SealBytes, Hot: hotOpts, WAL: walOpts}
+	env := &actors.Env{Ring: e.r, Log: e.lg, Cfg: acfg, Metrics: e.metrics}
+	e.ch = actors.NewChannels(cfg.QueueCapacity, e.r.Capacity())
+	e.sub = actors.NewSubmitter(env, e.ch, walDoer, w, maxRev+1)
+	e.sealer = actors.NewSealer(env, e.ch, segDoer, man, &e.registry)
+	for id, info := range reg {
+		sg := bySpace[id]
+		if sg == nil {
+			// No live generation: the sealer creates the one after the
+			// last sealed.
+			sealed, _ := st.SealedGen(id)
+			e.sub.AddSpace(info, nil, staged[id])
+			e.sealer.AddSpace(info, sealed, false, nil)
+			continue
+		}
+		e.sub.AddSpace(info, sg.active, staged[id])
+		e.sealer.AddSpace(info, sg.active.Gen().Gen, true, sg.frozen)
+		for _, f := range sg.frozen {
+			e.metrics.Unsealed.Add(int64(f.Records()))
+		}
+	}
+	e.pub = actors.NewPublisher(env, e.ch, tail, &e.cur)
+	e.comp = actors.NewCompleter(env, e.ch)
+	e.prom = actors.NewPromoter(env, e.ch)
+
+	e.lg.Info("recovered", zap.String("dir", cfg.Dir), zap.Int("spaces", len(reg)), zap.Int("blocks", blocks),
+		zap.Int("orphan_blocks_removed", orphans), zap.Int("hot_generations", len(rec.segs)),
+		zap.Int("hot_records", hotRecords), zap.Int("sealed_generations_retired", retired),
+		zap.Int("wal_records", walRecords), zap.Int("staged", stagedN),
+		zap.Uint64("next_revision", uint64(maxRev+1)))
+	return rec, nil
+}
+
+// removeOrphans deletes the files in a space's block directory that the
+// manifest does not name: blocks (or temporary files) written before a
+// crash stopped their manifest edit.
+func removeOrphans(d ring.Doer, dir string, named map[string]bool) (int, error) {
+	names, err := ring.ReadDir(d, dir)
+	if errors.Is(err, syscall.ENOENT) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("list %s: %w", dir, err)
+	}
+	n := 0
+	for _, name := range names {
+		if named[name] {
+			continue
+		}
+		if err := ring.Unlink(d, filepath.Join(dir, name)); err != nil {
+			return n, fmt.Errorf("remove orphaned block %s: %w", name, err)
+		}
+		n++
+	}
+	if n > 0 {
+		if err := ring.SyncDir(d, dir); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func summary(r *latency.Recorder) LatencySummary {
+	s := r.Summary()
+	return LatencySummary{Count: s.Count, P50: s.P50, P99: s.P99, P999: s.P999, Max: s.Max}
+}
