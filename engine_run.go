@@ -31,7 +31,8 @@ type engine struct {
 	cfg  Config
 	lg   *zap.Logger
 	r    ring.Ring
-	sd   *ring.Sync // reaps the ring while no actor runs
+	sd    *ring.Sync      // reaps the ring while no actor runs
+	doers []*actors.Doer // every Doer the files hold
 	info ring.Info
 
 	ch       *actors.Channels
@@ -111,6 +112,15 @@ func start(ctx context.Context, cfg Config) (*engine, error) {
 	e.cancel = cancel
 	go func() {
 		e.supErr = e.sup.Run(sctx)
+		select {
+		case <-e.failed:
+			// Failed for good: complete every request still waiting, once
+			// the writers that got past the intake have queued (they see
+			// e.failed and give up otherwise).
+			e.senders.Wait()
+			e.failPending()
+		default:
+		}
 		close(e.supDone)
 	}()
 	return e, nil

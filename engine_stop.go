@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -58,12 +59,22 @@ func (e *engine) doStop(ctx context.Context) error {
 	// 3. Stop the actors in reverse start order. If ctx ends first,
 	// closing the ring cancels what is in flight so that they can.
 	e.cancel()
+	forced := false
 	select {
 	case <-e.supDone:
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("ringpipe: stop: %w", ctx.Err()))
-		e.r.Close() //nolint:errcheck // forced: completes everything in flight
-		<-e.supDone
+		// The actors only finish what is in flight; give them a moment
+		// before cancelling the I/O under them.
+		t := time.NewTimer(stopGrace)
+		select {
+		case <-e.supDone:
+		case <-t.C:
+			forced = true
+			e.r.Close() //nolint:errcheck // forced: completes everything in flight
+			<-e.supDone
+		}
+		t.Stop()
 	}
 	if e.supErr != nil {
 		errs = append(errs, fmt.Errorf("ringpipe: stop: %w", e.supErr))
@@ -74,12 +85,41 @@ func (e *engine) doStop(ctx context.Context) error {
 
 	// 5. Close the files (a ring.Sync reaps now), then the ring; the
 	// LOCK goes with its fd.
-	e.closeFiles(nil)
+	if forced {
+		e.closeAfterForce()
+	} else {
+		e.closeFiles(nil)
+	}
 	if err := e.r.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("ringpipe: stop: close the ring: %w", err))
 	}
 	e.lg.Info("stopped")
 	return errors.Join(errs...)
+}
+
+// stopGrace is how long Stop, once its context has ended, still lets the
+// actors finish the I/O in flight before it closes the ring under them.
+const stopGrace = 2 * time.Second
+
+// closeAfterForce releases the files after Stop closed the ring under the
+// actors: the fds are the process's, so a short-lived std ring closes them
+// (the lock goes with its fd). A test ring (Config.NewRing) is a process of
+// its own whose fds died with it.
+func (e *engine) closeAfterForce() {
+	if e.cfg.NewRing != nil {
+		return
+	}
+	r, err := ring.New(ring.Options{Kind: ring.Std, Entries: 4, Logger: e.lg})
+	if err != nil {
+		e.lg.Warn("close files after a forced stop", zap.Error(err))
+		return
+	}
+	e.sd = ring.NewSync(r)
+	for _, d := range e.doers {
+		d.Reap(e.sd)
+	}
+	e.closeFiles(nil)
+	r.Close() //nolint:errcheck // a private ring with nothing in flight
 }
 
 // failPending completes every request that the stopped actors still hold.

@@ -40,6 +40,7 @@ func (e *engine) recover(ctx context.Context) (*recovered, error) {
 	rec := &recovered{}
 	segDoer := actors.NewDoer(e.sd) // the manifest's and the segments' (the sealer's)
 	walDoer := actors.NewDoer(e.sd) // the WAL's (the submitter's)
+	e.doers = []*actors.Doer{segDoer, walDoer}
 
 	if err := ring.MkdirDurable(e.sd, cfg.Dir); err != nil {
 		return rec, fmt.Errorf("create the directory: %w", err)

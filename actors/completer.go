@@ -162,6 +162,9 @@ func (c *Completer) handle(ctx context.Context, comp ring.Completion) error {
 	if f.kind == kindIO {
 		f.comps[i] = comp
 	}
+	if comp.Late {
+		f.late = true
+	}
 	if comp.Err != nil && f.err == nil {
 		f.err = fmt.Errorf("%s: %w", comp.Code, comp.Err)
 	}

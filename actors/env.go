@@ -100,21 +100,29 @@ func (e *Env) now() time.Time {
 // in-flight table (Route), so that the completer, the ring's only reaper,
 // hands the results back.
 type Doer struct {
-	sync  *ring.Sync
+	sync  atomic.Pointer[ring.Sync]
 	route atomic.Pointer[doFunc]
 }
 
 type doFunc func(ops []ring.Op) ([]ring.Completion, error)
 
 // NewDoer returns a Doer that reaps r itself until Route is called.
-func NewDoer(s *ring.Sync) *Doer { return &Doer{sync: s} }
+func NewDoer(s *ring.Sync) *Doer {
+	d := &Doer{}
+	d.sync.Store(s)
+	return d
+}
+
+// Reap makes d reap through s when no actor routes it (the engine uses it
+// to close files through a new ring after Stop closed the old one).
+func (d *Doer) Reap(s *ring.Sync) { d.sync.Store(s) }
 
 // Do implements ring.Doer.
 func (d *Doer) Do(ops ...ring.Op) ([]ring.Completion, error) {
 	if f := d.route.Load(); f != nil {
 		return (*f)(ops)
 	}
-	return d.sync.Do(ops...)
+	return d.sync.Load().Do(ops...)
 }
 
 // setRoute routes Do through f; nil goes back to reaping the ring itself.

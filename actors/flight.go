@@ -52,6 +52,7 @@ type flight struct {
 	comps    []ring.Completion // kindIO: results in op order
 	err      error             // the first op error
 	rerouted bool              // a deadline notice sent the groups to the WAL
+	late     bool              // an op's deadline passed (it may have been cancelled)
 }
 
 // feedbackKind says what a feedback message reports.

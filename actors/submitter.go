@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -249,7 +250,15 @@ func (s *Submitter) dispatch(ctx context.Context) error {
 			return err
 		}
 	}
-	if !s.walBusy && len(s.walHeld) > 0 && s.walErr == nil {
+	if len(s.walHeld) > 0 && s.walErr != nil {
+		// The WAL failed and Run has not been restarted to reopen it:
+		// nothing can take these writes now.
+		err := s.walErr
+		s.failGroups(fmt.Errorf("submitter: staging WAL failed: %w", err), s.walHeld...)
+		s.walHeld = nil
+		return fmt.Errorf("submitter: staging WAL failed: %w", err)
+	}
+	if !s.walBusy && len(s.walHeld) > 0 {
 		if err := s.submitWAL(ctx); err != nil {
 			return err
 		}
@@ -346,7 +355,9 @@ func (s *Submitter) submitWAL(ctx context.Context) error {
 	p, err := s.wal.Prepare(recs)
 	if err != nil {
 		s.walErr = err
-		return s.failGroups(fmt.Errorf("submitter: stage %d records: %w", len(recs), err), gs...)
+		err = fmt.Errorf("submitter: stage %d records: %w", len(recs), err)
+		s.failGroups(err, gs...)
+		return err
 	}
 	f := &flight{kind: kindWAL, wal: p, groups: gs}
 	if err := s.submit(ctx, f, p.Ops()); err != nil {
@@ -617,6 +628,18 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 	case f.kind == kindHot || f.kind == kindPromote:
 		sp := s.spaces[f.space]
 		sp.busy = false
+		if fb.err != nil && f.late && errors.Is(fb.err, syscall.ECANCELED) {
+			// The deadline cancelled the batch: not a disk error, but
+			// whether its write reached the page cache is unknown, so
+			// the file takes no more batches (the frame rule); the
+			// sealer replaces it. The writers were rerouted.
+			sp.seg.Failed(f.hot, fb.err)
+			if !sp.slow {
+				sp.slow, sp.fast = true, 0
+			}
+			s.sealDue(sp)
+			return nil
+		}
 		if fb.err != nil {
 			sp.seg.Failed(f.hot, fb.err)
 			s.lg.Error("hot segment failed", zap.Uint32("space", uint32(f.space)), zap.Uint64("gen", f.gen), zap.Error(fb.err))
