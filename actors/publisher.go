@@ -92,14 +92,16 @@ func (p *Publisher) apply() {
 		switch m := m.(type) {
 		case Appended:
 			for _, w := range m.Acks {
-				if w.Ack.Complete(w.Record.Revision, m.Staged, nil) {
-					p.env.Metrics.WriteLatency.Record(now.Sub(w.Enqueued))
-					if m.Staged {
-						p.env.Metrics.StagedWrites.Add(1)
-					} else {
-						p.env.Metrics.DirectWrites.Add(1)
-					}
+				if !w.Ack.Claim() {
+					continue // failed earlier; the record is present all the same
 				}
+				p.env.Metrics.WriteLatency.Record(now.Sub(w.Enqueued))
+				if m.Staged {
+					p.env.Metrics.StagedWrites.Add(1)
+				} else {
+					p.env.Metrics.DirectWrites.Add(1)
+				}
+				w.Ack.Finish(w.Record.Revision, m.Staged, nil)
 			}
 		case Sealed:
 			m.Reply <- applyErr

@@ -23,12 +23,24 @@ func NewAck() *Ack { return &Ack{done: make(chan struct{})} }
 // Complete records the outcome and wakes every waiter. Only the first call
 // counts; it reports whether this call was it.
 func (a *Ack) Complete(rev Revision, staged bool, err error) bool {
-	if !a.state.CompareAndSwap(0, 1) {
+	if !a.Claim() {
 		return false
 	}
+	a.Finish(rev, staged, err)
+	return true
+}
+
+// Claim reserves the right to complete a; only the first Claim (or
+// Complete) succeeds. The claimer must call Finish. Claiming first lets
+// the claimer account for the write (Stats) before a waiter can see it
+// done.
+func (a *Ack) Claim() bool { return a.state.CompareAndSwap(0, 1) }
+
+// Finish records the outcome and wakes every waiter. REQUIRES: Claim
+// returned true, and Finish is called once.
+func (a *Ack) Finish(rev Revision, staged bool, err error) {
 	a.rev, a.staged, a.err = rev, staged, err
 	close(a.done)
-	return true
 }
 
 // Completed reports whether Complete has been called.

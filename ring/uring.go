@@ -315,18 +315,14 @@ func (r *uringRing) finishLocked(s *uslot, res int64, err error) {
 // REQUIRES: r.sqMu held, r.mu not held.
 func (r *uringRing) submitChains(chains []*uchain) error {
 	for _, c := range chains {
-		need := uint32(0)
-		for _, s := range c.slots {
-			need += uint32(opUnits(&s.op))
-		}
+		r.mu.Lock()
+		need := uint32(armDeadlines(c))
+		r.mu.Unlock()
 		if r.low.SQFree() < need {
 			if err := r.enterSubmit(); err != nil {
 				return err
 			}
 		}
-		r.mu.Lock()
-		c.waiting = int(need)
-		r.mu.Unlock()
 		for i, s := range c.slots {
 			r.prep(s, i < len(c.slots)-1)
 		}
@@ -354,6 +350,9 @@ func (r *uringRing) enterSubmit() error {
 				// We hold sqMu: fill the continuations now; the loop
 				// submits them.
 				for _, c := range conts {
+					r.mu.Lock()
+					armDeadlines(c)
+					r.mu.Unlock()
 					for i, s := range c.slots {
 						r.prep(s, i < len(c.slots)-1)
 					}
@@ -363,6 +362,25 @@ func (r *uringRing) enterSubmit() error {
 			runtime.Gosched()
 		}
 	}
+}
+
+// armDeadlines decides which ops of c get a LINK_TIMEOUT (those with a
+// Deadline whose notice has not been sent: a continuation of a late op
+// gets none), sets how many CQEs the chain waits for, and returns it as
+// the SQEs it needs. s.late is the reaper's, so this runs under mu, not in
+// prep, which holds only sqMu.
+// REQUIRES: r.mu held.
+func armDeadlines(c *uchain) int {
+	n := 0
+	for _, s := range c.slots {
+		s.lt = s.op.Deadline > 0 && !s.late
+		n++
+		if s.lt {
+			n++
+		}
+	}
+	c.waiting = n
+	return n
 }
 
 // prep fills the SQE(s) of slot s: the op, and its LINK_TIMEOUT after it.
@@ -430,7 +448,6 @@ func (r *uringRing) prep(s *uslot, linked bool) {
 		sqe.Addr = addrOf(s.path)
 		sqe.Len = op.Mode
 	}
-	s.lt = op.Deadline > 0 && !s.late
 	if !s.lt {
 		return
 	}
