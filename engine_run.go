@@ -28,12 +28,12 @@ import (
 // order), fails anything still waiting, closes the files with a ring.Sync
 // again and closes the ring, which releases the LOCK.
 type engine struct {
-	cfg  Config
-	lg   *zap.Logger
-	r    ring.Ring
-	sd    *ring.Sync      // reaps the ring while no actor runs
+	cfg   Config
+	lg    *zap.Logger
+	r     ring.Ring
+	sd    *ring.Sync     // reaps the ring while no actor runs
 	doers []*actors.Doer // every Doer the files hold
-	info ring.Info
+	info  ring.Info
 
 	ch       *actors.Channels
 	metrics  *actors.Metrics
