@@ -442,6 +442,9 @@ func TestHeapBounded(t *testing.T) {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		maxHeap = max(maxHeap, ms.HeapInuse)
+		st := e.Stats()
+		t.Logf("%d writes: HeapInuse %.1f MiB, %d blocks sealed, %d staged, %d promoted, %d pending promotion",
+			i+1, mib(ms.HeapInuse), st.SealedBlocks, st.StagedWrites, st.Promoted, st.StagedPending)
 		require.Less(t, ms.HeapInuse, uint64(limit), "HeapInuse after %d writes: %.1f MiB", i+1, mib(ms.HeapInuse))
 	}
 	require.NoError(t, w.drain(ctx))
