@@ -175,10 +175,11 @@ func percentileMicros(sorted []time.Duration, q int) float64 {
 
 // reportWriteStats reports what the engine did for the n writes between
 // two Stats: fdatasyncs per write and the share acknowledged from the
-// staging WAL.
+// staging WAL. Differences are taken in float64: a counter that went
+// backwards (a ring replaced by a restart) shows as negative, not as 2^64.
 func reportWriteStats(b *testing.B, before, after ringpipe.Stats, n int) {
-	b.ReportMetric(float64(after.Syncs-before.Syncs)/float64(n), "syncs/rec")
-	b.ReportMetric(float64(after.StagedWrites-before.StagedWrites)/float64(n), "staged/rec")
+	b.ReportMetric((float64(after.Syncs)-float64(before.Syncs))/float64(n), "syncs/rec")
+	b.ReportMetric((float64(after.StagedWrites)-float64(before.StagedWrites))/float64(n), "staged/rec")
 }
 
 // spotCheck reads back the first, middle and last of the n points written
