@@ -25,8 +25,9 @@ type Promoter struct {
 
 const (
 	// maxPromote caps the records one tick promotes, so that a large
-	// backlog is worked off in slices between foreground batches.
-	maxPromote = 1024
+	// backlog is worked off in slices between foreground batches; a
+	// backlog larger than this stops the yielding.
+	maxPromote = 4096
 	// maxYield is how many ticks in a row promotion gives way to a busy
 	// write queue.
 	maxYield = 64
@@ -52,7 +53,8 @@ func (p *Promoter) Run(ctx context.Context) error {
 		if p.env.Metrics.StagedPending.Load() <= 0 {
 			continue
 		}
-		if len(p.ch.Writes) > 0 && p.yielded < maxYield {
+		backlog := p.env.Metrics.StagedPending.Load() > maxPromote
+		if len(p.ch.Writes) > 0 && p.yielded < maxYield && !backlog {
 			p.yielded++
 			continue
 		}

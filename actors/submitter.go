@@ -53,6 +53,7 @@ type Submitter struct {
 	nextID      uint64
 	spaces      map[messages.SpaceID]*spaceState
 	held        int // writes in all held lists
+	staged      int // records in all staged lists
 	outstanding map[*group]struct{}
 	barriers    []barrier
 	fbBuf       []feedback // feedback drained before a submission
@@ -91,6 +92,12 @@ const (
 	// the deadline) a slow space's hot file must show before direct
 	// writes resume: hysteresis, so routing does not flap.
 	fastSyncsToRecover = 3
+	// maxStaged bounds the records waiting in the staging WAL for
+	// promotion (they are held in memory, here and in the tail): beyond
+	// it a slow space's writes go to its hot file anyway and wait for
+	// its sync, which is the back-pressure that keeps memory bounded when
+	// writes arrive faster than the hot files sync.
+	maxStaged = 1 << 16
 )
 
 // NewSubmitter returns the submitter. w is the staging WAL, opened by
@@ -112,6 +119,7 @@ func (s *Submitter) AddSpace(info messages.SpaceInfo, seg *hot.Segment, staged [
 	sp.seg = seg
 	sp.staged = append(sp.staged, staged...)
 	slices.SortFunc(sp.staged, byRevision)
+	s.staged += len(staged)
 	s.env.Metrics.StagedPending.Add(int64(len(staged)))
 	if seg != nil {
 		s.env.Metrics.Unsealed.Add(int64(seg.Records()))
@@ -305,7 +313,7 @@ func (s *Submitter) submitHeld(ctx context.Context, sp *spaceState) error {
 	g := takeHeld(sp)
 	s.held -= len(g.writes)
 	s.outstanding[g] = struct{}{}
-	if sp.slow || !s.usable(sp) {
+	if !s.usable(sp) || (sp.slow && s.staged < maxStaged) {
 		s.walHeld = append(s.walHeld, g)
 		return nil
 	}
@@ -416,8 +424,10 @@ func (s *Submitter) promoted(sp *spaceState, recs []messages.Record) {
 	for _, r := range recs {
 		done[r.Revision] = true
 	}
+	before := len(sp.staged)
 	sp.staged = slices.DeleteFunc(sp.staged, func(r messages.Record) bool { return done[r.Revision] })
-	n := len(recs)
+	n := before - len(sp.staged)
+	s.staged -= n
 	s.env.Metrics.Promoted.Add(uint64(n))
 	s.env.Metrics.StagedPending.Add(-int64(n))
 	if len(sp.staged) == 0 {
@@ -681,6 +691,7 @@ func (s *Submitter) stage(recs []messages.Record) {
 			slices.SortFunc(sp.staged, byRevision)
 		}
 	}
+	s.staged += len(recs)
 	s.env.Metrics.StagedPending.Add(int64(len(recs)))
 }
 
