@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -222,5 +223,86 @@ func TestSealUnderLoad(t *testing.T) {
 	<-readerDone
 	assert.Positive(t, scans.Load())
 	checkModel(t, engineReader(t, e), sp, got.model(t, concSpec), fullBox(concSpec))
+	stop(t, e)
+}
+
+// TestConfigVariants runs one mixed workload — concurrent writers on
+// several spaces, a Flush, a restart — under Configs that push the engine
+// off its defaults.
+func TestConfigVariants(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(c *ringpipe.Config)
+		val  int // value size
+	}{
+		{"std", func(c *ringpipe.Config) { c.Backend = ringpipe.BackendStd }, 100},
+		{"directio", func(c *ringpipe.Config) { c.DirectIO = true }, 100},
+		{"batchtimeout", func(c *ringpipe.Config) { c.BatchTimeout = time.Millisecond }, 100},
+		{"tinyqueue", func(c *ringpipe.Config) { c.QueueCapacity, c.BatchSize = 2, 1 }, 100},
+		{"tinyring", func(c *ringpipe.Config) { c.RingEntries = 8 }, 100},
+		{"sealoften", func(c *ringpipe.Config) { c.SealThreshold, c.SealBytes = 16, 8<<10 }, 1000},
+		{"bigvalues", func(c *ringpipe.Config) { c.MaxValueSize = 256 << 10 }, 256 << 10},
+		{"strict", func(c *ringpipe.Config) { c.WALRecovery = ringpipe.Strict }, 100},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := realConfig(t, ringpipe.BackendAuto)
+			tc.mod(&cfg)
+			variantRun(t, cfg, tc.val)
+		})
+	}
+}
+
+func variantRun(t *testing.T, cfg ringpipe.Config, valSize int) {
+	e := start(t, cfg)
+	ctx := ctxFor(t)
+	spec := ringpipe.SpaceSpec{Dims: 3, Bits: 6}
+	var spaces []ringpipe.SpaceID
+	for i := range 4 {
+		spec.Name = fmt.Sprintf("v%d", i)
+		spaces = append(spaces, createSpace(t, e, spec.Name, spec.Dims, spec.Bits))
+	}
+	models := make([]acks, len(spaces))
+	perWriter := 24
+	if valSize > 64<<10 {
+		perWriter = 3
+	}
+	var wg sync.WaitGroup
+	for w := range 12 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewSource(int64(w)))
+			for i := range perWriter {
+				s := rng.Intn(len(spaces))
+				p := randPoint(rng, spec)
+				if i == perWriter/2 && w == 0 {
+					assert.NoError(t, e.Flush(ctx, spaces[s]))
+				}
+				if rng.Intn(6) == 0 {
+					rev, err := e.Delete(ctx, spaces[s], p)
+					if !assert.NoError(t, err) {
+						return
+					}
+					models[s].add(write{point: p, rev: rev})
+					continue
+				}
+				v := make([]byte, 1+rng.Intn(valSize))
+				copy(v, fmt.Sprintf("w%d-%d|", w, i))
+				rev, err := e.Put(ctx, spaces[s], p, v)
+				if !assert.NoError(t, err) {
+					return
+				}
+				models[s].add(write{point: p, rev: rev, value: v})
+			}
+		})
+	}
+	wg.Wait()
+	require.False(t, t.Failed(), "writers failed")
+	for i, sp := range spaces {
+		checkModel(t, engineReader(t, e), sp, models[i].model(t, spec), fullBox(spec))
+	}
+	stop(t, e)
+	e = start(t, cfg)
+	for i, sp := range spaces {
+		checkModel(t, engineReader(t, e), sp, models[i].model(t, spec), fullBox(spec))
+	}
 	stop(t, e)
 }

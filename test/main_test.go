@@ -7,7 +7,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"os"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -42,6 +44,15 @@ const (
 // many engines, and the default 64 MiB per file would fill t.TempDir
 // needlessly.
 const testPrealloc = 1 << 20
+
+// seeds is how many seeds a seeded crash test runs: def, or
+// $RINGPIPE_SEEDS for a soak (RINGPIPE_SEEDS=500 go test -run PowerLoss ./test/).
+func seeds(def int64) int64 {
+	if n, err := strconv.ParseInt(os.Getenv("RINGPIPE_SEEDS"), 10, 64); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
 
 // ctxFor returns a context that ends after opTimeout or with the test.
 func ctxFor(t testing.TB) context.Context {
