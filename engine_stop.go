@@ -80,7 +80,9 @@ func (e *engine) doStop(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("ringpipe: stop: %w", e.supErr))
 	}
 
-	// 4. Nothing runs any more: fail whatever still waits.
+	// 4. Nothing runs any more: settle the files' last batches and fail
+	// whatever still waits.
+	e.sub.Settle()
 	e.failPending()
 
 	// 5. Close the files (a ring.Sync reaps now), then the ring; the

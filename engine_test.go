@@ -118,12 +118,8 @@ func putTolerant(t testing.TB, e *Engine, space SpaceID, writers, per, base int)
 // TestStartStopNoLeaks: starting and stopping an engine on a real
 // directory 100 times leaves no goroutine, file descriptor or io_uring
 // mapping behind, and each Stop releases the directory lock. The std
-// backend, with its worker pool, gets fewer cycles. Skipped while the
-// engine bug it found is open; RINGPIPE_ENGINE_BUGS=1 runs it.
+// backend, with its worker pool, gets fewer cycles.
 func TestStartStopNoLeaks(t *testing.T) {
-	if os.Getenv("RINGPIPE_ENGINE_BUGS") == "" {
-		t.Skip("engine bug: Stop leaks fds (a hot segment with a rerouted batch still in flight; the completer's unreaped wake nop derails closeFiles' ring.Sync); see report")
-	}
 	for _, tc := range []struct {
 		backend Backend
 		cycles  int

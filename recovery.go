@@ -75,6 +75,7 @@ func (e *engine) recover(ctx context.Context) (*recovered, error) {
 	reg := make(map[SpaceID]SpaceInfo)
 	maxRev := st.MaxRevision()
 	blocks, orphans := 0, 0
+	opened := make(map[SpaceID][]*snapshot.Block)
 	for _, info := range st.Spaces() {
 		reg[info.ID] = info
 		if err := tail.AddSpace(info, actors.Keyer(info.SpaceSpec)); err != nil {
@@ -89,6 +90,7 @@ func (e *engine) recover(ctx context.Context) (*recovered, error) {
 			if err := tail.AddBlock(info.ID, actors.Block(b, info.SpaceSpec)); err != nil {
 				return rec, err
 			}
+			opened[info.ID] = append(opened[info.ID], b)
 			named[filepath.Base(snapshot.BlockPath(cfg.Dir, info.ID, meta.ID))] = true
 			maxRev = max(maxRev, meta.MaxRev)
 			blocks++
@@ -181,6 +183,9 @@ func (e *engine) recover(ctx context.Context) (*recovered, error) {
 				}
 			}
 		}
+		if sealedAlready(opened[r.Space], reg[r.Space].SpaceSpec, r) {
+			return nil
+		}
 		staged[r.Space] = append(staged[r.Space], r)
 		return nil
 	})
@@ -230,6 +235,23 @@ func (e *engine) recover(ctx context.Context) (*recovered, error) {
 		zap.Int("wal_records", walRecords), zap.Int("staged", stagedN),
 		zap.Uint64("next_revision", uint64(maxRev+1)))
 	return rec, nil
+}
+
+// sealedAlready reports whether a block holds r's point at r's revision or
+// a newer one: r was promoted and sealed (or is shadowed) before the WAL
+// segment holding it could be retired, and staging it again would write it
+// into yet another block.
+func sealedAlready(blocks []*snapshot.Block, spec SpaceSpec, r messages.Record) bool {
+	key := snapshot.Key(r.Point, spec.Dims, spec.Bits)
+	for _, b := range blocks {
+		if b.Meta().MaxRev < r.Revision || !b.MayContain(key) {
+			continue
+		}
+		if got, ok := b.Get(key, r.Point); ok && got.Revision >= r.Revision {
+			return true
+		}
+	}
+	return false
 }
 
 // removeOrphans deletes the files in a space's block directory that the

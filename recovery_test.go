@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
-	"os"
 	"path"
 	"strings"
 	"sync"
@@ -456,12 +455,8 @@ func TestRecoveryStagedRecords(t *testing.T) {
 // sealed into a block are still in the staging WAL's active segment (it is
 // retired only once a later segment exists). Recovery must drop them as
 // sealed: not stage them again, not show them twice in the tail, and not
-// let the promoter and a Flush seal them into a second block. Skipped
-// while the engine bug it found is open; RINGPIPE_ENGINE_BUGS=1 runs it.
+// let the promoter and a Flush seal them into a second block.
 func TestRecoveryDropsSealedWALRecords(t *testing.T) {
-	if os.Getenv("RINGPIPE_ENGINE_BUGS") == "" {
-		t.Skip("engine bug: recovery stages WAL records that are already sealed into blocks; see report")
-	}
 	disk := newTestDisk(t, 7)
 	cfg := simCfg(t, disk)
 	e := mustStart(t, cfg)

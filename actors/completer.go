@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"go.uber.org/zap"
+	"sync/atomic"
 
 	"github.com/ringpipe/ringpipe/livetail"
 	"github.com/ringpipe/ringpipe/ring"
@@ -33,7 +34,8 @@ type Completer struct {
 	table   map[uint64]*flight
 	groups  map[*group]*groupState
 	buf     []ring.Completion
-	ringErr error // the ring died: every later flight fails with it
+	ringErr error        // the ring died: every later flight fails with it
+	wakes   atomic.Int32 // wake-up nops submitted and not yet reaped
 }
 
 type groupState struct {
@@ -60,7 +62,9 @@ func (c *Completer) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() {
 		defer close(woke)
 		// A closed or dead ring wakes Reap by itself.
-		_ = c.env.Ring.Submit([]ring.Op{{Code: ring.OpNop, Token: wakeToken}})
+		if c.env.Ring.Submit([]ring.Op{{Code: ring.OpNop, Token: wakeToken}}) == nil {
+			c.wakes.Add(1)
+		}
 	})
 	defer func() {
 		if !stop() {
@@ -70,7 +74,12 @@ func (c *Completer) Run(ctx context.Context) error {
 	for {
 		c.drainRegistrations()
 		if ctx.Err() != nil && len(c.table) == 0 {
-			return ctx.Err()
+			// Reap the wake-up nop too: nothing of ours may be left in
+			// the ring for whoever reaps it next.
+			<-woke
+			if c.wakes.Load() == 0 {
+				return ctx.Err()
+			}
 		}
 		n, err := c.env.Ring.Reap(c.buf)
 		for i := 0; i < n; i++ {
@@ -142,6 +151,7 @@ func (c *Completer) lookup(ctx context.Context, id uint64) (*flight, error) {
 
 func (c *Completer) handle(ctx context.Context, comp ring.Completion) error {
 	if comp.Token == wakeToken {
+		c.wakes.Add(-1)
 		return nil
 	}
 	f, err := c.lookup(ctx, flightOf(comp.Token))

@@ -789,6 +789,19 @@ func (s *Submitter) FailPending(err error) {
 	s.barriers = nil
 }
 
+// Settle applies the feedback the completer sent after Run returned, so
+// that no file still counts a batch in flight when the engine closes it.
+// REQUIRES: Run and the completer are not running.
+func (s *Submitter) Settle() {
+	s.bufferFeedback()
+	for _, fb := range s.fbBuf {
+		if err := s.handleFeedback(fb); err != nil {
+			s.lg.Debug("feedback after stop", zap.Error(err))
+		}
+	}
+	s.fbBuf = s.fbBuf[:0]
+}
+
 // Segments returns the active segments. REQUIRES: Run is not running.
 func (s *Submitter) Segments() []*hot.Segment {
 	var out []*hot.Segment

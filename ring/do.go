@@ -31,7 +31,12 @@ type Sync struct {
 }
 
 // NewSync returns a Doer that submits to r and reaps r itself.
-func NewSync(r Ring) *Sync { return &Sync{r: r, buf: make([]Completion, 64)} }
+func NewSync(r Ring) *Sync { return &Sync{r: r, buf: make([]Completion, 64), next: syncTokenBase} }
+
+// syncTokenBase is where a Sync's tokens start: far from the small tokens
+// other users of the same ring pick, so that a stale completion of theirs
+// is recognised as foreign and skipped.
+const syncTokenBase = 1 << 62
 
 // Ring returns the Ring under s.
 func (s *Sync) Ring() Ring { return s.r }
@@ -63,7 +68,9 @@ func (s *Sync) Do(ops ...Op) ([]Completion, error) {
 			}
 			i := c.Token - base
 			if i >= uint64(len(ops)) {
-				return nil, fmt.Errorf("ring: completion for unknown token %d", c.Token)
+				// Left by an earlier user of the ring (an engine's
+				// actors before they stopped): not ours, skip it.
+				continue
 			}
 			c.Token = ops[i].Token
 			out[i] = c
