@@ -2,9 +2,11 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"go.uber.org/zap"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/ringpipe/ringpipe/livetail"
 	"github.com/ringpipe/ringpipe/ring"
@@ -206,6 +208,15 @@ func (c *Completer) settle(ctx context.Context, f *flight) {
 			c.publish(ctx, Appended{Space: f.space, Gen: f.gen, Records: f.recs})
 		}
 	case kindHot:
+		if f.err != nil && errors.Is(f.err, syscall.ECANCELED) && !f.rerouted && c.ringErr == nil {
+			// Cancelled, not failed by the disk (a deadline that fired
+			// without its notice reaching us first): stage the writes.
+			f.rerouted = true
+			for _, g := range f.groups {
+				c.groups[g].waiting = true
+			}
+			c.feedback(feedback{kind: fbReroute, f: f})
+		}
 		fb.done = c.settleGroups(ctx, f, func(g *group, st *groupState) (ack, fail bool) {
 			if f.err == nil {
 				st.hotOK = true

@@ -97,10 +97,17 @@ func (s *Sealer) Run(ctx context.Context) error {
 			if sp == nil {
 				continue
 			}
-			if err := s.rotate(ctx, sp); err != nil {
-				return err
+			err := s.rotate(ctx, sp)
+			if err == nil {
+				err = s.sealFrozen(ctx, sp)
 			}
-			if err := s.sealFrozen(ctx, sp); err != nil {
+			if diskFull(err) {
+				// Not a failed disk: the seal is retried at the next
+				// hint, and writes go on meanwhile.
+				s.lg.Warn("seal postponed: disk full", zap.Uint32("space", uint32(id)), zap.Error(err))
+				continue
+			}
+			if err != nil {
 				return err
 			}
 		case m := <-s.ch.Sealer:

@@ -183,20 +183,34 @@ func (s *Submitter) Run(ctx context.Context) error {
 // restart reopens what an earlier failure left failed (invariant 4).
 func (s *Submitter) restart() error {
 	if s.wal != nil && s.walErr != nil && !s.walBusy {
-		s.wal.Close() //nolint:errcheck // the WAL failed already; its fd is all that is left
-		w, err := wal.Open(s.doer, s.env.Cfg.WAL, func(uint64, int64, messages.Record) error { return nil })
-		if err != nil {
-			return fmt.Errorf("submitter: reopen the staging WAL: %w", err)
+		if err := s.reopenWAL(); err != nil && !diskFull(err) {
+			return err
 		}
-		if err := w.Roll(); err != nil {
-			return fmt.Errorf("submitter: roll the staging WAL: %w", err)
-		}
-		s.wal = w
-		s.walErr = nil
-		s.lg.Info("staging WAL reopened on a new segment")
 	}
 	return nil
 }
+
+// reopenWAL replaces a failed WAL by reopening it on a new segment.
+func (s *Submitter) reopenWAL() error {
+	s.wal.Close() //nolint:errcheck // the WAL failed already; its fd is all that is left
+	w, err := wal.Open(s.doer, s.env.Cfg.WAL, func(uint64, int64, messages.Record) error { return nil })
+	if err != nil {
+		return fmt.Errorf("submitter: reopen the staging WAL: %w", err)
+	}
+	if err := w.Roll(); err != nil {
+		w.Close() //nolint:errcheck // the roll error is the one to report
+		return fmt.Errorf("submitter: roll the staging WAL: %w", err)
+	}
+	s.wal = w
+	s.walErr = nil
+	s.lg.Info("staging WAL reopened on a new segment")
+	return nil
+}
+
+// diskFull says whether err is ENOSPC, which DESIGN.md treats as a
+// condition reported to writers that clears when space returns, not as a
+// failed disk.
+func diskFull(err error) bool { return errors.Is(err, syscall.ENOSPC) }
 
 // take handles one request from the write queue, then drains up to a
 // batch more (waiting BatchTimeout for them when it is positive).
@@ -256,6 +270,14 @@ func (s *Submitter) dispatch(ctx context.Context) error {
 		}
 		if err := s.submitHeld(ctx, sp); err != nil {
 			return err
+		}
+	}
+	if len(s.walHeld) > 0 && s.walErr != nil && diskFull(s.walErr) {
+		// Disk full is not a disk error: try a new segment now, and fail
+		// these writers with ENOSPC while there is no room.
+		if err := s.reopenWAL(); err != nil {
+			s.failGroups(fmt.Errorf("submitter: staging WAL: %w", err), s.walHeld...)
+			s.walHeld = nil
 		}
 	}
 	if len(s.walHeld) > 0 && s.walErr != nil {
@@ -365,6 +387,9 @@ func (s *Submitter) submitWAL(ctx context.Context) error {
 		s.walErr = err
 		err = fmt.Errorf("submitter: stage %d records: %w", len(recs), err)
 		s.failGroups(err, gs...)
+		if diskFull(err) {
+			return nil // reported to the writers; retried with the next batch
+		}
 		return err
 	}
 	f := &flight{kind: kindWAL, wal: p, groups: gs}
@@ -628,6 +653,9 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 		if fb.err != nil {
 			s.wal.Failed(f.wal, fb.err)
 			s.walErr = fb.err
+			if diskFull(fb.err) {
+				return nil // the writers have it; a new segment is tried next
+			}
 			return fmt.Errorf("submitter: staging WAL batch of %d records: %w", f.wal.Count, fb.err)
 		}
 		if err := s.wal.Committed(f.wal); err != nil {
@@ -638,7 +666,7 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 	case f.kind == kindHot || f.kind == kindPromote:
 		sp := s.spaces[f.space]
 		sp.busy = false
-		if fb.err != nil && f.late && errors.Is(fb.err, syscall.ECANCELED) {
+		if fb.err != nil && errors.Is(fb.err, syscall.ECANCELED) {
 			// The deadline cancelled the batch: not a disk error, but
 			// whether its write reached the page cache is unknown, so
 			// the file takes no more batches (the frame rule); the
@@ -659,6 +687,9 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 					zap.String("reason", "I/O error"))
 			}
 			s.sealDue(sp) // the sealer replaces the failed generation
+			if diskFull(fb.err) {
+				return nil // reported to the writers; not a disk failure
+			}
 			return fmt.Errorf("submitter: space %d generation %d: %w", f.space, f.gen, fb.err)
 		}
 		if err := sp.seg.Committed(f.hot); err != nil {

@@ -167,9 +167,6 @@ func TestShortWrites(t *testing.T) {
 // TestDiskFull: ENOSPC on every write reaches the writers as an error that
 // says so, and clears when space returns.
 func TestDiskFull(t *testing.T) {
-	t.Skip("engine bug: ENOSPC is handled as any I/O error: the io unit restarts until the restart limit " +
-		"escalates to ErrFailed, and writes stay refused after space returns (DESIGN.md: disk full is " +
-		"reported to writers and clears when space returns)")
 	errs := faultRun(t, 71, sim.Fault{Kind: sim.ENOSPC, Persist: true, Path: simDir + "/",
 		Ops: []ring.Opcode{ring.OpWrite, ring.OpWritev, ring.OpFallocate}})
 	require.NotEmpty(t, errs)
