@@ -154,8 +154,18 @@ func (s *Submitter) Run(ctx context.Context) error {
 		return err
 	}
 	for {
+		// Feedback may wait in fbBuf: buffered by a submit or a Do of
+		// the last round, or left by a Run that failed. Apply it before
+		// waiting, or a settled batch could keep its file busy (and its
+		// space's held writes waiting) until some other message came.
+		if err := s.drainFeedback(); err != nil {
+			return err
+		}
 		if err := s.dispatch(ctx); err != nil {
 			return err
+		}
+		if len(s.fbBuf) > 0 {
+			continue // a Do in dispatch buffered some
 		}
 		s.checkBarriers()
 		var in <-chan messages.Request
@@ -173,9 +183,6 @@ func (s *Submitter) Run(ctx context.Context) error {
 			}
 		case fb := <-s.ch.feedback:
 			s.fbBuf = append(s.fbBuf, fb)
-		}
-		if err := s.drainFeedback(); err != nil {
-			return err
 		}
 	}
 }
