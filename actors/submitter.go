@@ -197,20 +197,15 @@ func (s *Submitter) restart() error {
 	return nil
 }
 
-// reopenWAL replaces a failed WAL by reopening it on a new segment.
+// reopenWAL makes a failed WAL usable again: it starts a new segment
+// whose first frame cuts the log back to its durable end (wal.Restart), so
+// that the failed batch, whatever a power loss leaves of it, is never read.
 func (s *Submitter) reopenWAL() error {
-	s.wal.Close() //nolint:errcheck // the WAL failed already; its fd is all that is left
-	w, err := wal.Open(s.doer, s.env.Cfg.WAL, func(uint64, int64, messages.Record) error { return nil })
-	if err != nil {
-		return fmt.Errorf("submitter: reopen the staging WAL: %w", err)
+	if err := s.wal.Restart(); err != nil {
+		return fmt.Errorf("submitter: restart the staging WAL: %w", err)
 	}
-	if err := w.Roll(); err != nil {
-		w.Close() //nolint:errcheck // the roll error is the one to report
-		return fmt.Errorf("submitter: roll the staging WAL: %w", err)
-	}
-	s.wal = w
 	s.walErr = nil
-	s.lg.Info("staging WAL reopened on a new segment")
+	s.lg.Info("staging WAL restarted on a new segment")
 	return nil
 }
 

@@ -192,11 +192,6 @@ func TestFsyncFailureThenPowerLoss(t *testing.T) {
 		{"hot", simDir + "/hot/", false, 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.name == "wal" {
-				t.Skip("engine bug: after a failed staging-WAL fdatasync the restarted submitter writes a new WAL " +
-					"segment while the failed batch may be torn on disk in the old one; after a power loss Start " +
-					"refuses with \"corrupt wal/...1.log: torn batch in a segment followed by a non-empty one\" (seed13)")
-			}
 			for seed := int64(1); seed <= seeds(tc.seeds); seed++ {
 				t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) { fsyncThenCut(t, seed, tc.path, tc.stall) })
 			}

@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -119,6 +120,90 @@ func parseSegmentName(name string) (uint64, bool) {
 // segment never read as valid in another file.
 func segmentSalt(seq uint64) uint32 { return uint32(seq) ^ uint32(seq>>32) ^ 0x57a1 }
 
+// TypeCut is the frame that Restart writes, alone and durably, at the
+// start of the segment it begins after a failed batch. Its payload (two
+// little-endian uint64s) names the durable end of the log before the
+// failure: segment Seq, offset End. Recovery reads nothing of segment Seq
+// past End and nothing of the segments between Seq and the cut's own:
+// that is where the failed batch went, and since a failed fdatasync leaves
+// the page cache and the disk disagreeing about those bytes, they may be
+// whole, torn or absent after a power loss. Without the cut, a torn batch
+// followed by a segment with data would read as corruption.
+const TypeCut FrameType = 2
+
+// cut is a TypeCut frame's payload.
+type cut struct {
+	Seq uint64
+	End int64
+}
+
+const cutPayloadSize = 16
+
+func (c cut) encode(dst []byte) []byte {
+	dst = binary.LittleEndian.AppendUint64(dst, c.Seq)
+	return binary.LittleEndian.AppendUint64(dst, uint64(c.End))
+}
+
+func decodeCut(b []byte) (cut, bool) {
+	if len(b) != cutPayloadSize {
+		return cut{}, false
+	}
+	c := cut{Seq: binary.LittleEndian.Uint64(b), End: int64(binary.LittleEndian.Uint64(b[8:]))}
+	return c, c.End >= 0
+}
+
+// readCut returns the cut that segment seq starts with, if it starts with
+// a valid one.
+func (w *WAL) readCut(seq uint64) (cut, bool, error) {
+	fd, err := ring.Open(w.d, w.path(seq), unix.O_RDONLY, 0)
+	if err != nil {
+		return cut{}, false, fmt.Errorf("wal: read segment %d: %w", seq, err)
+	}
+	buf := make([]byte, FrameSize(cutPayloadSize))
+	n, err := ring.ReadAt(w.d, fd, buf, 0)
+	if cerr := ring.Close(w.d, fd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return cut{}, false, fmt.Errorf("wal: read segment %d: %w", seq, err)
+	}
+	f, why := parse(buf[:n], 0, segmentSalt(seq))
+	if why != "" || f.t != TypeCut || f.back != 0 || f.batchLen != f.size {
+		return cut{}, false, nil
+	}
+	c, ok := decodeCut(f.payload)
+	return c, ok, nil
+}
+
+// cutLimits applies the cuts that segments start with: limit[i] is how
+// many bytes of segment seqs[i] recovery reads (-1: all of it).
+func (w *WAL) cutLimits(seqs []uint64) ([]int64, error) {
+	limit := make([]int64, len(seqs))
+	for i := range limit {
+		limit[i] = -1
+	}
+	for k := 1; k < len(seqs); k++ {
+		c, ok, err := w.readCut(seqs[k])
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		for j := 0; j < k; j++ {
+			switch {
+			case seqs[j] == c.Seq:
+				if limit[j] < 0 || c.End < limit[j] {
+					limit[j] = c.End
+				}
+			case seqs[j] > c.Seq:
+				limit[j] = 0
+			}
+		}
+	}
+	return limit, nil
+}
+
 // Open opens the WAL in opts.Dir, creating the directory if needed, and
 // replays every segment in sequence order, calling fn for each record
 // (seq and off say where it is). A torn tail of the last segment is, in
@@ -154,9 +239,13 @@ func Open(d ring.Doer, opts Options, fn func(seq uint64, off int64, r messages.R
 	}
 	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
 
+	limits, err := w.cutLimits(seqs)
+	if err != nil {
+		return nil, err
+	}
 	results := make([]ScanResult, len(seqs))
 	for i, seq := range seqs {
-		info, res, err := w.replaySegment(seq, fn)
+		info, res, err := w.replayUpTo(seq, limits[i], fn)
 		if err != nil {
 			return nil, err
 		}
@@ -164,14 +253,15 @@ func Open(d ring.Doer, opts Options, fn func(seq uint64, off int64, r messages.R
 		results[i] = res
 	}
 	// Only the last segment holding anything may be torn (invariant 2):
-	// a torn segment followed by one with data was complete once, so it
-	// is damaged.
+	// a torn segment followed by one with a valid frame was complete
+	// once, so it is damaged. (A later segment with no valid frame at all
+	// holds only a torn first write: nothing in it was acknowledged.)
 	for i, res := range results {
 		if !res.Torn {
 			continue
 		}
 		for _, later := range results[i+1:] {
-			if later.Dirty > 0 {
+			if later.Frames > 0 {
 				return nil, &messages.CorruptionError{Path: w.rel(seqs[i]), Offset: res.End,
 					Reason: "torn batch in a segment followed by a non-empty one"}
 			}
@@ -210,16 +300,33 @@ func (s *SegmentInfo) add(rev messages.Revision) {
 	s.Records++
 }
 
-// replaySegment reads and scans one segment.
+// replaySegment reads and scans all of one segment.
 func (w *WAL) replaySegment(seq uint64, fn func(uint64, int64, messages.Record) error) (SegmentInfo, ScanResult, error) {
+	return w.replayUpTo(seq, -1, fn)
+}
+
+// replayUpTo reads and scans one segment, its first limit bytes when
+// limit >= 0 (a later segment's cut, see TypeCut).
+func (w *WAL) replayUpTo(seq uint64, limit int64, fn func(uint64, int64, messages.Record) error) (SegmentInfo, ScanResult, error) {
 	info := SegmentInfo{Seq: seq}
+	if limit == 0 {
+		return info, ScanResult{}, nil
+	}
 	data, err := ring.ReadFile(w.d, w.path(seq))
 	if err != nil {
 		return info, ScanResult{}, fmt.Errorf("wal: read segment %d: %w", seq, err)
 	}
+	if limit > 0 && limit < int64(len(data)) {
+		data = data[:limit]
+	}
 	rel := w.rel(seq)
 	res, err := Scan(data, ScanOptions{Path: rel, Mode: w.opts.Mode, Salt: segmentSalt(seq)},
 		func(off int64, t FrameType, payload []byte) error {
+			if t == TypeCut && off == 0 {
+				if _, ok := decodeCut(payload); ok {
+					return nil
+				}
+			}
 			if t != TypeRecord {
 				return &messages.CorruptionError{Path: rel, Offset: off, Reason: fmt.Sprintf("frame type %d is not a record", t)}
 			}
@@ -266,7 +373,9 @@ func (w *WAL) zero(seq uint64, from, to int64) error {
 func (w *WAL) openActive(seq uint64, create bool) error {
 	flags := unix.O_RDWR
 	if create {
-		flags |= unix.O_CREAT | unix.O_EXCL
+		// Not O_EXCL: a file of this name that the WAL does not list
+		// is one whose creation failed before any batch went into it.
+		flags |= unix.O_CREAT | unix.O_TRUNC
 	}
 	p := w.path(seq)
 	fd, err := ring.Open(w.d, p, flags, 0o644)
@@ -326,6 +435,47 @@ func (w *WAL) Roll() error {
 		return ErrBusy
 	}
 	return w.roll()
+}
+
+// Restart makes a failed WAL usable again without trusting what the
+// failure left: it closes the active segment and starts a new one whose
+// first frame, written and made durable before any batch, is a cut (see
+// TypeCut) naming the log's durable end, so that recovery ignores the
+// failed batch wherever it went. An fsync error is never retried on the
+// file it hit. REQUIRES: no batch in flight.
+func (w *WAL) Restart() error {
+	switch {
+	case w.closed:
+		return ErrClosed
+	case w.pending != nil:
+		return ErrBusy
+	}
+	if w.fd >= 0 {
+		ring.Close(w.d, w.fd) //nolint:errcheck // the segment failed; its fd is all that is left
+		w.fd = -1
+		w.segs[len(w.segs)-1].Active = false
+	}
+	w.failed = nil
+	if len(w.segs) == 0 {
+		return w.roll() // nothing durable to cut back to
+	}
+	last := w.segs[len(w.segs)-1]
+	c := cut{Seq: last.Seq, End: w.off}
+	next := last.Seq + 1
+	if err := w.openActive(next, true); err != nil {
+		return w.fail(err)
+	}
+	w.batch.Begin(w.buf[:0], w.salt)
+	w.batch.AddFunc(TypeCut, c.encode)
+	w.buf = w.batch.Finish()
+	if err := ring.WriteSync(w.d, w.fd, w.buf, 0); err != nil {
+		ring.Close(w.d, w.fd) //nolint:errcheck // the write error is the one to report
+		w.fd = -1
+		return w.fail(fmt.Errorf("wal: write the cut of segment %d: %w", next, err))
+	}
+	w.segs = append(w.segs, SegmentInfo{Seq: next, Active: true})
+	w.off = int64(len(w.buf))
+	return nil
 }
 
 func (w *WAL) fail(err error) error {
@@ -465,8 +615,10 @@ func (w *WAL) Retire(promoted messages.Revision) ([]uint64, error) {
 	var retired []uint64
 	keep := w.segs[:0:0]
 	var err error
+	// Only a prefix is retired: a segment that starts with a cut must
+	// outlive the older segments the cut speaks of.
 	for _, s := range w.segs {
-		if err == nil && !s.Active && s.MaxRev <= promoted {
+		if err == nil && len(keep) == 0 && !s.Active && s.MaxRev <= promoted {
 			if err = ring.Unlink(w.d, w.path(s.Seq)); err == nil {
 				retired = append(retired, s.Seq)
 				continue
