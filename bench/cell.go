@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,7 +105,7 @@ func value(buf []byte, i uint64) {
 // window. Writers start an op only before the window ends; the window's
 // throughput counts the ops that completed inside it, its latencies are
 // those of the ops that started inside it.
-func (r *runner) run(ctx context.Context, c cellSpec, profile string) (cellResult, error) {
+func (r *runner) run(ctx context.Context, c cellSpec, profile, tracePath string) (cellResult, error) {
 	res := cellResult{Target: c.target.name, Writers: c.writers, Round: c.round}
 	dir, err := os.MkdirTemp(r.cfg.dir, "ringpipe-bench-"+c.target.name+"-")
 	if err != nil {
@@ -120,7 +121,7 @@ func (r *runner) run(ctx context.Context, c cellSpec, profile string) (cellResul
 	if err != nil {
 		return res, fmt.Errorf("open %s: %w", c.target.name, err)
 	}
-	err = r.measure(ctx, s, c, &res, profile)
+	err = r.measure(ctx, s, c, &res, profile, tracePath)
 	cctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
 	if cerr := s.close(cctx); cerr != nil && err == nil {
@@ -129,7 +130,7 @@ func (r *runner) run(ctx context.Context, c cellSpec, profile string) (cellResul
 	return res, err
 }
 
-func (r *runner) measure(ctx context.Context, s store, c cellSpec, res *cellResult, profile string) error {
+func (r *runner) measure(ctx context.Context, s store, c cellSpec, res *cellResult, profile, tracePath string) error {
 	for len(r.hists) < c.writers {
 		r.hists = append(r.hists, newHist())
 	}
@@ -200,14 +201,21 @@ func (r *runner) measure(ctx context.Context, s store, c cellSpec, res *cellResu
 	}
 	var perr error
 	stopProfile := func() error { return nil }
+	stopTrace := func() error { return nil }
 	if edge(from) {
 		before = takeSnapshot(s)
 		if profile != "" {
 			stopProfile, perr = startProfile(profile)
 		}
+		if tracePath != "" && perr == nil {
+			stopTrace, perr = startTrace(tracePath)
+		}
 		if edge(to) {
 			after = takeSnapshot(s)
 		}
+	}
+	if err := stopTrace(); err != nil && perr == nil {
+		perr = err
 	}
 	if err := stopProfile(); err != nil && perr == nil {
 		perr = err
@@ -265,6 +273,26 @@ func startProfile(path string) (stop func() error, err error) {
 		pprof.StopCPUProfile()
 		if err := f.Close(); err != nil {
 			return fmt.Errorf("cpu profile: %w", err)
+		}
+		return nil
+	}, nil
+}
+
+// startTrace starts an execution trace (go tool trace) into path and
+// returns what stops it and closes the file.
+func startTrace(path string) (stop func() error, err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return func() error { return nil }, fmt.Errorf("trace: %w", err)
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return func() error { return nil }, fmt.Errorf("trace: %w", err)
+	}
+	return func() error {
+		trace.Stop()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("trace: %w", err)
 		}
 		return nil
 	}, nil

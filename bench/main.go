@@ -48,6 +48,7 @@ type config struct {
 	jsonPath   string
 	plotPath   string
 	cpuprofile string
+	tracePath  string
 	quiet      bool
 }
 
@@ -76,6 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	jsonPath := fs.String("json", "", "write the raw numbers (every cell, the summary, the targets) as JSON to `FILE`")
 	plotPath := fs.String("plot", "", "plot throughput against writers per target to `FILE` (.png, .svg or .pdf)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of each cell's measured window to `FILE` (with -<target>-w<N>-r<round> before the extension when more than one cell runs)")
+	tracePath := fs.String("trace", "", "write an execution trace (go tool trace) of each cell's measured window to `FILE` (named per cell like -cpuprofile)")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: go run . [flags]\n\nTargets:")
@@ -117,6 +119,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		jsonPath:   *jsonPath,
 		plotPath:   *plotPath,
 		cpuprofile: *cpuprofile,
+		tracePath:  *tracePath,
 		quiet:      *quiet,
 	}
 	for _, s := range strings.Split(*writers, ",") {
@@ -207,11 +210,14 @@ func runCells(ctx context.Context, cfg config, stderr io.Writer) ([]cellResult, 
 					cells = append(cells, cellResult{Target: t.name, Writers: w, Round: round, Skipped: "unavailable"})
 					continue
 				}
-				profile := ""
+				profile, tr := "", ""
 				if cfg.cpuprofile != "" {
 					profile = profilePath(cfg.cpuprofile, c, total)
 				}
-				res, err := r.run(ctx, c, profile)
+				if cfg.tracePath != "" {
+					tr = profilePath(cfg.tracePath, c, total)
+				}
+				res, err := r.run(ctx, c, profile, tr)
 				if err != nil {
 					return nil, err
 				}

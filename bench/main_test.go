@@ -100,16 +100,17 @@ func TestShortRun(t *testing.T) {
 	assert.Contains(t, stderr.String(), "[10/10]", "progress lines")
 }
 
-// TestCPUProfile: -cpuprofile writes one profile per cell, named by cell.
-func TestCPUProfile(t *testing.T) {
+// TestProfiles: -cpuprofile and -trace write one file per cell, named by
+// cell.
+func TestProfiles(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	tmp := t.TempDir()
 	prof := filepath.Join(tmp, "cpu.pprof")
 	var stdout, stderr bytes.Buffer
-	err := run(ctx, []string{"-short", "-q", "-duration", "100ms", "-targets", "grouplog,syncloop", "-writers", "2", "-dir", tmp, "-cpuprofile", prof}, &stdout, &stderr)
+	err := run(ctx, []string{"-short", "-q", "-duration", "100ms", "-targets", "grouplog,syncloop", "-writers", "2", "-dir", tmp, "-cpuprofile", prof, "-trace", filepath.Join(tmp, "x.trace")}, &stdout, &stderr)
 	require.NoError(t, err, "stderr:\n%s", stderr.String())
-	for _, name := range []string{"cpu-grouplog-w2-r1.pprof", "cpu-syncloop-w2-r1.pprof"} {
+	for _, name := range []string{"cpu-grouplog-w2-r1.pprof", "cpu-syncloop-w2-r1.pprof", "x-grouplog-w2-r1.trace", "x-syncloop-w2-r1.trace"} {
 		st, err := os.Stat(filepath.Join(tmp, name))
 		if assert.NoError(t, err) {
 			assert.Positive(t, st.Size(), name)
