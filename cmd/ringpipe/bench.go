@@ -192,6 +192,10 @@ func (a *app) runBench(c benchConfig) (*benchResult, *hdr.Histogram, error) {
 	if c.async {
 		res.Mode = "async"
 	}
+	// From here on an interrupt ends the run, not the process: one that
+	// comes while the engine starts ends the load as soon as it begins.
+	sigs, stopSigs := a.notify()
+	defer stopSigs()
 	dir := c.dir
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "ringpipe-bench-")
@@ -211,7 +215,7 @@ func (a *app) runBench(c benchConfig) (*benchResult, *hdr.Histogram, error) {
 	ctx := context.Background()
 	e, err := ringpipe.Start(ctx, ringpipe.Config{Dir: dir, Backend: backend, SealThreshold: c.sealThreshold})
 	if err != nil {
-		if backend == ringpipe.BackendURing {
+		if backend == ringpipe.BackendURing && strings.Contains(err.Error(), "io_uring") {
 			err = fmt.Errorf("%w (without io_uring, try -backend std)", err)
 		}
 		return nil, nil, fmt.Errorf("start the engine in %s: %w", dir, err)
@@ -248,7 +252,6 @@ func (a *app) runBench(c benchConfig) (*benchResult, *hdr.Histogram, error) {
 			l.hists[i] = newPlotHist()
 		}
 	}
-	sigs, stopSigs := a.notify()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := range c.writers {

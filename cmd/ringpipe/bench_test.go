@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/ringpipe/ringpipe"
 )
 
 // shortBench is a bench command line that runs for a fraction of a second.
@@ -142,12 +145,24 @@ func TestBenchInterrupt(t *testing.T) {
 	assert.Equal(t, res.Records, res.Latency.Count)
 }
 
-func TestBenchNoURingFallbackMessage(t *testing.T) {
+func TestBenchStartFails(t *testing.T) {
 	// A directory that cannot be created fails the run with exit 1 and
 	// says why.
-	code, _, errOut := runCmd(t, shortBench("-backend", "std", "-dir", "/proc/no/such/dir")...)
+	code, out, errOut := runCmd(t, shortBench("-backend", "std", "-dir", "/proc/no/such/dir")...)
 	assert.Equal(t, exitFail, code)
 	assert.Contains(t, errOut, "ringpipe bench: start the engine in /proc/no/such/dir")
+	assert.Empty(t, out)
+
+	// A directory an engine holds: ErrLocked's message, no io_uring hint.
+	ctx := context.Background()
+	dir := t.TempDir()
+	e, err := ringpipe.Start(ctx, ringpipe.Config{Dir: dir, Backend: ringpipe.BackendStd, Preallocate: testPrealloc})
+	require.NoError(t, err)
+	defer e.Stop(ctx)
+	code, _, errOut = runCmd(t, shortBench("-dir", dir)...)
+	assert.Equal(t, exitFail, code)
+	assert.Contains(t, errOut, ringpipe.ErrLocked.Error())
+	assert.NotContains(t, errOut, "try -backend std")
 }
 
 func TestFmtMicros(t *testing.T) {
