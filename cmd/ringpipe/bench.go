@@ -301,8 +301,8 @@ wait:
 	res.Elapsed = elapsed.Seconds()
 	res.Records = l.done.Load()
 	res.Errors = l.failed.Load()
-	if err, _ := l.firstErr.Load().(error); err != nil {
-		res.FirstError = err.Error()
+	if l.firstErr != nil {
+		res.FirstError = l.firstErr.Error()
 	}
 	res.Throughput = float64(res.Records) / elapsed.Seconds()
 	s := l.rec.Summary()
@@ -333,7 +333,7 @@ wait:
 	}
 	var runErr error
 	if res.Errors > 0 {
-		runErr = fmt.Errorf("%d writes failed, the first with: %s", res.Errors, res.FirstError)
+		runErr = fmt.Errorf("%d %s failed, the first with: %s", res.Errors, plural(int(res.Errors), "write", "writes"), res.FirstError)
 	}
 	return res, merged, errors.Join(runErr, stopErr)
 }
@@ -358,17 +358,19 @@ type load struct {
 	stop      atomic.Bool   // set when the writers are to finish
 	done      atomic.Uint64 // acknowledged writes
 	failed    atomic.Uint64 // failed writes
-	firstErr  atomic.Value  // error: the first failure
 	abort     chan struct{} // closed on the first failure
 	abortOnce sync.Once
+	firstErr  error // the first failure; set under abortOnce, read once the writers are done
 }
 
 // fail counts a failed write and stops the run: a benchmark whose writes
 // fail measures nothing.
 func (l *load) fail(err error) {
 	l.failed.Add(1)
-	l.firstErr.CompareAndSwap(nil, err)
-	l.abortOnce.Do(func() { close(l.abort) })
+	l.abortOnce.Do(func() {
+		l.firstErr = err
+		close(l.abort)
+	})
 }
 
 // observe records one acknowledged write's latency.

@@ -165,6 +165,21 @@ func TestBenchStartFails(t *testing.T) {
 	assert.NotContains(t, errOut, "try -backend std")
 }
 
+// TestBenchWriteErrors: writes that fail end the run at once, and the
+// result still shows, with the error, and exit 1.
+func TestBenchWriteErrors(t *testing.T) {
+	code, out, errOut := runCmd(t, "bench", "-writers", "3", "-backend", "std", "-duration", "1h",
+		"-value-size", "2000000", "-json")
+	assert.Equal(t, exitFail, code)
+	var res benchResult
+	require.NoError(t, json.Unmarshal([]byte(out), &res), "stdout:\n%s", out)
+	assert.Positive(t, res.Errors)
+	assert.LessOrEqual(t, res.Errors, uint64(3), "a writer stops at its first failure")
+	assert.Zero(t, res.Records)
+	assert.Contains(t, res.FirstError, ringpipe.ErrValueTooLarge.Error())
+	assert.Regexp(t, `ringpipe bench: \d+ writes? failed, the first with: ringpipe: value too large`, errOut)
+}
+
 func TestFmtMicros(t *testing.T) {
 	for us, want := range map[float64]string{
 		0.5: "0.50 µs", 12.34: "12.3 µs", 999.4: "999 µs", 999.6: "1.00 ms",
