@@ -56,6 +56,9 @@ type cellResult struct {
 	// PerRec are the store's counters over the window divided by Records
 	// (e.g. ringpipe's syncs and staged writes per record).
 	PerRec map[string]float64 `json:"per_record,omitempty"`
+	// Gauges are the store's own latency figures at the window's end
+	// (ringpipe's Stats, cumulative since the store opened), in µs.
+	Gauges map[string]float64 `json:"gauges,omitempty"`
 
 	hist *hdr.Histogram // every write that started in the window
 }
@@ -212,6 +215,9 @@ func (r *runner) measure(ctx context.Context, s store, c cellSpec, res *cellResu
 		}
 		if edge(to) {
 			after = takeSnapshot(s)
+			if g, ok := s.(gauger); ok {
+				res.Gauges = g.gauges()
+			}
 		}
 	}
 	if err := stopTrace(); err != nil && perr == nil {

@@ -24,11 +24,45 @@ type machine struct {
 	FS     string `json:"fs"`
 	Device string `json:"device"`
 	Mount  string `json:"mount"`
+	// Load is /proc/loadavg's 1-minute load and IOPressure the share of
+	// the last 60 s in which some task waited for I/O (/proc/pressure/io),
+	// at the run's start and end: other work on the machine skews a run.
+	Load       [2]float64 `json:"load"`
+	IOPressure [2]float64 `json:"io_pressure"`
 }
 
 func (m machine) String() string {
-	return fmt.Sprintf("%s, %d cores (GOMAXPROCS %d), Linux %s, %s; files in %s: %s on %s (mounted at %s)",
-		m.CPU, m.Cores, m.GOMAXPROCS, m.Kernel, m.Go, m.Dir, m.FS, m.Device, m.Mount)
+	return fmt.Sprintf("%s, %d cores (GOMAXPROCS %d), Linux %s, %s; files in %s: %s on %s (mounted at %s); load average %.1f at the start, %.1f at the end; I/O pressure (some, avg60) %.0f%% and %.0f%%",
+		m.CPU, m.Cores, m.GOMAXPROCS, m.Kernel, m.Go, m.Dir, m.FS, m.Device, m.Mount, m.Load[0], m.Load[1], m.IOPressure[0], m.IOPressure[1])
+}
+
+// sampleLoad records the machine's load into slot i (0: start, 1: end).
+func (m *machine) sampleLoad(i int) {
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			m.Load[i], _ = strconv.ParseFloat(f[0], 64)
+		}
+	}
+	if b, err := os.ReadFile("/proc/pressure/io"); err == nil {
+		m.IOPressure[i] = ioPressure(b)
+	}
+}
+
+// ioPressure returns avg60 of the "some" line of /proc/pressure/io.
+func ioPressure(b []byte) float64 {
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "some" {
+			continue
+		}
+		for _, kv := range f[1:] {
+			if v, ok := strings.CutPrefix(kv, "avg60="); ok {
+				p, _ := strconv.ParseFloat(v, 64)
+				return p
+			}
+		}
+	}
+	return 0
 }
 
 func describeMachine(dir string) machine {

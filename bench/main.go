@@ -173,10 +173,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	m := describeMachine(cfg.dir)
+	m.sampleLoad(0)
 	cells, err := runCells(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
+	m.sampleLoad(1)
 	rows := summarizeCells(cfg, cells)
 	goals := judgeGoals(rows)
 	printReport(stdout, cfg, m, rows, goals)

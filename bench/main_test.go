@@ -71,6 +71,8 @@ func TestShortRun(t *testing.T) {
 		assert.Greater(t, l.P50, int64(time.Microsecond), name)
 		if strings.HasPrefix(c.Target, "ringpipe-") {
 			assert.Positive(t, c.PerRec["syncs"], "%s: a durable write without fdatasync", name)
+			assert.LessOrEqual(t, c.PerRec["syncs"], 1.5, "%s: more than one fdatasync per write", name)
+			assert.Positive(t, c.Gauges["sync_p50_us"], "%s: engine's fdatasync latency", name)
 		}
 	}
 	for _, tg := range allTargets {
@@ -88,6 +90,8 @@ func TestShortRun(t *testing.T) {
 	require.Len(t, rep.Goals, 3)
 	assert.NotEmpty(t, rep.Goals[0].Missing, "no 64-writer cells in -short")
 	assert.Contains(t, out, "Issue 6's targets")
+	assert.Contains(t, out, "| writers | target | recs/sync | staged |", "ringpipe internals table")
+	assert.Positive(t, rep.Machine.Load[0]+rep.Machine.Load[1], "load average sampled")
 	assert.Contains(t, out, "| writers | target | recs/s | p50 µs | p99 µs | p99.9 µs |")
 
 	png, err := os.ReadFile(plotPath)
@@ -169,6 +173,12 @@ func TestMountOf(t *testing.T) {
 		mount, fs, source := mountOf(mi, c.path)
 		assert.Equal(t, []string{c.mount, c.fs, c.source}, []string{mount, fs, source}, c.path)
 	}
+}
+
+func TestIOPressure(t *testing.T) {
+	b := []byte("some avg10=40.83 avg60=52.69 avg300=40.99 total=1290570524\nfull avg10=2.49 avg60=0.69 avg300=0.61 total=740700376\n")
+	assert.InDelta(t, 52.69, ioPressure(b), 1e-9)
+	assert.Zero(t, ioPressure([]byte("garbage")))
 }
 
 func TestFormatting(t *testing.T) {

@@ -29,6 +29,8 @@ type summaryRow struct {
 	CPU         float64            `json:"cpu"`
 	MachineCPU  float64            `json:"machine_cpu"`
 	PerRec      map[string]float64 `json:"per_record,omitempty"`
+	// Gauges are the last round's (see cellResult.Gauges).
+	Gauges map[string]float64 `json:"gauges,omitempty"`
 	// ThrRatio is RecsPS over the reference target's at the same writer
 	// count, P99Ratio the same for p99 latency; 0 when undefined.
 	ThrRatio float64 `json:"recs_ratio_vs_ref"`
@@ -62,6 +64,9 @@ func summarizeCells(cfg config, cells []cellResult) []summaryRow {
 				row.MachineCPU += c.MachineCPU * c.Seconds
 				if c.hist != nil {
 					h.Merge(c.hist)
+				}
+				if c.Gauges != nil {
+					row.Gauges = c.Gauges
 				}
 				for k, v := range c.PerRec {
 					if perRecW == nil {
@@ -140,7 +145,7 @@ func judgeGoals(rows []summaryRow) []goal {
 		g := goal{Name: name, Op: op, Limit: limit}
 		ref, o := find(w, refTarget), find(w, other)
 		if ref == nil || o == nil {
-			g.Missing = fmt.Sprintf("needs %s and %s at %d writers", refTarget, other, w)
+			g.Missing = fmt.Sprintf("needs %s and %s at %d writer(s)", refTarget, other, w)
 			return g
 		}
 		g.Value = val(ref, o)
@@ -188,6 +193,7 @@ func printReport(w io.Writer, cfg config, m machine, rows []summaryRow, goals []
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "CPU: the benchmark process's CPU time over the measured window, as a share of all cores. syncs/rec: fdatasyncs the engine issued per write (ringpipe's Stats).")
 	fmt.Fprintln(w)
+	printInternals(w, rows)
 	fmt.Fprintln(w, "Issue 6's targets:")
 	fmt.Fprintln(w)
 	for _, g := range goals {
@@ -200,6 +206,40 @@ func printReport(w io.Writer, cfg config, m machine, rows []summaryRow, goals []
 			fmt.Fprintf(w, "- %s = %.2f, target %s %.2f: **not met**\n", g.Name, g.Value, g.Op, g.Limit)
 		}
 	}
+}
+
+// printInternals writes what ringpipe's Stats say about its cells: how
+// writes were grouped and routed, and the engine's own view of fdatasync
+// and Put latency (cumulative over the cell's last round, warm-up
+// included).
+func printInternals(w io.Writer, rows []summaryRow) {
+	var any bool
+	for _, r := range rows {
+		if r.Gauges != nil {
+			any = true
+		}
+	}
+	if !any {
+		return
+	}
+	fmt.Fprintln(w, "ringpipe's own Stats per cell (records per fdatasync, share of writes acknowledged from the staging WAL, seals per 100k writes; fdatasync and Put latency as the engine measures them, in µs):")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| writers | target | recs/sync | staged | seals/100k | fdatasync p50 | fdatasync p99 | Put p50 | Put p99 |")
+	fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+	for _, r := range rows {
+		if r.Gauges == nil {
+			continue
+		}
+		perSync := "–"
+		if v := r.PerRec["syncs"]; v > 0 {
+			perSync = strconv.FormatFloat(1/v, 'f', 1, 64)
+		}
+		fmt.Fprintf(w, "| %d | %s | %s | %.1f%% | %.1f | %s | %s | %s | %s |\n",
+			r.Writers, r.Target, perSync, 100*r.PerRec["staged"], 1e5*r.PerRec["sealed"],
+			thousands(r.Gauges["sync_p50_us"]), thousands(r.Gauges["sync_p99_us"]),
+			thousands(r.Gauges["write_p50_us"]), thousands(r.Gauges["write_p99_us"]))
+	}
+	fmt.Fprintln(w)
 }
 
 // thousands formats v rounded to an integer with comma separators.

@@ -27,6 +27,13 @@ type store interface {
 	close(ctx context.Context) error
 }
 
+// A gauger is a store that reports its own latency figures at the end of
+// a window (ringpipe's Stats: one fdatasync, one Put as the engine sees
+// it), in µs, cumulative since the store opened.
+type gauger interface {
+	gauges() map[string]float64
+}
+
 // A target is one system under test.
 type target struct {
 	name string
@@ -128,6 +135,17 @@ func (s *ringpipeStore) counters() map[string]float64 {
 		"staged": float64(st.StagedWrites),
 		"direct": float64(st.DirectWrites),
 		"sealed": float64(st.SealedBlocks),
+	}
+}
+
+func (s *ringpipeStore) gauges() map[string]float64 {
+	st := s.e.Stats()
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	return map[string]float64{
+		"sync_p50_us":  us(st.SyncLatency.P50),
+		"sync_p99_us":  us(st.SyncLatency.P99),
+		"write_p50_us": us(st.WriteLatency.P50),
+		"write_p99_us": us(st.WriteLatency.P99),
 	}
 }
 
