@@ -307,22 +307,7 @@ wait:
 	res.Throughput = float64(res.Records) / elapsed.Seconds()
 	s := l.rec.Summary()
 	res.Latency = latencyJSON{Count: s.Count, P50: micros(s.P50), P99: micros(s.P99), P999: micros(s.P999), Max: micros(s.Max)}
-	res.DirectWrites = delta(before.DirectWrites, after.DirectWrites)
-	res.StagedWrites = delta(before.StagedWrites, after.StagedWrites)
-	res.Promoted = delta(before.Promoted, after.Promoted)
-	res.StagedPending = after.StagedPending
-	res.SealedBlocks = delta(before.SealedBlocks, after.SealedBlocks)
-	res.Syncs = delta(before.Syncs, after.Syncs)
-	res.SyncsPerSecond = float64(res.Syncs) / elapsed.Seconds()
-	if res.Records > 0 {
-		res.SyncsPerRecord = float64(res.Syncs) / float64(res.Records)
-	}
-	res.ShortIORetries = delta(before.ShortIORetries, after.ShortIORetries)
-	for name, n := range after.ActorRestarts {
-		if d := delta(before.ActorRestarts[name], n); d > 0 {
-			res.ActorRestarts[name] = d
-		}
-	}
+	res.setStats(before, after)
 
 	var merged *hdr.Histogram
 	if l.hists != nil {
@@ -336,6 +321,26 @@ wait:
 		runErr = fmt.Errorf("%d %s failed, the first with: %s", res.Errors, plural(int(res.Errors), "write", "writes"), res.FirstError)
 	}
 	return res, merged, errors.Join(runErr, stopErr)
+}
+
+// setStats sets the engine's counters over the run: after minus before.
+func (res *benchResult) setStats(before, after ringpipe.Stats) {
+	res.DirectWrites = delta(before.DirectWrites, after.DirectWrites)
+	res.StagedWrites = delta(before.StagedWrites, after.StagedWrites)
+	res.Promoted = delta(before.Promoted, after.Promoted)
+	res.StagedPending = after.StagedPending
+	res.SealedBlocks = delta(before.SealedBlocks, after.SealedBlocks)
+	res.Syncs = delta(before.Syncs, after.Syncs)
+	res.SyncsPerSecond = float64(res.Syncs) / res.Elapsed
+	if res.Records > 0 {
+		res.SyncsPerRecord = float64(res.Syncs) / float64(res.Records)
+	}
+	res.ShortIORetries = delta(before.ShortIORetries, after.ShortIORetries)
+	for name, n := range after.ActorRestarts {
+		if d := delta(before.ActorRestarts[name], n); d > 0 {
+			res.ActorRestarts[name] = d
+		}
+	}
 }
 
 // delta is after-before for a counter; a counter that went backwards (an
