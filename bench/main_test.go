@@ -91,7 +91,6 @@ func TestShortRun(t *testing.T) {
 	assert.NotEmpty(t, rep.Goals[0].Missing, "no 64-writer cells in -short")
 	assert.Contains(t, out, "Issue 6's targets")
 	assert.Contains(t, out, "| writers | target | recs/sync | staged |", "ringpipe internals table")
-	assert.Positive(t, rep.Machine.Load[0]+rep.Machine.Load[1], "load average sampled")
 	assert.Contains(t, out, "| writers | target | recs/s | p50 µs | p99 µs | p99.9 µs |")
 
 	png, err := os.ReadFile(plotPath)
