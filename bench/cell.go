@@ -116,7 +116,7 @@ func (r *runner) run(ctx context.Context, c cellSpec, profile, tracePath string)
 	}
 	defer os.RemoveAll(dir)
 
-	s, err := c.target.open(ctx, dir)
+	s, err := c.target.open(ctx, dir, r.cfg)
 	if errors.Is(err, errUnavailable) {
 		res.Skipped = err.Error()
 		return res, nil

@@ -21,6 +21,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ringpipe/ringpipe"
 )
 
 func main() {
@@ -50,6 +52,9 @@ type config struct {
 	cpuprofile string
 	tracePath  string
 	quiet      bool
+	// ringpipe holds the engine's tuning flags; zero fields are the
+	// engine's defaults (the comparison's setting).
+	ringpipe ringpipe.Config
 }
 
 // Short mode's defaults: the whole comparison end to end in a few seconds.
@@ -79,6 +84,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of each cell's measured window to `FILE` (with -<target>-w<N>-r<round> before the extension when more than one cell runs)")
 	tracePath := fs.String("trace", "", "write an execution trace (go tool trace) of each cell's measured window to `FILE` (named per cell like -cpuprofile)")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
+	var rp ringpipe.Config
+	fs.IntVar(&rp.BatchSize, "ringpipe-batch-size", 0, "ringpipe Config.BatchSize (0: the engine's default)")
+	fs.DurationVar(&rp.BatchTimeout, "ringpipe-batch-timeout", 0, "ringpipe Config.BatchTimeout (0: the engine's default)")
+	fs.IntVar(&rp.SealThreshold, "ringpipe-seal-threshold", 0, "ringpipe Config.SealThreshold in records (0: the engine's default)")
+	fs.Int64Var(&rp.SealBytes, "ringpipe-seal-bytes", 0, "ringpipe Config.SealBytes (0: the engine's default)")
+	fs.Int64Var(&rp.Preallocate, "ringpipe-preallocate", 0, "ringpipe Config.Preallocate in bytes per log file (0: the engine's default)")
+	fs.DurationVar(&rp.DirectWriteTimeout, "ringpipe-direct-write-timeout", 0, "ringpipe Config.DirectWriteTimeout (0: the engine's default)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: go run . [flags]\n\nTargets:")
 		for _, t := range allTargets {
@@ -121,6 +133,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		cpuprofile: *cpuprofile,
 		tracePath:  *tracePath,
 		quiet:      *quiet,
+		ringpipe:   rp,
 	}
 	for _, s := range strings.Split(*writers, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))

@@ -215,3 +215,27 @@ func TestJudgeGoals(t *testing.T) {
 	assert.NotEmpty(t, g[0].Missing, "no pebble cell")
 	assert.False(t, g[0].Met)
 }
+
+// TestRingpipeTuning: the -ringpipe-* flags reach the engine (a tiny
+// SealThreshold makes it seal during the window) and the report says the
+// engine was not at its defaults.
+func TestRingpipeTuning(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	tmp := t.TempDir()
+	jsonPath := filepath.Join(tmp, "out.json")
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, []string{"-short", "-q", "-duration", "300ms", "-targets", "ringpipe-std", "-writers", "4",
+		"-ringpipe-seal-threshold", "20", "-dir", tmp, "-json", jsonPath}, &stdout, &stderr)
+	require.NoError(t, err, "stderr:\n%s", stderr.String())
+	assert.Contains(t, stdout.String(), "**ringpipe not at its defaults:** SealThreshold 20.")
+	var rep jsonReport
+	b, err := os.ReadFile(jsonPath)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &rep))
+	assert.Equal(t, "SealThreshold 20", rep.Config.RingpipeTuning)
+	require.Len(t, rep.Cells, 1)
+	c := rep.Cells[0]
+	require.Greater(t, c.Records, uint64(40), "too few writes to need a seal")
+	assert.Positive(t, c.PerRec["sealed"], "no seal in %d writes with SealThreshold 20", c.Records)
+}

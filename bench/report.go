@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ringpipe/ringpipe"
 )
 
 // summaryRow is one (writers, target) pair over all its rounds: the
@@ -171,6 +173,9 @@ func printReport(w io.Writer, cfg config, m machine, rows []summaryRow, goals []
 	fmt.Fprintf(w, "Machine: %s\n\n", m)
 	fmt.Fprintf(w, "Load: %d-byte values, each write durable before the writer's next; %s per cell after %s of warm-up, %d round(s), targets alternating round-robin at each writer count.\n\n",
 		cfg.valueSize, cfg.duration, cfg.warmup, cfg.rounds)
+	if t := ringpipeTuning(cfg.ringpipe); t != "" {
+		fmt.Fprintf(w, "**ringpipe not at its defaults:** %s.\n\n", t)
+	}
 	fmt.Fprintln(w, "| writers | target | recs/s | p50 µs | p99 µs | p99.9 µs | recs/s ÷ uring | p99 ÷ uring | CPU | syncs/rec |")
 	fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
@@ -242,6 +247,31 @@ func printInternals(w io.Writer, rows []summaryRow) {
 	fmt.Fprintln(w)
 }
 
+// ringpipeTuning lists the ringpipe Config fields the flags set; "" when
+// the engine runs with its defaults.
+func ringpipeTuning(c ringpipe.Config) string {
+	var f []string
+	if c.BatchSize != 0 {
+		f = append(f, fmt.Sprintf("BatchSize %d", c.BatchSize))
+	}
+	if c.BatchTimeout != 0 {
+		f = append(f, fmt.Sprintf("BatchTimeout %s", c.BatchTimeout))
+	}
+	if c.SealThreshold != 0 {
+		f = append(f, fmt.Sprintf("SealThreshold %d", c.SealThreshold))
+	}
+	if c.SealBytes != 0 {
+		f = append(f, fmt.Sprintf("SealBytes %d", c.SealBytes))
+	}
+	if c.Preallocate != 0 {
+		f = append(f, fmt.Sprintf("Preallocate %d", c.Preallocate))
+	}
+	if c.DirectWriteTimeout != 0 {
+		f = append(f, fmt.Sprintf("DirectWriteTimeout %s", c.DirectWriteTimeout))
+	}
+	return strings.Join(f, ", ")
+}
+
 // thousands formats v rounded to an integer with comma separators.
 func thousands(v float64) string {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
@@ -297,16 +327,19 @@ type jsonConfig struct {
 	Rounds     int      `json:"rounds"`
 	ValueSize  int      `json:"value_size"`
 	Reference  string   `json:"reference"`
+	// RingpipeTuning lists Config fields set away from the defaults.
+	RingpipeTuning string `json:"ringpipe_tuning,omitempty"`
 }
 
 func writeJSON(path string, cfg config, m machine, cells []cellResult, rows []summaryRow, goals []goal) error {
 	jc := jsonConfig{
-		Writers:    slices.Clone(cfg.writers),
-		DurationNS: int64(cfg.duration),
-		WarmupNS:   int64(cfg.warmup),
-		Rounds:     cfg.rounds,
-		ValueSize:  cfg.valueSize,
-		Reference:  refTarget,
+		Writers:        slices.Clone(cfg.writers),
+		DurationNS:     int64(cfg.duration),
+		WarmupNS:       int64(cfg.warmup),
+		Rounds:         cfg.rounds,
+		ValueSize:      cfg.valueSize,
+		Reference:      refTarget,
+		RingpipeTuning: ringpipeTuning(cfg.ringpipe),
 	}
 	for _, t := range cfg.targets {
 		jc.Targets = append(jc.Targets, t.name)

@@ -38,7 +38,7 @@ type gauger interface {
 type target struct {
 	name string
 	desc string // one line for the README and -h
-	open func(ctx context.Context, dir string) (store, error)
+	open func(ctx context.Context, dir string, cfg config) (store, error)
 }
 
 // errUnavailable marks a target this machine cannot run (io_uring refused
@@ -51,15 +51,15 @@ var allTargets = []target{
 	{
 		name: "ringpipe-uring",
 		desc: "ringpipe, default Config, io_uring backend",
-		open: func(ctx context.Context, dir string) (store, error) {
-			return openRingpipe(ctx, dir, ringpipe.BackendURing)
+		open: func(ctx context.Context, dir string, cfg config) (store, error) {
+			return openRingpipe(ctx, dir, ringpipe.BackendURing, cfg.ringpipe)
 		},
 	},
 	{
 		name: "ringpipe-std",
 		desc: "ringpipe, default Config, std backend (pwritev+fdatasync on a goroutine pool)",
-		open: func(ctx context.Context, dir string) (store, error) {
-			return openRingpipe(ctx, dir, ringpipe.BackendStd)
+		open: func(ctx context.Context, dir string, cfg config) (store, error) {
+			return openRingpipe(ctx, dir, ringpipe.BackendStd, cfg.ringpipe)
 		},
 	},
 	{
@@ -70,7 +70,7 @@ var allTargets = []target{
 	{
 		name: "grouplog",
 		desc: "internal/baseline.GroupLog: one file, one flusher looping pwrite+fdatasync over what gathered",
-		open: func(_ context.Context, dir string) (store, error) {
+		open: func(_ context.Context, dir string, _ config) (store, error) {
 			l, err := baseline.OpenGroupLog(filepath.Join(dir, "log"), ringpipe.DefaultPreallocate)
 			if err != nil {
 				return nil, err
@@ -81,7 +81,7 @@ var allTargets = []target{
 	{
 		name: "syncloop",
 		desc: "internal/baseline.SyncLoop: pwrite+fdatasync per record under a mutex",
-		open: func(_ context.Context, dir string) (store, error) {
+		open: func(_ context.Context, dir string, _ config) (store, error) {
 			l, err := baseline.OpenSyncLoop(filepath.Join(dir, "log"), ringpipe.DefaultPreallocate)
 			if err != nil {
 				return nil, err
@@ -107,8 +107,12 @@ type ringpipeStore struct {
 	space ringpipe.SpaceID
 }
 
-func openRingpipe(ctx context.Context, dir string, backend ringpipe.Backend) (store, error) {
-	e, err := ringpipe.Start(ctx, ringpipe.Config{Dir: dir, Backend: backend})
+// openRingpipe starts an engine in dir on backend, with tune's tuning
+// fields (zero: the default) and everything else default.
+func openRingpipe(ctx context.Context, dir string, backend ringpipe.Backend, tune ringpipe.Config) (store, error) {
+	c := tune
+	c.Dir, c.Backend = dir, backend
+	e, err := ringpipe.Start(ctx, c)
 	if err != nil {
 		if backend == ringpipe.BackendURing && strings.Contains(err.Error(), "io_uring") {
 			return nil, fmt.Errorf("%w: %v", errUnavailable, err)
@@ -182,7 +186,7 @@ type pebbleStore struct {
 	cache *pebble.Cache
 }
 
-func openPebble(_ context.Context, dir string) (store, error) {
+func openPebble(_ context.Context, dir string, _ config) (store, error) {
 	cache := pebble.NewCache(64 << 20)
 	db, err := pebble.Open(dir, pebbleOptions(cache))
 	if err != nil {
