@@ -519,9 +519,9 @@ func printBench(w io.Writer, r *benchResult) {
 	fmt.Fprintf(w, "  latency     p50 %s  p99 %s  p99.9 %s  max %s\n",
 		fmtMicros(lat.P50), fmtMicros(lat.P99), fmtMicros(lat.P999), fmtMicros(lat.Max))
 	total := r.DirectWrites + r.StagedWrites
-	fmt.Fprintf(w, "  writes      %s direct (%s), %s staged (%s), %s promoted, %d pending\n",
+	fmt.Fprintf(w, "  writes      %s direct (%s), %s staged (%s), %s promoted, %s pending\n",
 		group(r.DirectWrites), pct(r.DirectWrites, total), group(r.StagedWrites), pct(r.StagedWrites, total),
-		group(r.Promoted), r.StagedPending)
+		group(r.Promoted), group(uint64(r.StagedPending)))
 	fmt.Fprintf(w, "  sealed      %d %s\n", r.SealedBlocks, plural(int(r.SealedBlocks), "block", "blocks"))
 	fmt.Fprintf(w, "  syncs       %s/s (%s in all, %.3f per record)\n",
 		group(uint64(r.SyncsPerSecond+0.5)), group(r.Syncs), r.SyncsPerRecord)
