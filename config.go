@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ringpipe/ringpipe/ring"
+	"github.com/ringpipe/ringpipe/snapshot"
 	"github.com/ringpipe/ringpipe/wal"
 )
 
@@ -28,6 +29,7 @@ type Config struct {
 	Preallocate        int64         // bytes preallocated per log file; default 64 MiB
 	DirectIO           bool          // O_DIRECT for logs and blocks
 	WALRecovery        RecoveryMode  // TolerateTornTail (default) or Strict
+	BlockCacheBytes    int64         // decoded pages of sealed blocks kept in memory; default 32 MiB
 
 	// NewRing, when set, makes the engine's ring instead of Backend: the
 	// seam through which tests run the engine on ring/sim's simulated disk
@@ -95,6 +97,10 @@ const (
 	// allocated space do not change the file size, so fdatasync need not
 	// write metadata.
 	DefaultPreallocate = 64 << 20
+	// DefaultBlockCacheBytes keeps the hot pages of sealed blocks: point
+	// reads of a working set this size cost no I/O, and the heap stays
+	// bounded whatever the data size (snapshot.Cache).
+	DefaultBlockCacheBytes = snapshot.DefaultCacheBytes
 )
 
 // Limits on Config values.
@@ -128,6 +134,7 @@ func (c Config) withDefaults() (Config, error) {
 		defaulted("PromoteInterval", &c.PromoteInterval, DefaultPromoteInterval),
 		defaulted("SealBytes", &c.SealBytes, DefaultSealBytes),
 		defaulted("Preallocate", &c.Preallocate, DefaultPreallocate),
+		defaulted("BlockCacheBytes", &c.BlockCacheBytes, DefaultBlockCacheBytes),
 	} {
 		if err != nil {
 			return c, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -35,7 +36,7 @@ type recovered struct {
 // are staged again), and resume revisions above the highest found.
 // Recovery changes files only in ways a second recovery repeats
 // identically, so a crash during it is harmless.
-func (e *engine) recover(ctx context.Context) (*recovered, error) {
+func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 	cfg := e.cfg
 	rec := &recovered{}
 	segDoer := actors.NewDoer(e.sd) // the manifest's and the segments' (the sealer's)
@@ -61,6 +62,20 @@ func (e *engine) recover(ctx context.Context) (*recovered, error) {
 		return rec, err
 	}
 
+	// Blocks are read on demand through a read path of their own
+	// (actors.NewBlockCache). Stop closes it when it closes the engine's
+	// ring; a failed recovery closes it here.
+	cache, err := e.newBlockCache()
+	if err != nil {
+		return rec, err
+	}
+	defer func() {
+		if err != nil {
+			cache.Close() //nolint:errcheck // the recovery error is the one to report
+		}
+	}()
+	e.r = actors.ClosingRing(e.r, cache)
+
 	// The manifest: spaces and blocks.
 	man, err := snapshot.Open(segDoer, cfg.Dir)
 	if errors.Is(err, snapshot.ErrNoManifest) {
@@ -83,11 +98,11 @@ func (e *engine) recover(ctx context.Context) (*recovered, error) {
 		}
 		named := make(map[string]bool)
 		for _, meta := range st.Index(info.ID).Blocks() {
-			b, err := snapshot.OpenBlockFor(segDoer, cfg.Dir, meta)
+			b, err := cache.OpenBlockFor(cfg.Dir, meta)
 			if err != nil {
 				return rec, fmt.Errorf("space %d: %w", info.ID, err)
 			}
-			if err := tail.AddBlock(info.ID, actors.Block(b, info.SpaceSpec)); err != nil {
+			if err := tail.AddBlock(info.ID, actors.Block(b)); err != nil {
 				return rec, err
 			}
 			opened[info.ID] = append(opened[info.ID], b)
@@ -183,8 +198,8 @@ func (e *engine) recover(ctx context.Context) (*recovered, error) {
 				}
 			}
 		}
-		if sealedAlready(opened[r.Space], reg[r.Space].SpaceSpec, r) {
-			return nil
+		if sealed, err := sealedAlready(opened[r.Space], reg[r.Space].SpaceSpec, r); sealed || err != nil {
+			return err
 		}
 		staged[r.Space] = append(staged[r.Space], r)
 		return nil
@@ -209,6 +224,7 @@ func (e *engine) recover(ctx context.Context) (*recovered, error) {
 	e.ch = actors.NewChannels(cfg.QueueCapacity, e.r.Capacity())
 	e.sub = actors.NewSubmitter(env, e.ch, walDoer, w, maxRev+1)
 	e.sealer = actors.NewSealer(env, e.ch, segDoer, man, &e.registry)
+	e.sealer.SetBlockCache(cache)
 	for id, info := range reg {
 		sg := bySpace[id]
 		if sg == nil {
@@ -240,18 +256,51 @@ func (e *engine) recover(ctx context.Context) (*recovered, error) {
 // sealedAlready reports whether a block holds r's point at r's revision or
 // a newer one: r was promoted and sealed (or is shadowed) before the WAL
 // segment holding it could be retired, and staging it again would write it
-// into yet another block.
-func sealedAlready(blocks []*snapshot.Block, spec SpaceSpec, r messages.Record) bool {
+// into yet another block. A block that cannot be read fails recovery.
+func sealedAlready(blocks []*snapshot.Block, spec SpaceSpec, r messages.Record) (bool, error) {
 	key := snapshot.Key(r.Point, spec.Dims, spec.Bits)
 	for _, b := range blocks {
 		if b.Meta().MaxRev < r.Revision || !b.MayContain(key) {
 			continue
 		}
-		if got, ok := b.Get(key, r.Point); ok && got.Revision >= r.Revision {
-			return true
+		got, ok, err := b.Get(key, r.Point)
+		if err != nil {
+			return false, err
+		}
+		if ok && got.Revision >= r.Revision {
+			return true, nil
 		}
 	}
-	return false
+	return false, nil
+}
+
+// blockReadEntries is the submission queue of the block-read ring: page
+// reads by concurrent Gets and Scans, one op each, so 64 readers may miss
+// the cache at once (a uring ring's capacity is twice its entries).
+const blockReadEntries = 64
+
+// newBlockCache makes the engine's block read path on a ring of its own,
+// made as the engine's is (Config.NewRing's simulated disk serves it too);
+// after Stop, reads that miss the cache use a short-lived ring of the same
+// kind (std on a real disk: plain preads).
+func (e *engine) newBlockCache() (*snapshot.Cache, error) {
+	rc := e.cfg
+	rc.RingEntries = blockReadEntries
+	rc.Logger = e.lg.Named("blocks")
+	r, err := newRing(rc)
+	if err != nil {
+		return nil, fmt.Errorf("block reads: %w", err)
+	}
+	if reflect.ValueOf(r).Kind() == reflect.Pointer && r == e.r {
+		return nil, errors.New("block reads: Config.NewRing returned the engine's ring again; it must make a new ring on every call")
+	}
+	fallback := func() (ring.Ring, error) {
+		if e.cfg.NewRing != nil {
+			return e.cfg.NewRing(ring.Options{Entries: 4})
+		}
+		return ring.New(ring.Options{Kind: ring.Std, Workers: 1, Entries: 4})
+	}
+	return actors.NewBlockCache(r, fallback, e.cfg.BlockCacheBytes), nil
 }
 
 // removeOrphans deletes the files in a space's block directory that the

@@ -1,8 +1,12 @@
 package actors
 
 import (
+	"errors"
+	"io"
+
 	"github.com/ringpipe/ringpipe/livetail"
 	"github.com/ringpipe/ringpipe/messages"
+	"github.com/ringpipe/ringpipe/ring"
 	"github.com/ringpipe/ringpipe/snapshot"
 )
 
@@ -29,15 +33,15 @@ func (h hilbertKeyer) Ranges(b livetail.Box) []livetail.KeyRange {
 	return out
 }
 
-// Block adapts a sealed block to livetail.Block.
-func Block(b *snapshot.Block, spec messages.SpaceSpec) livetail.Block {
+// Block adapts a sealed block to livetail.Block. Its reads go through the
+// block's Cache: they may read a page from disk, and fail.
+func Block(b *snapshot.Block) livetail.Block {
 	m := b.Meta()
-	return snapBlock{b: b, spec: spec, minKey: m.MinKey, maxKey: m.MaxKey, maxRev: m.MaxRev}
+	return snapBlock{b: b, minKey: m.MinKey, maxKey: m.MaxKey, maxRev: m.MaxRev}
 }
 
 type snapBlock struct {
 	b              *snapshot.Block
-	spec           messages.SpaceSpec
 	minKey, maxKey uint64
 	maxRev         messages.Revision
 }
@@ -47,12 +51,49 @@ func (s snapBlock) MaxKey() uint64                 { return s.maxKey }
 func (s snapBlock) MaxRevision() messages.Revision { return s.maxRev }
 func (s snapBlock) MayContain(key uint64) bool     { return s.b.MayContain(key) }
 
-func (s snapBlock) Get(key uint64, p messages.Point) (messages.Record, bool) {
+func (s snapBlock) Get(key uint64, p messages.Point) (messages.Record, bool, error) {
 	return s.b.Get(key, p)
 }
 
-func (s snapBlock) Scan(lo, hi uint64, fn func(uint64, messages.Record) bool) {
-	s.b.Scan([]snapshot.KeyRange{{Lo: lo, Hi: hi}}, func(r messages.Record) bool {
-		return fn(snapshot.Key(r.Point, s.spec.Dims, s.spec.Bits), r)
+func (s snapBlock) Scan(lo, hi uint64, fn func(uint64, messages.Record) bool) error {
+	return s.b.Range(lo, hi, func(e snapshot.Entry) bool { return fn(e.Key, e.Record) })
+}
+
+// NewBlockCache builds the engine's block read path (see snapshot.Cache)
+// on r, a ring of its own that a ring.Mux reaps so that any goroutine may
+// read, with a page cache of cacheBytes. The Cache owns r: closing it
+// closes r. After that, a read that misses the cache runs on a fresh ring
+// from fallback, closed right after it, so that a View stays readable once
+// the engine stopped.
+func NewBlockCache(r ring.Ring, fallback func() (ring.Ring, error), cacheBytes int64) *snapshot.Cache {
+	mux := ring.NewMux(r)
+	return snapshot.NewCache(snapshot.CacheOptions{
+		Bytes: cacheBytes,
+		Doer:  mux,
+		Close: mux.Close,
+		Fallback: func() (ring.Doer, func() error, error) {
+			r, err := fallback()
+			if err != nil {
+				return nil, nil, err
+			}
+			return ring.NewSync(r), r.Close, nil
+		},
 	})
 }
+
+// SetBlockCache gives the sealer the engine's block read path, through
+// which it opens each block it seals for the View.
+// REQUIRES: Run has not started.
+func (s *Sealer) SetBlockCache(c *snapshot.Cache) { s.blocks = c }
+
+// ClosingRing returns r with a Close that also closes c, after r: how the
+// engine's Stop, which closes its ring last, closes the block read path
+// (whose ring and reaper must not outlive the engine).
+func ClosingRing(r ring.Ring, c io.Closer) ring.Ring { return closingRing{Ring: r, c: c} }
+
+type closingRing struct {
+	ring.Ring
+	c io.Closer
+}
+
+func (r closingRing) Close() error { return errors.Join(r.Ring.Close(), r.c.Close()) }

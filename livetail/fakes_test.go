@@ -59,6 +59,10 @@ type fakeBlock struct {
 	maxRev     messages.Revision
 	gets       atomic.Int64
 	scans      atomic.Int64
+	// fail, when set, is the error of every Get, and of Scan after it
+	// passed failAfter records: a block whose reads from disk fail.
+	fail      error
+	failAfter int
 }
 
 // newBlock sorts records by (key, revision) with keyer k.
@@ -103,32 +107,40 @@ func (b *fakeBlock) MaxRevision() messages.Revision { return b.maxRev }
 
 func (b *fakeBlock) MayContain(key uint64) bool { return b.loose || b.set[key] }
 
-func (b *fakeBlock) Get(key uint64, p messages.Point) (messages.Record, bool) {
+func (b *fakeBlock) Get(key uint64, p messages.Point) (messages.Record, bool, error) {
 	b.gets.Add(1)
+	if b.fail != nil {
+		return messages.Record{}, false, b.fail
+	}
 	i, _ := slices.BinarySearch(b.keys, key+1) // first index with key > key
 	if key == ^uint64(0) {
 		i = len(b.keys)
 	}
 	if i == 0 || b.keys[i-1] != key {
-		return messages.Record{}, false
+		return messages.Record{}, false, nil
 	}
 	if p == nil || !slices.Equal(p, b.recs[i-1].Point) {
 		panic("livetail: Block.Get called without the record's point")
 	}
-	return b.recs[i-1], true
+	return b.recs[i-1], true, nil
 }
 
-func (b *fakeBlock) Scan(lo, hi uint64, fn func(uint64, messages.Record) bool) {
+func (b *fakeBlock) Scan(lo, hi uint64, fn func(uint64, messages.Record) bool) error {
 	b.scans.Add(1)
 	i, _ := slices.BinarySearch(b.keys, lo)
-	for ; i < len(b.keys) && b.keys[i] <= hi; i++ {
+	for n := 0; i < len(b.keys) && b.keys[i] <= hi; i++ {
 		if b.newestOnly && i+1 < len(b.keys) && b.keys[i+1] == b.keys[i] {
 			continue
 		}
+		if b.fail != nil && n == b.failAfter {
+			return b.fail
+		}
+		n++
 		if !fn(b.keys[i], b.recs[i]) {
-			return
+			return nil
 		}
 	}
+	return nil
 }
 
 // put and del build records for tests.

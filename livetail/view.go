@@ -179,7 +179,11 @@ func (v *View) Get(space messages.SpaceID, p messages.Point) (messages.Record, e
 		if key < b.MinKey() || key > b.MaxKey() || !b.MayContain(key) {
 			continue
 		}
-		if r, ok := b.Get(key, p); ok && (!found || r.Revision > best.Revision) {
+		r, ok, err := b.Get(key, p)
+		if err != nil {
+			return messages.Record{}, fmt.Errorf("livetail: get from a block of space %d: %w", space, err)
+		}
+		if ok && (!found || r.Revision > best.Revision) {
 			best, found = r, true
 		}
 	}
@@ -226,7 +230,11 @@ func (v *View) Scan(space messages.SpaceID, box Box, fn func(messages.Record) bo
 	}
 	var m merger
 	for _, kr := range s.keyer.Ranges(box) {
-		if !s.scanRange(kr, box, fn, &m) {
+		more, err := s.scanRange(kr, box, fn, &m)
+		if err != nil {
+			return fmt.Errorf("livetail: scan a block of space %d: %w", space, err)
+		}
+		if !more {
 			return nil
 		}
 	}
@@ -234,8 +242,9 @@ func (v *View) Scan(space messages.SpaceID, box Box, fn func(messages.Record) bo
 }
 
 // scanRange merges every source of keys kr.Lo..kr.Hi and reports whether fn
-// wants more. m is scratch space reused across the ranges of one Scan.
-func (s *spaceView) scanRange(kr KeyRange, box Box, fn func(messages.Record) bool, m *merger) bool {
+// wants more, or the error of a block read. m is scratch space reused
+// across the ranges of one Scan.
+func (s *spaceView) scanRange(kr KeyRange, box Box, fn func(messages.Record) bool, m *merger) (bool, error) {
 	// Sources that may hold keys in kr; most scans have one or two.
 	trees, blocks := m.trees[:0], m.blocks[:0]
 	for _, g := range s.gens {
@@ -254,19 +263,21 @@ func (s *spaceView) scanRange(kr KeyRange, box Box, fn func(messages.Record) boo
 	emit := newestPerKey{box: box, fn: fn}
 	switch {
 	case len(trees)+len(blocks) == 0:
-		return true
+		return true, nil
 	case len(trees) == 1 && len(blocks) == 0:
 		// One ordered source needs no merge: keep the last revision of each
 		// key.
 		trees[0].Ascend(entry{key: kr.Lo}, func(e entry) bool {
 			return e.key <= kr.Hi && emit.add(e.key, e.rec)
 		})
-		return emit.flush()
+		return emit.flush(), nil
 	case len(trees) == 0 && len(blocks) == 1:
-		blocks[0].Scan(kr.Lo, kr.Hi, func(key uint64, r messages.Record) bool {
+		if err := blocks[0].Scan(kr.Lo, kr.Hi, func(key uint64, r messages.Record) bool {
 			return emit.add(key, &r)
-		})
-		return emit.flush()
+		}); err != nil {
+			return false, err
+		}
+		return emit.flush(), nil
 	}
 	return m.merge(kr, &emit)
 }
@@ -353,6 +364,7 @@ type cursor struct {
 	more  bool
 	chunk int
 	keep  *[]keyedRecord // where buf goes back on close
+	err   error          // a failed block read; ok is false then
 }
 
 func treeCursor(tr *tree, kr KeyRange) cursor {
@@ -415,7 +427,7 @@ func (c *cursor) fill(lo uint64, resume bool) {
 	n := c.chunk
 	c.chunk = min(2*c.chunk, maxChunk)
 	c.buf, c.i, c.more = c.buf[:0], 0, false
-	c.blk.Scan(lo, c.hi, func(key uint64, r messages.Record) bool {
+	c.err = c.blk.Scan(lo, c.hi, func(key uint64, r messages.Record) bool {
 		if resume && key == lo && r.Revision <= lastRev {
 			return true
 		}
@@ -426,7 +438,7 @@ func (c *cursor) fill(lo uint64, resume bool) {
 		c.buf = append(c.buf, keyedRecord{key, r})
 		return true
 	})
-	c.ok = len(c.buf) > 0
+	c.ok = len(c.buf) > 0 && c.err == nil
 	if c.ok {
 		c.loadBuf()
 	}
@@ -455,7 +467,7 @@ type merger struct {
 // number of generations plus blocks meeting the range, small while blocks
 // are merged (a later step), so a linear pick of the smallest key stands in
 // for a heap.
-func (m *merger) merge(kr KeyRange, emit *newestPerKey) bool {
+func (m *merger) merge(kr KeyRange, emit *newestPerKey) (bool, error) {
 	cs := m.cs[:0]
 	defer func() {
 		for i := range cs {
@@ -475,18 +487,21 @@ func (m *merger) merge(kr KeyRange, emit *newestPerKey) bool {
 	for {
 		minKey, any := uint64(0), false
 		for i := range cs {
+			if cs[i].err != nil {
+				return false, cs[i].err
+			}
 			if cs[i].ok && (!any || cs[i].key < minKey) {
 				minKey, any = cs[i].key, true
 			}
 		}
 		if !any {
-			return emit.flush()
+			return emit.flush(), nil
 		}
 		for i := range cs {
 			c := &cs[i]
 			for c.ok && c.key == minKey {
 				if !emit.add(minKey, c.rec) {
-					return false
+					return false, nil
 				}
 				c.advance()
 			}

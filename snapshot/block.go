@@ -6,50 +6,90 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/bits"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ringpipe/ringpipe/messages"
 	"github.com/ringpipe/ringpipe/ring"
 )
 
-// Block file format, version 1 (all integers little-endian):
+// Block file format, version 2 (all integers little-endian):
 //
-//	header   blockHeaderSize bytes:
-//	           magic "RPBLOCK\x00", version u32, dims u32, space u32,
-//	           reserved u32, id u64, count u64, minKey u64, maxKey u64,
-//	           minRev u64, maxRev u64, bloomBits u64, bloomK u32,
-//	           reserved u32, dataLen u64
-//	index    count entries of indexEntrySize bytes: key u64, rev u64,
-//	         off u32 (the record's offset in data), sorted by (key, rev)
+//	header   blockHeaderSize bytes: magic "RPBLOCK\x00", version u32,
+//	         reserved u32
+//	pages    the records sorted by (key, revision), cut into pages of about
+//	         pageTarget bytes and laid back to back from the header on. A
+//	         page is its records followed by a CRC-32C (Castagnoli) of the
+//	         page's file offset (u64) and its records, so that a page read
+//	         on demand is verified alone, and a page read from the wrong
+//	         place fails. A record is key u64, revision u64, flags u8 (bit
+//	         0: tombstone), dims coordinates u32, value length uvarint,
+//	         value. A record larger than pageTarget makes a page of its own.
+//	index    one entry per page: its first key u64 and its end offset u64
+//	         (page i spans [end of page i-1, end of page i); page 0 starts
+//	         at blockHeaderSize)
 //	bloom    bloomBits/8 bytes
-//	data     count records: flags u8 (bit 0: tombstone), dims coordinates
-//	         u32, value length uvarint, value
-//	checksum SHA-256 of every byte before it
+//	footer   footerSize bytes: dims u32, space u32, id u64, count u64,
+//	         minKey u64, maxKey u64, minRev u64, maxRev u64, bloomBits u64,
+//	         bloomK u32, pageCount u32, indexOff u64, reserved u32,
+//	         CRC-32C u32 of index, bloom and the footer before it, magic
+//	         "RPBLKEND"
+//	checksum SHA-256 of every byte before it; the manifest stores it too
 //
-// The index is a fixed-width table, so a lookup binary-searches it in place
-// without decoding records. Every length is checked against the file size
-// when a block is opened, and the whole structure is validated then, so the
-// accessors of an open Block cannot run off its bytes.
+// Why this shape: an open block keeps in memory only what a lookup needs
+// to find its data — the footer's meta, the Bloom filter and the sparse
+// index (16 bytes per page, not per record) — and reads one page per
+// point lookup on demand (Cache). Index, filter and footer sit at the end,
+// behind a CRC of their own, so that opening a block reads only the file's
+// tail, and a writer can stream the pages out before it knows them. The
+// SHA-256 names the whole contents: the manifest compares it when a block
+// is opened (a misdirected or stale file), and DecodeBlock (which holds a
+// whole file) and `ringpipe verify` check it against the bytes.
+//
+// Version 1 (a per-record index, checksum only over the whole file) is
+// refused as corrupt: no released engine wrote it.
 
 const (
-	blockVersion    = 1
-	blockHeaderSize = 96
-	indexEntrySize  = 20
+	blockVersion    = 2
+	blockHeaderSize = 16
+	footerSize      = 96
 	checksumSize    = sha256.Size
-	// maxBlockData bounds the data section so that an index offset fits
-	// in u32; blocks are a few MiB (Config.SealBytes), far below it.
-	maxBlockData = 1<<32 - 1
+	tailSize        = footerSize + checksumSize
+	indexEntrySize  = 16
+	pageCRCSize     = 4
+	// pageTarget is the page size a writer aims for: one 4 KiB read per
+	// point lookup, and a sparse index of 16 bytes per 4 KiB of records
+	// (0.4% of the data) in memory.
+	pageTarget = 4096
+	// maxPageSize bounds one page (a record of the largest value the
+	// engine takes, 64 MiB, with room to spare), so that offsets inside a
+	// page fit in u32.
+	maxPageSize = 1 << 30
 	// bloomBitsPerKey gives a false-positive rate near 1% with
 	// bloomHashes hash functions (k = ln2 * bits/key ≈ 6.9).
 	bloomBitsPerKey = 10
 	bloomHashes     = 7
+	// writeChunk is how many bytes of pages WriteBlock gathers before it
+	// writes them: a 2 MiB block goes out in 8 writes through the
+	// sealer's Doer, and the sealer holds no more than this of the
+	// encoded block at once.
+	writeChunk = 256 << 10
 )
 
-var blockMagic = [8]byte{'R', 'P', 'B', 'L', 'O', 'C', 'K', 0}
+var (
+	blockMagic  = [8]byte{'R', 'P', 'B', 'L', 'O', 'C', 'K', 0}
+	footerMagic = [8]byte{'R', 'P', 'B', 'L', 'K', 'E', 'N', 'D'}
+	castagnoli  = crc32.MakeTable(crc32.Castagnoli)
+)
+
+// minRecordSize is the smallest record of a block of dims dimensions.
+func minRecordSize(dims int) int { return 8 + 8 + 1 + 4*dims + 1 }
 
 // Entry is a record with its Hilbert key, the unit WriteBlock sorts and
 // stores.
@@ -99,14 +139,17 @@ func BlockPath(dir string, space messages.SpaceID, id uint64) string {
 	return filepath.Join(BlockDir(dir, space), strconv.FormatUint(id, 10)+".blk")
 }
 
-// EncodeBlock builds the bytes of a block from entries, which it sorts by
-// (key, revision) (a copy; entries is not modified). It refuses an empty
-// block, two entries with the same key and revision, one key at two
-// different points, points of different lengths or lengths outside 1..16,
-// and a tombstone with a value.
-func EncodeBlock(space messages.SpaceID, id uint64, entries []Entry) ([]byte, BlockMeta, error) {
+// ---------------------------------------------------------------------
+// Writing
+
+// prepare sorts entries by (key, revision) (a copy; entries is not
+// modified), checks them and computes the meta and the number of distinct
+// keys. It refuses an empty block, two entries with the same key and
+// revision, one key at two different points, points of different lengths
+// or lengths outside 1..16, and a tombstone with a value.
+func prepare(space messages.SpaceID, id uint64, entries []Entry) ([]Entry, BlockMeta, int, error) {
 	if len(entries) == 0 {
-		return nil, BlockMeta{}, errors.New("snapshot: empty block")
+		return nil, BlockMeta{}, 0, errors.New("snapshot: empty block")
 	}
 	es := entries
 	if !slices.IsSortedFunc(es, cmpEntry) {
@@ -124,85 +167,40 @@ func EncodeBlock(space messages.SpaceID, id uint64, entries []Entry) ([]byte, Bl
 	}
 	dims := len(es[0].Point)
 	if dims < 1 || dims > maxDims {
-		return nil, BlockMeta{}, fmt.Errorf("snapshot: block %d: point with %d coordinates", id, dims)
+		return nil, BlockMeta{}, 0, fmt.Errorf("snapshot: block %d: point with %d coordinates", id, dims)
 	}
 	meta := BlockMeta{Space: space, ID: id, Count: uint64(len(es)),
 		MinKey: es[0].Key, MaxKey: es[len(es)-1].Key, MinRev: es[0].Revision, MaxRev: es[0].Revision}
-	dataLen := 0
 	distinct := 0
 	for i := range es {
 		e := &es[i]
 		if len(e.Point) != dims {
-			return nil, BlockMeta{}, fmt.Errorf("snapshot: block %d: points of %d and %d coordinates", id, dims, len(e.Point))
+			return nil, BlockMeta{}, 0, fmt.Errorf("snapshot: block %d: points of %d and %d coordinates", id, dims, len(e.Point))
 		}
 		if e.Tombstone && len(e.Value) > 0 {
-			return nil, BlockMeta{}, fmt.Errorf("snapshot: block %d: tombstone at revision %d has a value", id, e.Revision)
+			return nil, BlockMeta{}, 0, fmt.Errorf("snapshot: block %d: tombstone at revision %d has a value", id, e.Revision)
+		}
+		if recordSize(dims, len(e.Value))+pageCRCSize > maxPageSize {
+			return nil, BlockMeta{}, 0, fmt.Errorf("snapshot: block %d: value of %d bytes", id, len(e.Value))
 		}
 		if i == 0 || e.Key != es[i-1].Key {
 			distinct++
 		} else {
 			if e.Revision == es[i-1].Revision {
-				return nil, BlockMeta{}, fmt.Errorf("snapshot: block %d: key %d revision %d twice", id, e.Key, e.Revision)
+				return nil, BlockMeta{}, 0, fmt.Errorf("snapshot: block %d: key %d revision %d twice", id, e.Key, e.Revision)
 			}
 			if !slices.Equal(e.Point, es[i-1].Point) {
-				return nil, BlockMeta{}, fmt.Errorf("snapshot: block %d: key %d at points %v and %v", id, e.Key, es[i-1].Point, e.Point)
+				return nil, BlockMeta{}, 0, fmt.Errorf("snapshot: block %d: key %d at points %v and %v", id, e.Key, es[i-1].Point, e.Point)
 			}
 		}
 		meta.MinRev = min(meta.MinRev, e.Revision)
 		meta.MaxRev = max(meta.MaxRev, e.Revision)
-		dataLen += 1 + 4*dims + uvarintLen(uint64(len(e.Value))) + len(e.Value)
 	}
-	if dataLen > maxBlockData {
-		return nil, BlockMeta{}, fmt.Errorf("snapshot: block %d: %d bytes of records, more than %d", id, dataLen, maxBlockData)
-	}
-	bloomBits := uint64(distinct*bloomBitsPerKey+63) / 64 * 64
-	indexOff := blockHeaderSize
-	bloomOff := indexOff + indexEntrySize*len(es)
-	dataOff := bloomOff + int(bloomBits/8)
-	size := dataOff + dataLen + checksumSize
-	buf := make([]byte, size)
+	return es, meta, distinct, nil
+}
 
-	h := buf[:blockHeaderSize]
-	copy(h, blockMagic[:])
-	le := binary.LittleEndian
-	le.PutUint32(h[8:], blockVersion)
-	le.PutUint32(h[12:], uint32(dims))
-	le.PutUint32(h[16:], uint32(space))
-	le.PutUint64(h[24:], id)
-	le.PutUint64(h[32:], meta.Count)
-	le.PutUint64(h[40:], meta.MinKey)
-	le.PutUint64(h[48:], meta.MaxKey)
-	le.PutUint64(h[56:], uint64(meta.MinRev))
-	le.PutUint64(h[64:], uint64(meta.MaxRev))
-	le.PutUint64(h[72:], bloomBits)
-	le.PutUint32(h[80:], bloomHashes)
-	le.PutUint64(h[88:], uint64(dataLen))
-
-	bloom := buf[bloomOff:dataOff]
-	data := buf[dataOff : dataOff+dataLen]
-	off := 0
-	for i := range es {
-		e := &es[i]
-		ix := buf[indexOff+i*indexEntrySize:]
-		le.PutUint64(ix, e.Key)
-		le.PutUint64(ix[8:], uint64(e.Revision))
-		le.PutUint32(ix[16:], uint32(off))
-		if e.Tombstone {
-			data[off] = 1
-		}
-		off++
-		for _, c := range e.Point {
-			le.PutUint32(data[off:], c)
-			off += 4
-		}
-		off += binary.PutUvarint(data[off:], uint64(len(e.Value)))
-		off += copy(data[off:], e.Value)
-		bloomAdd(bloom, bloomBits, bloomHashes, e.Key)
-	}
-	meta.Checksum = sha256.Sum256(buf[:size-checksumSize])
-	copy(buf[size-checksumSize:], meta.Checksum[:])
-	meta.Size = int64(size)
-	return buf, meta, nil
+func recordSize(dims, vlen int) int {
+	return 8 + 8 + 1 + 4*dims + uvarintLen(uint64(vlen)) + vlen
 }
 
 func cmpEntry(a, b Entry) int { return cmpEntryP(&a, &b) }
@@ -223,13 +221,140 @@ func cmpEntryP(a, b *Entry) int {
 
 func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
 
+// encode writes the block of the sorted, checked entries es (prepare) to
+// flush, in chunks of about writeChunk bytes at increasing offsets, or,
+// when flush is nil, returns the whole file. It fills in meta's Checksum
+// and Size.
+//
+// Only the chunk being built, the sparse index and the Bloom filter are in
+// memory at once: the sealer never holds the whole encoded block.
+func encode(es []Entry, meta *BlockMeta, distinct int, flush func(b []byte, off int64) error) ([]byte, error) {
+	le := binary.LittleEndian
+	dims := len(es[0].Point)
+	bloomBits := uint64(distinct*bloomBitsPerKey+63) / 64 * 64
+	bloom := make([]byte, bloomBits/8)
+	sum := sha256.New()
+	var firstKeys, ends []uint64
+
+	capHint := writeChunk + pageTarget
+	if flush == nil {
+		capHint = blockHeaderSize + len(es)*minRecordSize(dims) + int(bloomBits/8) + tailSize
+	}
+	out := make([]byte, 0, capHint)
+	base := int64(0) // file offset of out[0]
+	out = append(out, blockMagic[:]...)
+	out = le.AppendUint32(out, blockVersion)
+	out = le.AppendUint32(out, 0)
+
+	pageStart := -1 // index in out of the current page, -1 when none is open
+	endPage := func() error {
+		off := base + int64(pageStart)
+		crc := crc32.Update(0, castagnoli, le.AppendUint64(nil, uint64(off)))
+		crc = crc32.Update(crc, castagnoli, out[pageStart:])
+		out = le.AppendUint32(out, crc)
+		ends = append(ends, uint64(base)+uint64(len(out)))
+		pageStart = -1
+		if flush != nil && len(out) >= writeChunk {
+			sum.Write(out)
+			if err := flush(out, base); err != nil {
+				return err
+			}
+			base += int64(len(out))
+			out = out[:0]
+		}
+		return nil
+	}
+	for i := range es {
+		e := &es[i]
+		n := recordSize(dims, len(e.Value))
+		if pageStart >= 0 && len(out)-pageStart+n > pageTarget-pageCRCSize {
+			if err := endPage(); err != nil {
+				return nil, err
+			}
+		}
+		if pageStart < 0 {
+			pageStart = len(out)
+			firstKeys = append(firstKeys, e.Key)
+		}
+		out = le.AppendUint64(out, e.Key)
+		out = le.AppendUint64(out, uint64(e.Revision))
+		flags := byte(0)
+		if e.Tombstone {
+			flags = 1
+		}
+		out = append(out, flags)
+		for _, c := range e.Point {
+			out = le.AppendUint32(out, c)
+		}
+		out = binary.AppendUvarint(out, uint64(len(e.Value)))
+		out = append(out, e.Value...)
+		bloomAdd(bloom, bloomBits, bloomHashes, e.Key)
+	}
+	if err := endPage(); err != nil {
+		return nil, err
+	}
+
+	indexOff := uint64(base) + uint64(len(out))
+	meta0 := len(out) // index, bloom and footer are contiguous in out
+	for i := range firstKeys {
+		out = le.AppendUint64(out, firstKeys[i])
+		out = le.AppendUint64(out, ends[i])
+	}
+	out = append(out, bloom...)
+	out = le.AppendUint32(out, uint32(dims))
+	out = le.AppendUint32(out, uint32(meta.Space))
+	out = le.AppendUint64(out, meta.ID)
+	out = le.AppendUint64(out, meta.Count)
+	out = le.AppendUint64(out, meta.MinKey)
+	out = le.AppendUint64(out, meta.MaxKey)
+	out = le.AppendUint64(out, uint64(meta.MinRev))
+	out = le.AppendUint64(out, uint64(meta.MaxRev))
+	out = le.AppendUint64(out, bloomBits)
+	out = le.AppendUint32(out, bloomHashes)
+	out = le.AppendUint32(out, uint32(len(firstKeys)))
+	out = le.AppendUint64(out, indexOff)
+	out = le.AppendUint32(out, 0)
+	out = le.AppendUint32(out, crc32.Checksum(out[meta0:], castagnoli))
+	out = append(out, footerMagic[:]...)
+	sum.Write(out)
+	out = sum.Sum(out)
+	copy(meta.Checksum[:], out[len(out)-checksumSize:])
+	meta.Size = base + int64(len(out))
+	if flush != nil {
+		if err := flush(out, base); err != nil {
+			return nil, err
+		}
+		return nil, nil
+	}
+	return out, nil
+}
+
+// EncodeBlock builds the bytes of a block from entries, which it sorts by
+// (key, revision) (a copy; entries is not modified). It refuses an empty
+// block, two entries with the same key and revision, one key at two
+// different points, points of different lengths or lengths outside 1..16,
+// and a tombstone with a value.
+func EncodeBlock(space messages.SpaceID, id uint64, entries []Entry) ([]byte, BlockMeta, error) {
+	es, meta, distinct, err := prepare(space, id, entries)
+	if err != nil {
+		return nil, BlockMeta{}, err
+	}
+	buf, err := encode(es, &meta, distinct, nil)
+	if err != nil {
+		return nil, BlockMeta{}, err
+	}
+	return buf, meta, nil
+}
+
 // WriteBlock writes entries as block id of space under the engine
 // directory dir (BlockPath) crash-safely: it creates the block directories
-// (syncing their parents), writes a temporary file, fsyncs it, renames it
-// into place and syncs the directory. After a crash the block is either
-// wholly there or absent. It returns the block's meta for the manifest.
+// (syncing their parents), streams the block into a temporary file in
+// chunks of writeChunk bytes, fsyncs it, renames it into place and syncs
+// the directory. After a crash the block is either wholly there or absent
+// (a temporary file is an orphan that recovery removes). It returns the
+// block's meta for the manifest.
 func WriteBlock(d ring.Doer, dir string, space messages.SpaceID, id uint64, entries []Entry) (BlockMeta, error) {
-	buf, meta, err := EncodeBlock(space, id, entries)
+	es, meta, distinct, err := prepare(space, id, entries)
 	if err != nil {
 		return BlockMeta{}, err
 	}
@@ -245,26 +370,292 @@ func WriteBlock(d ring.Doer, dir string, space messages.SpaceID, id uint64, entr
 			return BlockMeta{}, fmt.Errorf("snapshot: write block %d: %w", id, err)
 		}
 	}
-	if err := ring.WriteFileAtomic(d, BlockPath(dir, space, id), buf); err != nil {
+	path := BlockPath(dir, space, id)
+	tmp := path + ".tmp"
+	fd, err := ring.Open(d, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC, 0o644)
+	if err != nil {
+		return BlockMeta{}, fmt.Errorf("snapshot: write block %d: %w", id, err)
+	}
+	_, werr := encode(es, &meta, distinct, func(b []byte, off int64) error {
+		return ring.WriteAt(d, fd, b, off)
+	})
+	if werr == nil {
+		werr = ring.Fsync(d, fd)
+	}
+	cerr := ring.Close(d, fd)
+	if err := errors.Join(werr, cerr); err != nil {
+		return BlockMeta{}, fmt.Errorf("snapshot: write block %d: %w", id, err)
+	}
+	if err := ring.Rename(d, tmp, path); err != nil {
+		return BlockMeta{}, fmt.Errorf("snapshot: write block %d: %w", id, err)
+	}
+	if err := ring.SyncDir(d, sdir); err != nil {
 		return BlockMeta{}, fmt.Errorf("snapshot: write block %d: %w", id, err)
 	}
 	return meta, nil
 }
 
-// Block is an open, verified block held in memory. It is immutable and
-// safe for concurrent use.
+// ---------------------------------------------------------------------
+// Opening
+
+// Block is an open, verified sealed block. It holds in memory its meta, its
+// Bloom filter and its sparse index; its records are in pages that it reads
+// on demand through a Cache (OpenBlockFor on a Cache), or that it holds
+// decoded (DecodeBlock, OpenBlock). It is immutable and safe for
+// concurrent use.
+//
+// Reads that fail — an I/O error, a page whose CRC does not match — return
+// the error; a damaged page is a *messages.CorruptionError with the block's
+// path and the page's offset.
 type Block struct {
 	meta      BlockMeta
+	path      string // in errors
 	dims      int
-	index     []byte // count * indexEntrySize
+	firstKeys []uint64 // first key of each page
+	ends      []uint64 // end offset of each page (its CRC included)
 	bloom     []byte
 	bloomBits uint64
 	bloomK    uint32
-	data      []byte
+
+	// Exactly one of these is set.
+	pages []*page // every page, decoded (DecodeBlock)
+	src   *cachedFile
 }
 
-// OpenBlock reads the whole block file at path and verifies it (DecodeBlock).
-// Corruption is reported as a *messages.CorruptionError naming path.
+// page is one decoded, verified page: its records and where each starts.
+// Immutable once built; records read from it alias data.
+type page struct {
+	data []byte   // the records, without the CRC
+	offs []uint32 // start of each record in data
+}
+
+func (p *page) len() int { return len(p.offs) }
+
+func (p *page) key(j int) uint64 { return binary.LittleEndian.Uint64(p.data[p.offs[j]:]) }
+
+// search returns the first record whose key is >= key.
+func (p *page) search(key uint64) int {
+	return sort.Search(p.len(), func(j int) bool { return p.key(j) >= key })
+}
+
+// record decodes record j. REQUIRES: j < p.len(); the page was verified.
+func (p *page) record(space messages.SpaceID, dims, j int) (uint64, messages.Record) {
+	le := binary.LittleEndian
+	d := p.data[p.offs[j]:]
+	key := le.Uint64(d)
+	r := messages.Record{Space: space, Revision: messages.Revision(le.Uint64(d[8:])), Tombstone: d[16] == 1}
+	pt := make(messages.Point, dims)
+	at := 17
+	for i := range pt {
+		pt[i] = le.Uint32(d[at:])
+		at += 4
+	}
+	r.Point = pt
+	vlen, n := binary.Uvarint(d[at:])
+	at += n
+	if !r.Tombstone {
+		r.Value = d[at : at+int(vlen) : at+int(vlen)]
+	}
+	return key, r
+}
+
+// footer is a block's parsed footer.
+type footer struct {
+	dims      int
+	meta      BlockMeta
+	bloomBits uint64
+	bloomK    uint32
+	pages     int
+	indexOff  uint64
+	bloomOff  uint64
+	footOff   uint64 // where the footer starts
+}
+
+// blockError returns a *messages.CorruptionError about the block at path.
+func blockError(path string, off int64, format string, args ...any) error {
+	return &messages.CorruptionError{Path: path, Offset: off, Reason: "block: " + fmt.Sprintf(format, args...)}
+}
+
+// parseFooter checks the last tailSize bytes of a block file of size bytes
+// (footer and checksum) and returns what they say. It trusts no length
+// that does not fit the file.
+func parseFooter(path string, size int64, tail []byte) (footer, error) {
+	var f footer
+	bad := func(off int, format string, args ...any) error {
+		return blockError(path, size-tailSize+int64(off), format, args...)
+	}
+	if size < blockHeaderSize+tailSize || len(tail) != tailSize {
+		return f, blockError(path, 0, "%d bytes, shorter than header, footer and checksum", size)
+	}
+	le := binary.LittleEndian
+	h := tail[:footerSize]
+	if !bytes.Equal(h[88:96], footerMagic[:]) {
+		return f, bad(88, "bad footer magic")
+	}
+	f.dims = int(le.Uint32(h))
+	f.meta = BlockMeta{
+		Space:  messages.SpaceID(le.Uint32(h[4:])),
+		ID:     le.Uint64(h[8:]),
+		Count:  le.Uint64(h[16:]),
+		MinKey: le.Uint64(h[24:]),
+		MaxKey: le.Uint64(h[32:]),
+		MinRev: messages.Revision(le.Uint64(h[40:])),
+		MaxRev: messages.Revision(le.Uint64(h[48:])),
+		Size:   size,
+	}
+	copy(f.meta.Checksum[:], tail[footerSize:])
+	f.bloomBits = le.Uint64(h[56:])
+	f.bloomK = le.Uint32(h[64:])
+	pages := uint64(le.Uint32(h[68:]))
+	f.indexOff = le.Uint64(h[72:])
+	f.footOff = uint64(size) - tailSize
+	if f.dims < 1 || f.dims > maxDims {
+		return f, bad(0, "dims %d", f.dims)
+	}
+	if f.meta.MinKey > f.meta.MaxKey || f.meta.MinRev > f.meta.MaxRev {
+		return f, bad(24, "key range [%d, %d], revision range [%d, %d]", f.meta.MinKey, f.meta.MaxKey, f.meta.MinRev, f.meta.MaxRev)
+	}
+	if f.bloomK < 1 || f.bloomK > 32 {
+		return f, bad(64, "bloom hash count %d", f.bloomK)
+	}
+	minRec := uint64(minRecordSize(f.dims))
+	// Pages lie in [blockHeaderSize, indexOff), each at least one record
+	// and a CRC; index and bloom fill [indexOff, footOff) exactly.
+	if f.indexOff < blockHeaderSize || f.indexOff > f.footOff {
+		return f, bad(72, "index at %d outside the file", f.indexOff)
+	}
+	data := f.indexOff - blockHeaderSize
+	if pages == 0 || pages > data/(minRec+pageCRCSize) {
+		return f, bad(68, "%d pages in %d bytes", pages, data)
+	}
+	if f.meta.Count < pages || f.meta.Count > data/minRec {
+		return f, bad(16, "count %d does not fit %d pages of %d bytes", f.meta.Count, pages, data)
+	}
+	rest := f.footOff - f.indexOff
+	if rest < pages*indexEntrySize {
+		return f, bad(72, "index of %d pages does not fit", pages)
+	}
+	f.bloomOff = f.indexOff + pages*indexEntrySize
+	if f.bloomBits == 0 || f.bloomBits%64 != 0 || f.bloomBits/8 != f.footOff-f.bloomOff {
+		return f, bad(56, "bloom of %d bits, the file leaves %d bytes", f.bloomBits, f.footOff-f.bloomOff)
+	}
+	f.pages = int(pages)
+	return f, nil
+}
+
+// newBlock builds a Block from its footer and the bytes of its index,
+// bloom and footer (region, from f.indexOff to f.footOff+footerSize),
+// verifying their CRC and the index.
+func newBlock(path string, f footer, region []byte) (*Block, error) {
+	le := binary.LittleEndian
+	if uint64(len(region)) != f.footOff+footerSize-f.indexOff {
+		return nil, blockError(path, int64(f.indexOff), "index region of %d bytes", len(region))
+	}
+	crcAt := len(region) - footerSize + 84
+	if got, want := crc32.Checksum(region[:crcAt], castagnoli), le.Uint32(region[crcAt:]); got != want {
+		return nil, blockError(path, int64(f.footOff)+84, "index, bloom and footer CRC mismatch")
+	}
+	b := &Block{meta: f.meta, path: path, dims: f.dims, bloomBits: f.bloomBits, bloomK: f.bloomK,
+		firstKeys: make([]uint64, f.pages), ends: make([]uint64, f.pages)}
+	minPage := uint64(minRecordSize(f.dims) + pageCRCSize)
+	prev := uint64(blockHeaderSize)
+	for i := range f.pages {
+		at := i * indexEntrySize
+		k, end := le.Uint64(region[at:]), le.Uint64(region[at+8:])
+		if end < prev+minPage || end-prev > maxPageSize || end > f.indexOff {
+			return nil, blockError(path, int64(f.indexOff)+int64(at), "page %d spans [%d, %d)", i, prev, end)
+		}
+		if (i > 0 && k < b.firstKeys[i-1]) || k < f.meta.MinKey || k > f.meta.MaxKey {
+			return nil, blockError(path, int64(f.indexOff)+int64(at), "page %d: first key %d out of order", i, k)
+		}
+		b.firstKeys[i], b.ends[i] = k, end
+		prev = end
+	}
+	if prev != f.indexOff {
+		return nil, blockError(path, int64(f.indexOff), "pages end at %d, the index starts at %d", prev, f.indexOff)
+	}
+	if b.firstKeys[0] != f.meta.MinKey {
+		return nil, blockError(path, int64(f.indexOff), "first key %d, the footer says %d", b.firstKeys[0], f.meta.MinKey)
+	}
+	bl := region[f.bloomOff-f.indexOff : f.footOff-f.indexOff]
+	b.bloom = slices.Clone(bl) // region may be a larger read's buffer
+	return b, nil
+}
+
+// pageStart returns the offset of page i.
+func (b *Block) pageStart(i int) uint64 {
+	if i == 0 {
+		return blockHeaderSize
+	}
+	return b.ends[i-1]
+}
+
+// decodePage verifies page i, whose bytes (CRC included) are raw, and
+// indexes its records. It never trusts a length beyond raw.
+func (b *Block) decodePage(i int, raw []byte) (*page, error) {
+	start := b.pageStart(i)
+	bad := func(off int, format string, args ...any) error {
+		return blockError(b.path, int64(start)+int64(off), "page %d: %s", i, fmt.Sprintf(format, args...))
+	}
+	if uint64(len(raw)) != b.ends[i]-start {
+		return nil, bad(0, "read %d bytes of %d", len(raw), b.ends[i]-start)
+	}
+	le := binary.LittleEndian
+	body := raw[:len(raw)-pageCRCSize]
+	crc := crc32.Update(0, castagnoli, le.AppendUint64(nil, start))
+	if crc32.Update(crc, castagnoli, body) != le.Uint32(raw[len(body):]) {
+		return nil, bad(0, "CRC mismatch")
+	}
+	fixed := 17 + 4*b.dims
+	// Offsets gather in scratch and are copied out at their exact size:
+	// a cached page should not carry a slice sized for the smallest
+	// records.
+	var scratch [256]uint32
+	p := &page{data: body, offs: scratch[:0]}
+	var pk, pr uint64
+	for at := 0; at < len(body); {
+		if len(body)-at < fixed+1 {
+			return nil, bad(at, "record too short")
+		}
+		k, r, flags := le.Uint64(body[at:]), le.Uint64(body[at+8:]), body[at+16]
+		vlen, n := binary.Uvarint(body[at+fixed:])
+		switch {
+		case flags > 1:
+			return nil, bad(at, "flags %#x", flags)
+		case n <= 0 || vlen > uint64(len(body)-at-fixed-n):
+			return nil, bad(at, "bad value length")
+		case flags == 1 && vlen != 0:
+			return nil, bad(at, "tombstone with a value")
+		case k < b.meta.MinKey || k > b.meta.MaxKey || messages.Revision(r) < b.meta.MinRev || messages.Revision(r) > b.meta.MaxRev:
+			return nil, bad(at, "key %d revision %d outside the block's ranges", k, r)
+		}
+		if len(p.offs) == 0 {
+			if k != b.firstKeys[i] {
+				return nil, bad(at, "first key %d, the index says %d", k, b.firstKeys[i])
+			}
+		} else {
+			if k < pk || (k == pk && r <= pr) {
+				return nil, bad(at, "record out of (key, revision) order")
+			}
+			if k == pk && !bytes.Equal(body[p.offs[len(p.offs)-1]+17:][:4*b.dims], body[at+17:][:4*b.dims]) {
+				return nil, bad(at, "key %d at two points", k)
+			}
+		}
+		if i+1 < len(b.firstKeys) && k > b.firstKeys[i+1] {
+			return nil, bad(at, "key %d after the next page's first key %d", k, b.firstKeys[i+1])
+		}
+		p.offs = append(p.offs, uint32(at))
+		pk, pr = k, r
+		at += fixed + n + int(vlen)
+	}
+	p.offs = slices.Clone(p.offs)
+	return p, nil
+}
+
+// OpenBlock reads the whole block file at path and verifies it
+// (DecodeBlock): a block held in memory, for tools and tests. The engine
+// opens blocks through a Cache instead. Corruption is reported as a
+// *messages.CorruptionError naming path.
 func OpenBlock(d ring.Doer, path string) (*Block, error) {
 	data, err := ring.ReadFile(d, path)
 	if err != nil {
@@ -274,192 +665,105 @@ func OpenBlock(d ring.Doer, path string) (*Block, error) {
 }
 
 // OpenBlockFor opens the block that want describes, under the engine
-// directory dir, and checks that the file is that block: its space, id,
-// size and checksum must match, or the error is a *messages.CorruptionError
-// (a misdirected or stale block file).
+// directory dir, as OpenBlock does (whole, in memory), and checks that the
+// file is that block (checkMeta).
 func OpenBlockFor(d ring.Doer, dir string, want BlockMeta) (*Block, error) {
 	path := BlockPath(dir, want.Space, want.ID)
 	b, err := OpenBlock(d, path)
 	if err != nil {
 		return nil, err
 	}
-	if b.meta != want {
-		return nil, &messages.CorruptionError{Path: path, Offset: 0,
-			Reason: fmt.Sprintf("block is space %d id %d checksum %x, manifest expects space %d id %d checksum %x",
-				b.meta.Space, b.meta.ID, b.meta.Checksum[:8], want.Space, want.ID, want.Checksum[:8])}
+	if err := checkMeta(path, b.meta, want); err != nil {
+		return nil, err
 	}
 	return b, nil
 }
 
-// DecodeBlock verifies and decodes the bytes of a block file; path is only
-// used in errors. The Block keeps data (its values alias it). It never
-// panics and never trusts a length beyond len(data): every failure is a
-// *messages.CorruptionError.
-func DecodeBlock(path string, data []byte) (*Block, error) {
-	bad := func(off int, format string, args ...any) error {
-		return &messages.CorruptionError{Path: path, Offset: int64(off), Reason: "block: " + fmt.Sprintf(format, args...)}
+// checkMeta reports a *messages.CorruptionError unless a block file's
+// meta is the one the manifest names: its space, id, size and checksum
+// must match (a misdirected or stale block file).
+func checkMeta(path string, got, want BlockMeta) error {
+	if got == want {
+		return nil
 	}
-	if len(data) < blockHeaderSize+checksumSize {
-		return nil, bad(0, "%d bytes, shorter than header and checksum", len(data))
+	return &messages.CorruptionError{Path: path, Offset: 0,
+		Reason: fmt.Sprintf("block is space %d id %d size %d checksum %x, manifest expects space %d id %d size %d checksum %x",
+			got.Space, got.ID, got.Size, got.Checksum[:8], want.Space, want.ID, want.Size, want.Checksum[:8])}
+}
+
+// DecodeBlock verifies every byte of a block file and decodes it into a
+// Block held in memory; path is only used in errors. The Block keeps data
+// (its values alias it). It never panics and never trusts a length beyond
+// len(data): every failure is a *messages.CorruptionError.
+func DecodeBlock(path string, data []byte) (*Block, error) {
+	size := int64(len(data))
+	if size < blockHeaderSize+tailSize {
+		return nil, blockError(path, 0, "%d bytes, shorter than header, footer and checksum", size)
 	}
 	body := len(data) - checksumSize
-	sum := sha256.Sum256(data[:body])
-	if !bytes.Equal(sum[:], data[body:]) {
-		return nil, bad(body, "checksum mismatch")
+	if sum := sha256.Sum256(data[:body]); !bytes.Equal(sum[:], data[body:]) {
+		return nil, blockError(path, int64(body), "checksum mismatch")
 	}
-	le := binary.LittleEndian
-	h := data[:blockHeaderSize]
-	if !bytes.Equal(h[:8], blockMagic[:]) {
-		return nil, bad(0, "bad magic")
+	if !bytes.Equal(data[:8], blockMagic[:]) {
+		return nil, blockError(path, 0, "bad magic")
 	}
-	if v := le.Uint32(h[8:]); v != blockVersion {
-		return nil, bad(8, "version %d, want %d", v, blockVersion)
+	if v := binary.LittleEndian.Uint32(data[8:]); v != blockVersion {
+		return nil, blockError(path, 8, "version %d, want %d", v, blockVersion)
 	}
-	b := &Block{meta: BlockMeta{
-		Space:  messages.SpaceID(le.Uint32(h[16:])),
-		ID:     le.Uint64(h[24:]),
-		Count:  le.Uint64(h[32:]),
-		MinKey: le.Uint64(h[40:]),
-		MaxKey: le.Uint64(h[48:]),
-		MinRev: messages.Revision(le.Uint64(h[56:])),
-		MaxRev: messages.Revision(le.Uint64(h[64:])),
-		Size:   int64(len(data)),
-	}}
-	copy(b.meta.Checksum[:], data[body:])
-	dims := le.Uint32(h[12:])
-	if dims < 1 || dims > maxDims {
-		return nil, bad(12, "dims %d", dims)
+	f, err := parseFooter(path, size, data[size-tailSize:])
+	if err != nil {
+		return nil, err
 	}
-	b.dims = int(dims)
-	b.bloomBits = le.Uint64(h[72:])
-	b.bloomK = le.Uint32(h[80:])
-	dataLen := le.Uint64(h[88:])
-	rest := uint64(body - blockHeaderSize)
-	count := b.meta.Count
-	// Each record takes an index entry and at least 2+4*dims data bytes.
-	if count == 0 || count > rest/(indexEntrySize+2+4*uint64(dims)) {
-		return nil, bad(32, "count %d does not fit %d bytes", count, rest)
+	b, err := newBlock(path, f, data[f.indexOff:f.footOff+footerSize])
+	if err != nil {
+		return nil, err
 	}
-	indexLen := count * indexEntrySize
-	if b.bloomBits == 0 || b.bloomBits%64 != 0 || b.bloomBits/8 > rest-indexLen {
-		return nil, bad(72, "bloom of %d bits does not fit", b.bloomBits)
-	}
-	if b.bloomK < 1 || b.bloomK > 32 {
-		return nil, bad(80, "bloom hash count %d", b.bloomK)
-	}
-	if dataLen != rest-indexLen-b.bloomBits/8 || dataLen > maxBlockData {
-		return nil, bad(88, "data length %d, the file leaves %d", dataLen, rest-indexLen-b.bloomBits/8)
-	}
-	indexOff := blockHeaderSize
-	bloomOff := indexOff + int(indexLen)
-	dataOff := bloomOff + int(b.bloomBits/8)
-	b.index = data[indexOff:bloomOff]
-	b.bloom = data[bloomOff:dataOff]
-	b.data = data[dataOff:body]
-
-	// Validate every index entry and record, so that the accessors can
-	// decode without checks.
+	b.pages = make([]*page, f.pages)
+	n := uint64(0)
 	minRev, maxRev := ^uint64(0), uint64(0)
-	for i := 0; i < int(count); i++ {
-		at := indexOff + i*indexEntrySize
-		k, r, off := b.entry(i)
-		if i > 0 {
-			pk, pr, poff := b.entry(i - 1)
-			if k < pk || (k == pk && r <= pr) {
-				return nil, bad(at, "index entry %d out of (key, revision) order", i)
-			}
-			if off <= poff {
-				return nil, bad(at, "index entry %d: offset %d not after %d", i, off, poff)
-			}
-		} else if off != 0 {
-			return nil, bad(at, "first record at offset %d", off)
-		}
-		end := len(b.data)
-		if i+1 < int(count) {
-			_, _, next := b.entry(i + 1)
-			if next > len(b.data) {
-				return nil, bad(at+indexEntrySize, "index entry %d: offset %d beyond data", i+1, next)
-			}
-			end = next
-		}
-		if err := b.checkRecord(off, end); err != "" {
-			return nil, bad(dataOff+off, "record %d: %s", i, err)
+	for i := range b.pages {
+		p, err := b.decodePage(i, data[b.pageStart(i):b.ends[i]])
+		if err != nil {
+			return nil, err
 		}
 		if i > 0 {
-			if pk, _, poff := b.entry(i - 1); pk == k && !bytes.Equal(b.data[poff+1:poff+1+4*b.dims], b.data[off+1:off+1+4*b.dims]) {
-				return nil, bad(dataOff+off, "record %d: key %d at two points", i, k)
+			// Order across the page boundary; decodePage checked
+			// everything inside the page.
+			prev := b.pages[i-1]
+			lk, _ := prev.record(b.meta.Space, b.dims, prev.len()-1)
+			lr := binary.LittleEndian.Uint64(prev.data[prev.offs[prev.len()-1]+8:])
+			fr := binary.LittleEndian.Uint64(p.data[8:])
+			if lk == p.key(0) && (lr >= fr || !bytes.Equal(prev.data[prev.offs[prev.len()-1]+17:][:4*b.dims], p.data[17:][:4*b.dims])) {
+				return nil, blockError(path, int64(b.pageStart(i)), "page %d: key %d continues the previous page out of order", i, lk)
 			}
 		}
-		minRev, maxRev = min(minRev, r), max(maxRev, r)
-		if !b.bloomHas(k) {
-			return nil, bad(bloomOff, "bloom filter misses key %d", k)
+		for j := range p.len() {
+			k := p.key(j)
+			r := binary.LittleEndian.Uint64(p.data[p.offs[j]+8:])
+			minRev, maxRev = min(minRev, r), max(maxRev, r)
+			if !b.bloomHas(k) {
+				return nil, blockError(path, int64(f.bloomOff), "bloom filter misses key %d", k)
+			}
 		}
+		n += uint64(p.len())
+		b.pages[i] = p
 	}
-	first, _, _ := b.entry(0)
-	last, _, _ := b.entry(int(count) - 1)
-	if first != b.meta.MinKey || last != b.meta.MaxKey {
-		return nil, bad(40, "key range [%d, %d], records span [%d, %d]", b.meta.MinKey, b.meta.MaxKey, first, last)
+	if n != b.meta.Count {
+		return nil, blockError(path, size-tailSize+16, "count %d, the pages hold %d records", b.meta.Count, n)
+	}
+	last := b.pages[len(b.pages)-1]
+	if k := last.key(last.len() - 1); k != b.meta.MaxKey {
+		return nil, blockError(path, size-tailSize+32, "max key %d, the records end at %d", b.meta.MaxKey, k)
 	}
 	if messages.Revision(minRev) != b.meta.MinRev || messages.Revision(maxRev) != b.meta.MaxRev {
-		return nil, bad(56, "revision range [%d, %d], records span [%d, %d]", b.meta.MinRev, b.meta.MaxRev, minRev, maxRev)
+		return nil, blockError(path, size-tailSize+40, "revision range [%d, %d], records span [%d, %d]",
+			b.meta.MinRev, b.meta.MaxRev, minRev, maxRev)
 	}
 	return b, nil
 }
 
-// checkRecord validates the record in data[off:end]; it returns a reason
-// or "".
-func (b *Block) checkRecord(off, end int) string {
-	fixed := 1 + 4*b.dims
-	if end-off < fixed+1 {
-		return "too short"
-	}
-	flags := b.data[off]
-	if flags > 1 {
-		return fmt.Sprintf("flags %#x", flags)
-	}
-	vlen, n := binary.Uvarint(b.data[off+fixed : end])
-	if n <= 0 {
-		return "bad value length"
-	}
-	if vlen != uint64(end-off-fixed-n) {
-		return fmt.Sprintf("value length %d, record leaves %d", vlen, end-off-fixed-n)
-	}
-	if flags == 1 && vlen != 0 {
-		return "tombstone with a value"
-	}
-	return ""
-}
-
-// entry returns index entry i. REQUIRES: i < count.
-func (b *Block) entry(i int) (key, rev uint64, off int) {
-	e := b.index[i*indexEntrySize:]
-	le := binary.LittleEndian
-	return le.Uint64(e), le.Uint64(e[8:]), int(le.Uint32(e[16:]))
-}
-
-func (b *Block) key(i int) uint64 {
-	return binary.LittleEndian.Uint64(b.index[i*indexEntrySize:])
-}
-
-// record decodes record i. REQUIRES: i < count (validated at open).
-func (b *Block) record(i int) messages.Record {
-	_, rev, off := b.entry(i)
-	le := binary.LittleEndian
-	r := messages.Record{Space: b.meta.Space, Revision: messages.Revision(rev), Tombstone: b.data[off] == 1}
-	p := make(messages.Point, b.dims)
-	at := off + 1
-	for j := range p {
-		p[j] = le.Uint32(b.data[at:])
-		at += 4
-	}
-	r.Point = p
-	vlen, n := binary.Uvarint(b.data[at:])
-	at += n
-	if !r.Tombstone {
-		r.Value = b.data[at : at+int(vlen) : at+int(vlen)]
-	}
-	return r
-}
+// ---------------------------------------------------------------------
+// Reading
 
 // Meta returns the block's description.
 func (b *Block) Meta() BlockMeta { return b.meta }
@@ -467,32 +771,22 @@ func (b *Block) Meta() BlockMeta { return b.meta }
 // Len returns the number of records, every revision counted.
 func (b *Block) Len() int { return int(b.meta.Count) }
 
-// search returns the first index whose key is >= key.
-func (b *Block) search(key uint64) int {
-	return sort.Search(b.Len(), func(i int) bool { return b.key(i) >= key })
+// Pages returns how many pages the block's records fill.
+func (b *Block) Pages() int { return len(b.firstKeys) }
+
+// page returns page i, from memory or through the cache.
+func (b *Block) page(i int) (*page, error) {
+	if b.pages != nil {
+		return b.pages[i], nil
+	}
+	return b.src.page(b, i)
 }
 
-// Get returns the newest record with key (tombstones included) and true,
-// or false when the block holds no record with that key. When p is not nil
-// it must be the record's point; keys are unique per point in a space, so a
-// mismatch means the caller's key is wrong and Get reports false.
-// The record's Value aliases the block's memory: do not modify it.
-func (b *Block) Get(key uint64, p messages.Point) (messages.Record, bool) {
-	if key < b.meta.MinKey || key > b.meta.MaxKey {
-		return messages.Record{}, false
-	}
-	i := b.search(key)
-	if i == b.Len() || b.key(i) != key {
-		return messages.Record{}, false
-	}
-	for i+1 < b.Len() && b.key(i+1) == key {
-		i++
-	}
-	r := b.record(i)
-	if p != nil && !slices.Equal(p, r.Point) {
-		return messages.Record{}, false
-	}
-	return r, true
+// pageFor returns the page that holds the newest record of key if the
+// block has one: the last page whose first key is <= key, or -1. Every
+// record with key lies in it or before it, and the last one in it.
+func (b *Block) pageFor(key uint64) int {
+	return sort.Search(len(b.firstKeys), func(i int) bool { return b.firstKeys[i] > key }) - 1
 }
 
 // MayContain reports whether the block may hold key: false means it
@@ -501,52 +795,136 @@ func (b *Block) MayContain(key uint64) bool {
 	return key >= b.meta.MinKey && key <= b.meta.MaxKey && b.bloomHas(key)
 }
 
+// Get returns the newest record with key (tombstones included) and true,
+// or false when the block holds no record with that key. When p is not nil
+// it must be the record's point; keys are unique per point in a space, so a
+// mismatch means the caller's key is wrong and Get reports false. It reads
+// at most one page. The record's Value aliases the page's memory, which is
+// never modified: do not modify it.
+func (b *Block) Get(key uint64, p messages.Point) (messages.Record, bool, error) {
+	if key < b.meta.MinKey || key > b.meta.MaxKey {
+		return messages.Record{}, false, nil
+	}
+	i := b.pageFor(key)
+	if i < 0 {
+		return messages.Record{}, false, nil
+	}
+	pg, err := b.page(i)
+	if err != nil {
+		return messages.Record{}, false, err
+	}
+	j := pg.search(key+1) - 1 // the last record with a key <= key
+	if key == ^uint64(0) {
+		j = pg.len() - 1
+	}
+	if j < 0 || pg.key(j) != key {
+		return messages.Record{}, false, nil
+	}
+	_, r := pg.record(b.meta.Space, b.dims, j)
+	if p != nil && !slices.Equal(p, r.Point) {
+		return messages.Record{}, false, nil
+	}
+	return r, true, nil
+}
+
+// Range calls fn, in key order, with the newest record (tombstones
+// included) of every key in lo..hi, until fn returns false. It reads the
+// pages that may hold those keys, one at a time. Values alias the pages'
+// memory.
+func (b *Block) Range(lo, hi uint64, fn func(Entry) bool) error {
+	_, err := b.rangeNewest(lo, hi, fn)
+	return err
+}
+
+// rangeNewest is Range; it also reports whether fn asked to stop.
+func (b *Block) rangeNewest(lo, hi uint64, fn func(Entry) bool) (bool, error) {
+	if lo > hi || lo > b.meta.MaxKey || hi < b.meta.MinKey {
+		return false, nil
+	}
+	// The newest record of lo is in pageFor(lo); older ones of it may be
+	// before, and are not needed.
+	var (
+		pend  *page // the page of the pending record, if any
+		pendJ int
+		pendK uint64
+	)
+	emit := func() bool {
+		_, r := pend.record(b.meta.Space, b.dims, pendJ)
+		pend = nil
+		return fn(Entry{Key: pendK, Record: r})
+	}
+	i := max(b.pageFor(lo), 0)
+	for first := true; i < len(b.firstKeys) && b.firstKeys[i] <= hi; i, first = i+1, false {
+		pg, err := b.page(i)
+		if err != nil {
+			return false, err
+		}
+		j := 0
+		if first {
+			j = pg.search(lo)
+		}
+		for ; j < pg.len(); j++ {
+			k := pg.key(j)
+			if k > hi {
+				break
+			}
+			if pend != nil && k != pendK && !emit() {
+				return true, nil
+			}
+			pend, pendJ, pendK = pg, j, k
+		}
+	}
+	if pend != nil && !emit() {
+		return true, nil
+	}
+	return false, nil
+}
+
 // Scan calls fn, in key order, with the newest record (tombstones
 // included) of every key that lies in one of ranges, until fn returns
 // false. Ranges should be sorted and disjoint, as Ranges returns them; a
 // key is reported at most once even when they are not sorted by Lo or
 // overlap, but keys of a range that starts below an earlier one's end are
-// skipped. Values alias the block's memory.
-func (b *Block) Scan(ranges []KeyRange, fn func(messages.Record) bool) {
+// skipped. Values alias the pages' memory.
+func (b *Block) Scan(ranges []KeyRange, fn func(messages.Record) bool) error {
 	next := uint64(0) // lowest key not yet passed
 	started := false
 	for _, r := range ranges {
 		lo := r.Lo
 		if started {
 			if next == 0 { // passed the largest key
-				return
+				return nil
 			}
 			lo = max(lo, next)
 		}
-		if lo > r.Hi || lo > b.meta.MaxKey || r.Hi < b.meta.MinKey {
-			continue
-		}
-		for i := b.search(lo); i < b.Len(); {
-			k := b.key(i)
-			if k > r.Hi {
-				break
-			}
-			j := i
-			for j+1 < b.Len() && b.key(j+1) == k {
-				j++
-			}
-			if !fn(b.record(j)) {
-				return
-			}
-			started, next = true, k+1
-			i = j + 1
+		stopped, err := b.rangeNewest(lo, r.Hi, func(e Entry) bool {
+			started, next = true, e.Key+1
+			return fn(e.Record)
+		})
+		if stopped || err != nil {
+			return err
 		}
 	}
+	return nil
 }
 
 // All calls fn with every record of the block, every revision, in (key,
-// revision) order, until fn returns false. Values alias the block's memory.
-func (b *Block) All(fn func(Entry) bool) {
-	for i := range b.Len() {
-		if !fn(Entry{Key: b.key(i), Record: b.record(i)}) {
-			return
+// revision) order, until fn returns false. It reads every page, one at a
+// time. Values alias the pages' memory.
+func (b *Block) All(fn func(Entry) bool) error {
+	for i := range b.firstKeys {
+		pg, err := b.page(i)
+		if err != nil {
+			return err
+		}
+		for j := range pg.len() {
+			k, r := pg.record(b.meta.Space, b.dims, j)
+			if !fn(Entry{Key: k, Record: r}) {
+				return nil
+			}
 		}
 	}
+	return nil
 }
 
 // Bloom filter: bloomK probes by double hashing of a 64-bit mix of the key

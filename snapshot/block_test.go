@@ -108,11 +108,13 @@ func TestBlockRoundTrip(t *testing.T) {
 	keys := make([]uint64, 0, len(want))
 	for k, e := range want {
 		keys = append(keys, k)
-		got, ok := b.Get(k, e.Point)
+		got, ok, err := b.Get(k, e.Point)
+		require.NoError(t, err)
 		require.True(t, ok, "key %d", k)
 		require.Equal(t, e.Record, got)
 		require.True(t, b.MayContain(k))
-		got, ok = b.Get(k, nil)
+		got, ok, err = b.Get(k, nil)
+		require.NoError(t, err)
 		require.True(t, ok)
 		require.Equal(t, e.Revision, got.Revision)
 	}
@@ -128,29 +130,32 @@ func TestBlockRoundTrip(t *testing.T) {
 			continue
 		}
 		misses++
-		_, ok := b.Get(k, nil)
+		_, ok, err := b.Get(k, nil)
+		require.NoError(t, err)
 		require.False(t, ok, "key %d", k)
 	}
 	require.Greater(t, misses, 1000)
 	e := want[keys[0]]
 	wrong := messages.Point{e.Point[0] ^ 1, e.Point[1]}
-	_, ok := b.Get(keys[0], wrong)
+	_, ok, err := b.Get(keys[0], wrong)
+	require.NoError(t, err)
 	assert.False(t, ok)
-	_, ok = b.Get(meta.MaxKey+1, nil)
+	_, ok, err = b.Get(meta.MaxKey+1, nil)
+	require.NoError(t, err)
 	assert.False(t, ok)
 
 	// All: every record, in (key, revision) order.
 	sorted := slices.Clone(es)
 	slices.SortFunc(sorted, cmpEntry)
 	var all []Entry
-	b.All(func(e Entry) bool { all = append(all, e); return true })
+	require.NoError(t, b.All(func(e Entry) bool { all = append(all, e); return true }))
 	require.Equal(t, len(sorted), len(all))
 	for i := range all {
 		require.Equal(t, sorted[i].Key, all[i].Key)
 		require.Equal(t, sorted[i].Record, all[i].Record)
 	}
 	n := 0
-	b.All(func(Entry) bool { n++; return n < 10 })
+	require.NoError(t, b.All(func(Entry) bool { n++; return n < 10 }))
 	assert.Equal(t, 10, n, "All stops when fn returns false")
 }
 
@@ -173,7 +178,7 @@ func TestBlockScan(t *testing.T) {
 			rs := Ranges(box, 2, 8, max)
 			var got []messages.Record
 			gotRev := map[messages.Revision]bool{}
-			b.Scan(rs, func(r messages.Record) bool { got = append(got, r); gotRev[r.Revision] = true; return true })
+			require.NoError(t, b.Scan(rs, func(r messages.Record) bool { got = append(got, r); gotRev[r.Revision] = true; return true }))
 			// Every newest record in the box is there, in key order, once.
 			inBox := 0
 			for _, e := range want {
@@ -198,14 +203,14 @@ func TestBlockScan(t *testing.T) {
 
 	// Early stop, overlapping and unsorted ranges.
 	n := 0
-	b.Scan([]KeyRange{{0, ^uint64(0)}}, func(messages.Record) bool { n++; return n < 5 })
+	require.NoError(t, b.Scan([]KeyRange{{0, ^uint64(0)}}, func(messages.Record) bool { n++; return n < 5 }))
 	assert.Equal(t, 5, n)
 	var all, twice []messages.Record
-	b.Scan([]KeyRange{{0, ^uint64(0)}}, func(r messages.Record) bool { all = append(all, r); return true })
+	require.NoError(t, b.Scan([]KeyRange{{0, ^uint64(0)}}, func(r messages.Record) bool { all = append(all, r); return true }))
 	assert.Equal(t, len(want), len(all))
-	b.Scan([]KeyRange{{0, 1 << 31}, {1 << 30, ^uint64(0)}, {0, 5}}, func(r messages.Record) bool { twice = append(twice, r); return true })
+	require.NoError(t, b.Scan([]KeyRange{{0, 1 << 31}, {1 << 30, ^uint64(0)}, {0, 5}}, func(r messages.Record) bool { twice = append(twice, r); return true }))
 	assert.Equal(t, all, twice, "overlapping ranges report each key once")
-	b.Scan(nil, func(messages.Record) bool { t.Fatal("no ranges, no records"); return false })
+	require.NoError(t, b.Scan(nil, func(messages.Record) bool { t.Fatal("no ranges, no records"); return false }))
 }
 
 // TestBlockBloomFalsePositives measures the filter's false-positive rate.
@@ -262,7 +267,8 @@ func TestBlockEncodeRefuses(t *testing.T) {
 	assert.Equal(t, uint64(3), meta.MinKey)
 	b, err := DecodeBlock("mem", buf)
 	require.NoError(t, err)
-	r, ok := b.Get(3, p)
+	r, ok, err := b.Get(3, p)
+	require.NoError(t, err)
 	require.True(t, ok)
 	assert.Equal(t, messages.Revision(2), r.Revision)
 }
@@ -412,14 +418,14 @@ func BenchmarkBlockGet(b *testing.B) {
 	}
 	b.Run("hit", func(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
-			if _, ok := blk.Get(hits[i%len(hits)], nil); !ok {
+			if _, ok, _ := blk.Get(hits[i%len(hits)], nil); !ok {
 				b.Fatal("miss")
 			}
 		}
 	})
 	b.Run("miss", func(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
-			if _, ok := blk.Get(misses[i%len(misses)], nil); ok {
+			if _, ok, _ := blk.Get(misses[i%len(misses)], nil); ok {
 				b.Fatal("hit")
 			}
 		}
@@ -429,7 +435,7 @@ func BenchmarkBlockGet(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
 			k := misses[i%len(misses)]
 			if blk.MayContain(k) {
-				if _, ok := blk.Get(k, nil); ok {
+				if _, ok, _ := blk.Get(k, nil); ok {
 					b.Fatal("hit")
 				}
 			}

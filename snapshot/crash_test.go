@@ -95,7 +95,8 @@ func TestCrashSeal(t *testing.T) {
 			require.NoError(t, err, "a named block is intact")
 			require.Equal(t, len(s.entries), b.Len())
 			for _, e := range s.entries {
-				r, ok := b.Get(e.Key, e.Point)
+				r, ok, err := b.Get(e.Key, e.Point)
+				require.NoError(t, err)
 				require.True(t, ok)
 				require.Equal(t, e.Record, r)
 			}

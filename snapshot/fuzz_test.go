@@ -51,8 +51,8 @@ func FuzzOpenBlock(f *testing.F) {
 			n := 0
 			b.All(func(e Entry) bool {
 				n++
-				r, ok := b.Get(e.Key, e.Point)
-				if !ok || r.Revision < e.Revision {
+				r, ok, err := b.Get(e.Key, e.Point)
+				if err != nil || !ok || r.Revision < e.Revision {
 					t.Fatalf("Get(%d) = %v, %v; All gave revision %d", e.Key, r, ok, e.Revision)
 				}
 				if !b.MayContain(e.Key) {

@@ -1,0 +1,389 @@
+package snapshot
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ringpipe/ringpipe/ring"
+)
+
+// DefaultCacheBytes is a Cache's default budget of decoded pages: the hot
+// pages of a few dozen 2 MiB blocks, small next to the 256 MiB heap that
+// issue 4 allows an engine of 5 million records.
+const DefaultCacheBytes = 32 << 20
+
+// ErrCacheClosed is returned by reads that miss the cache of a closed Cache
+// that has no Fallback.
+var ErrCacheClosed = errors.New("snapshot: block cache closed")
+
+// CacheOptions configure NewCache.
+type CacheOptions struct {
+	// Bytes is the budget of decoded pages kept; 0 means
+	// DefaultCacheBytes, a negative value keeps none.
+	Bytes int64
+	// Doer performs the reads. It must be safe for concurrent use (a
+	// ring.Mux): Get, Scan and View read from any goroutine.
+	Doer ring.Doer
+	// Close, when set, is called by Cache.Close after the block files are
+	// closed, to release what Doer runs on (the Mux and its ring).
+	Close func() error
+	// Fallback, when set, gives a short-lived Doer, and the function that
+	// releases it, for a read that misses the cache after Close: a View
+	// taken before the engine stopped stays readable. Nil: such a read
+	// fails with ErrCacheClosed.
+	Fallback func() (ring.Doer, func() error, error)
+}
+
+// Cache is the read path of an engine's sealed blocks: the blocks it opens
+// (OpenBlockFor) keep only their meta, Bloom filter and sparse index in
+// memory and read pages on demand through Doer; the Cache keeps the most
+// recently used decoded pages up to a byte budget.
+//
+// Memory: a block of n records in p pages holds 16p bytes of index and
+// 10n/8 bytes of filter (about 28 KiB for the engine's 16k-record blocks);
+// pages are bounded by the budget. Each open block also holds one file
+// descriptor until Close.
+//
+// The page cache is split into shards (by a hash of block and page), each
+// an LRU list under its own mutex, so that concurrent readers rarely meet
+// on a lock. Two readers that miss the same page at once both read it; the
+// second insert finds the first and keeps it.
+//
+// Invariants:
+//  1. Every read through Doer happens with mu read-held, after checking
+//     closed: Close, holding mu, waits for every read in flight before it
+//     closes the files and the Doer.
+//  2. A shard's used is the sum of its entries' costs and, after every
+//     insert, at most its cap.
+//  3. Pages in the cache are verified (CRC and structure) and never
+//     modified; records handed out alias them, so eviction only drops the
+//     cache's reference.
+type Cache struct {
+	d        ring.Doer
+	closeFn  func() error
+	fallback func() (ring.Doer, func() error, error)
+	shards   []cacheShard
+	nextID   atomic.Uint64
+	hits     atomic.Uint64
+	misses   atomic.Uint64
+
+	mu     sync.RWMutex // see invariant 1
+	closed bool         // protected by mu
+	files  []*cachedFile
+	// filesMu protects files; taken under mu's read lock by opens, and
+	// under its write lock by Close.
+	filesMu sync.Mutex
+}
+
+// Shards: at most maxCacheShards, none smaller than minShardBytes, so that
+// a small budget still caches whole pages.
+const (
+	maxCacheShards = 16
+	minShardBytes  = 256 << 10
+	// pageOverhead is what a cached page costs beyond its bytes and
+	// offsets: its struct, its list entry and its map slot.
+	pageOverhead = 128
+	// openRead is how much of a block's end OpenBlockFor reads at once: the
+	// footer and, for blocks up to about 40k records, index and filter
+	// too, so that opening costs one read.
+	openRead = 64 << 10
+)
+
+// NewCache returns a Cache that reads through o.Doer.
+func NewCache(o CacheOptions) *Cache {
+	budget := o.Bytes
+	if budget == 0 {
+		budget = DefaultCacheBytes
+	}
+	budget = max(budget, 0)
+	n := int(min(max(budget/minShardBytes, 1), maxCacheShards))
+	c := &Cache{d: o.Doer, closeFn: o.Close, fallback: o.Fallback, shards: make([]cacheShard, n)}
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.cap = budget / int64(n)
+		s.m = make(map[pageKey]*cacheEntry)
+		s.lru.prev, s.lru.next = &s.lru, &s.lru
+	}
+	return c
+}
+
+// CacheStats are a Cache's counters.
+type CacheStats struct {
+	Hits, Misses uint64 // page lookups since NewCache
+	Bytes        int64  // cost of the cached pages (see pageOverhead)
+	Pages        int    // pages cached
+	Files        int    // block files open
+}
+
+// Stats returns the Cache's counters.
+func (c *Cache) Stats() CacheStats {
+	st := CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load()}
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		st.Bytes += s.used
+		st.Pages += len(s.m)
+		s.mu.Unlock()
+	}
+	c.filesMu.Lock()
+	st.Files = len(c.files)
+	c.filesMu.Unlock()
+	return st
+}
+
+// cachedFile is an open block's file as the Cache reads it.
+type cachedFile struct {
+	c    *Cache
+	id   uint64 // the Cache's name for the block, for page keys
+	path string // to open, after Close
+	fd   int32  // open on c.d until c closes
+}
+
+// OpenBlockFor opens the block that want describes under the engine
+// directory dir: it reads the file's tail (footer, filter and index),
+// verifies their CRC and checks that the file is that block (its space,
+// id, size and checksum must match want, or the error is a
+// *messages.CorruptionError: a misdirected or stale block file). Pages are
+// read later, on demand. Errors name the file relative to dir.
+func (c *Cache) OpenBlockFor(dir string, want BlockMeta) (*Block, error) {
+	full := BlockPath(dir, want.Space, want.ID)
+	rel, err := filepath.Rel(dir, full)
+	if err != nil {
+		rel = full
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return nil, ErrCacheClosed
+	}
+	fd, err := ring.Open(c.d, full, unix.O_RDONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: open block: %w", err)
+	}
+	b, err := c.readTail(fd, rel, want)
+	if err != nil {
+		ring.Close(c.d, fd) //nolint:errcheck // read-only; the open error is the one to report
+		return nil, err
+	}
+	f := &cachedFile{c: c, id: c.nextID.Add(1), path: full, fd: fd}
+	b.src = f
+	c.filesMu.Lock()
+	c.files = append(c.files, f)
+	c.filesMu.Unlock()
+	return b, nil
+}
+
+// readTail reads and checks the end of the block file fd, which the
+// manifest says is want. REQUIRES: c.mu read-held, c open.
+func (c *Cache) readTail(fd int32, path string, want BlockMeta) (*Block, error) {
+	size := want.Size
+	if size < blockHeaderSize+tailSize {
+		return nil, blockError(path, 0, "the manifest says %d bytes, shorter than header, footer and checksum", size)
+	}
+	n := min(size, openRead)
+	buf := make([]byte, n)
+	if err := c.readFull(fd, path, buf, size-n); err != nil {
+		return nil, err
+	}
+	f, err := parseFooter(path, size, buf[n-tailSize:])
+	if err != nil {
+		return nil, err
+	}
+	if err := checkMeta(path, f.meta, want); err != nil {
+		return nil, err
+	}
+	var region []byte
+	if at := int64(f.indexOff) - (size - n); at >= 0 {
+		region = buf[at : n-checksumSize]
+	} else {
+		region = make([]byte, f.footOff+footerSize-f.indexOff)
+		if err := c.readFull(fd, path, region, int64(f.indexOff)); err != nil {
+			return nil, err
+		}
+	}
+	return newBlock(path, f, region)
+}
+
+// readFull reads len(buf) bytes at off; a file that ends sooner is
+// corrupt (the manifest or the index says it is longer).
+func (c *Cache) readFull(fd int32, path string, buf []byte, off int64) error {
+	n, err := ring.ReadAt(c.d, fd, buf, off)
+	if err != nil {
+		return fmt.Errorf("snapshot: read %s: %w", path, err)
+	}
+	if n < len(buf) {
+		return blockError(path, off+int64(n), "file ends %d bytes short", len(buf)-n)
+	}
+	return nil
+}
+
+// page returns page i of b, from the cache or read and verified.
+func (f *cachedFile) page(b *Block, i int) (*page, error) {
+	c := f.c
+	k := pageKey{file: f.id, page: uint32(i)}
+	s := c.shard(k)
+	if p := s.get(k); p != nil {
+		c.hits.Add(1)
+		return p, nil
+	}
+	c.misses.Add(1)
+	start := b.pageStart(i)
+	raw := make([]byte, b.ends[i]-start)
+	n, err := c.readAt(f, raw, int64(start))
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: read %s page %d: %w", b.path, i, err)
+	}
+	if n < len(raw) {
+		return nil, blockError(b.path, int64(start)+int64(n), "page %d: file ends %d bytes short", i, len(raw)-n)
+	}
+	p, err := b.decodePage(i, raw)
+	if err != nil {
+		return nil, err
+	}
+	return s.add(k, p), nil
+}
+
+// readAt reads into buf at off from f's file: through the Cache's Doer
+// while it is open, else through a short-lived Doer from the Fallback.
+func (c *Cache) readAt(f *cachedFile, buf []byte, off int64) (int, error) {
+	c.mu.RLock()
+	if !c.closed {
+		defer c.mu.RUnlock()
+		return ring.ReadAt(c.d, f.fd, buf, off)
+	}
+	c.mu.RUnlock()
+	if c.fallback == nil {
+		return 0, ErrCacheClosed
+	}
+	d, release, err := c.fallback()
+	if err != nil {
+		return 0, fmt.Errorf("snapshot: read after close: %w", err)
+	}
+	n, err := func() (int, error) {
+		fd, err := ring.Open(d, f.path, unix.O_RDONLY, 0)
+		if err != nil {
+			return 0, err
+		}
+		n, rerr := ring.ReadAt(d, fd, buf, off)
+		return n, errors.Join(rerr, ring.Close(d, fd))
+	}()
+	return n, errors.Join(err, release())
+}
+
+// Close closes every block file, then calls CacheOptions.Close. It waits
+// for the reads in flight. Cached pages stay readable, and a miss after
+// Close reads through the Fallback. Close is idempotent.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.filesMu.Lock()
+	files := c.files
+	c.files = nil
+	c.filesMu.Unlock()
+	var errs []error
+	for _, f := range files {
+		if err := ring.Close(c.d, f.fd); err != nil {
+			errs = append(errs, fmt.Errorf("snapshot: close %s: %w", f.path, err))
+		}
+	}
+	c.mu.Unlock()
+	if c.closeFn != nil {
+		errs = append(errs, c.closeFn())
+	}
+	return errors.Join(errs...)
+}
+
+// ---------------------------------------------------------------------
+// The page cache
+
+// pageKey names a page of an open block.
+type pageKey struct {
+	file uint64
+	page uint32
+}
+
+type cacheEntry struct {
+	key        pageKey
+	p          *page
+	cost       int64
+	prev, next *cacheEntry
+}
+
+// cacheShard is an LRU list of pages. lru is its sentinel: lru.next is the
+// most recently used entry, lru.prev the least.
+type cacheShard struct {
+	mu   sync.Mutex // protects every field below
+	m    map[pageKey]*cacheEntry
+	lru  cacheEntry
+	used int64
+	cap  int64
+}
+
+func (c *Cache) shard(k pageKey) *cacheShard {
+	h := mix64(k.file*0x9e3779b97f4a7c15 ^ uint64(k.page))
+	return &c.shards[h%uint64(len(c.shards))]
+}
+
+func pageCost(p *page) int64 {
+	return int64(cap(p.data)) + 4*int64(cap(p.offs)) + pageOverhead
+}
+
+func (s *cacheShard) get(k pageKey) *page {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.m[k]
+	if e == nil {
+		return nil
+	}
+	s.unlink(e)
+	s.pushFront(e)
+	return e.p
+}
+
+// add caches p under k, evicting the least recently used pages beyond the
+// budget, and returns the page cached under k (p, or one another reader
+// cached first). A page costlier than the whole shard is not cached.
+func (s *cacheShard) add(k pageKey, p *page) *page {
+	cost := pageCost(p)
+	if cost > s.cap {
+		return p
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.m[k]; e != nil {
+		s.unlink(e)
+		s.pushFront(e)
+		return e.p
+	}
+	e := &cacheEntry{key: k, p: p, cost: cost}
+	s.m[k] = e
+	s.pushFront(e)
+	s.used += cost
+	for s.used > s.cap {
+		old := s.lru.prev // never e: e alone fits
+		s.unlink(old)
+		delete(s.m, old.key)
+		s.used -= old.cost
+	}
+	return p
+}
+
+func (s *cacheShard) unlink(e *cacheEntry) {
+	e.prev.next, e.next.prev = e.next, e.prev
+	e.prev, e.next = nil, nil
+}
+
+func (s *cacheShard) pushFront(e *cacheEntry) {
+	e.prev, e.next = &s.lru, s.lru.next
+	s.lru.next.prev = e
+	s.lru.next = e
+}
