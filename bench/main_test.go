@@ -71,7 +71,6 @@ func TestShortRun(t *testing.T) {
 		assert.Greater(t, l.P50, int64(time.Microsecond), name)
 		if strings.HasPrefix(c.Target, "ringpipe-") {
 			assert.Positive(t, c.PerRec["syncs"], "%s: a durable write without fdatasync", name)
-			assert.LessOrEqual(t, c.PerRec["syncs"], 1.5, "%s: more than one fdatasync per write", name)
 			assert.Positive(t, c.Gauges["sync_p50_us"], "%s: engine's fdatasync latency", name)
 		}
 	}
@@ -216,16 +215,22 @@ func TestJudgeGoals(t *testing.T) {
 	assert.False(t, g[0].Met)
 }
 
-// TestRingpipeTuning: the -ringpipe-* flags reach the engine (a tiny
-// SealThreshold makes it seal during the window) and the report says the
-// engine was not at its defaults.
+// TestRingpipeTuning: the -ringpipe-* flags reach the engine's Config (a
+// BatchSize above QueueCapacity makes Start fail naming the field) and the
+// report says when the engine was not at its defaults.
 func TestRingpipeTuning(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	tmp := t.TempDir()
-	jsonPath := filepath.Join(tmp, "out.json")
 	var stdout, stderr bytes.Buffer
-	err := run(ctx, []string{"-short", "-q", "-duration", "300ms", "-targets", "ringpipe-std", "-writers", "4",
+	err := run(ctx, []string{"-short", "-q", "-targets", "ringpipe-std", "-writers", "1", "-dir", tmp,
+		"-ringpipe-batch-size", "100000"}, &stdout, &stderr)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "BatchSize")
+
+	jsonPath := filepath.Join(tmp, "out.json")
+	stdout.Reset()
+	err = run(ctx, []string{"-short", "-q", "-duration", "100ms", "-targets", "ringpipe-std", "-writers", "1",
 		"-ringpipe-seal-threshold", "20", "-dir", tmp, "-json", jsonPath}, &stdout, &stderr)
 	require.NoError(t, err, "stderr:\n%s", stderr.String())
 	assert.Contains(t, stdout.String(), "**ringpipe not at its defaults:** SealThreshold 20.")
@@ -234,8 +239,8 @@ func TestRingpipeTuning(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(b, &rep))
 	assert.Equal(t, "SealThreshold 20", rep.Config.RingpipeTuning)
-	require.Len(t, rep.Cells, 1)
-	c := rep.Cells[0]
-	require.Greater(t, c.Records, uint64(40), "too few writes to need a seal")
-	assert.Positive(t, c.PerRec["sealed"], "no seal in %d writes with SealThreshold 20", c.Records)
+
+	stdout.Reset()
+	require.NoError(t, run(ctx, []string{"-short", "-q", "-duration", "50ms", "-targets", "grouplog", "-writers", "1", "-dir", tmp}, &stdout, &stderr))
+	assert.NotContains(t, stdout.String(), "not at its defaults")
 }
