@@ -13,6 +13,7 @@ import (
 
 	"github.com/ringpipe/ringpipe/actors"
 	"github.com/ringpipe/ringpipe/internal/latency"
+	"github.com/ringpipe/ringpipe/internal/testhook"
 	"github.com/ringpipe/ringpipe/livetail"
 	"github.com/ringpipe/ringpipe/messages"
 	"github.com/ringpipe/ringpipe/ring"
@@ -103,7 +104,8 @@ func start(ctx context.Context, cfg Config) (*engine, error) {
 		r.Close() //nolint:errcheck // the recovery error is the one to report
 		return nil, fmt.Errorf("ringpipe: start in %s: %w", cfg.Dir, err)
 	}
-	e.sup = supervisor.New(supervisor.Options{Logger: e.lg.Named("supervisor"), OnEvent: e.onEvent})
+	e.sup = supervisor.New(supervisor.Options{Logger: e.lg.Named("supervisor"), OnEvent: e.onEvent,
+		MaxRestarts: int(testhook.RestartLimit.Load())})
 	e.sup.Add("publisher", []string{"publisher"}, e.pub)
 	e.sup.Add("io", []string{"submitter", "completer"}, e.sub, e.comp)
 	e.sup.Add("sealer", []string{"sealer"}, e.sealer)

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ringpipe/ringpipe/actors"
 	"github.com/ringpipe/ringpipe/messages"
 	"github.com/ringpipe/ringpipe/ring"
 )
@@ -168,6 +169,10 @@ func (e *engine) closeFiles(rec *recovered) {
 			segs = append(segs, rec.man)
 		}
 	case e.sub != nil:
+		actors.DrainSubmitter(e.ch)
+		for _, d := range e.doers {
+			d.SettleOrphans()
+		}
 		for _, s := range e.sub.Segments() {
 			segs = append(segs, s)
 		}

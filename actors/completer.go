@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"go.uber.org/zap"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 
+	"github.com/ringpipe/ringpipe/internal/testhook"
 	"github.com/ringpipe/ringpipe/livetail"
 	"github.com/ringpipe/ringpipe/ring"
 )
@@ -38,6 +40,7 @@ type Completer struct {
 	buf     []ring.Completion
 	ringErr error        // the ring died: every later flight fails with it
 	wakes   atomic.Int32 // wake-up nops submitted and not yet reaped
+	maxID   uint64       // the highest flight id registered
 }
 
 type groupState struct {
@@ -75,12 +78,20 @@ func (c *Completer) Run(ctx context.Context) error {
 	}()
 	for {
 		c.drainRegistrations()
-		if ctx.Err() != nil && len(c.table) == 0 {
-			// Reap the wake-up nop too: nothing of ours may be left in
-			// the ring for whoever reaps it next.
-			<-woke
-			if c.wakes.Load() == 0 {
-				return ctx.Err()
+		if ctx.Err() != nil {
+			idle, busy := c.idle()
+			if busy && len(c.table) == 0 {
+				// Its submission goes in flight, or fails, at once.
+				runtime.Gosched()
+				continue
+			}
+			if idle {
+				// Reap the wake-up nop too: nothing of ours may be
+				// left in the ring for whoever reaps it next.
+				<-woke
+				if c.wakes.Load() == 0 {
+					return ctx.Err()
+				}
 			}
 		}
 		n, err := c.env.Ring.Reap(c.buf)
@@ -89,6 +100,11 @@ func (c *Completer) Run(ctx context.Context) error {
 				return herr
 			}
 			c.buf[i] = ring.Completion{} // drop buffer references
+		}
+		if err == nil && n > 0 {
+			if cerr := testhook.Chaos("completer", "reaped"); cerr != nil {
+				return cerr
+			}
 		}
 		if err != nil {
 			// The ring is closed or died (a simulated crash): nothing in
@@ -108,6 +124,21 @@ func (c *Completer) Run(ctx context.Context) error {
 	}
 }
 
+// idle reports whether nothing is in flight, with the submitter unable to
+// submit more (its context has ended; see Channels.ioMu). busy says the
+// submitter is submitting right now: it may wait for ring capacity, which
+// only reaping frees, so the completer must not wait for ioMu.
+// REQUIRES: the context has ended.
+func (c *Completer) idle() (idle, busy bool) {
+	c.drainRegistrations()
+	if !c.ch.ioMu.TryLock() {
+		return false, true
+	}
+	defer c.ch.ioMu.Unlock()
+	c.drainRegistrations()
+	return len(c.table) == 0, false
+}
+
 // drainRegistrations moves every waiting registration into the table.
 func (c *Completer) drainRegistrations() {
 	for {
@@ -121,6 +152,7 @@ func (c *Completer) drainRegistrations() {
 }
 
 func (c *Completer) register(f *flight) {
+	c.maxID = max(c.maxID, f.id)
 	c.table[f.id] = f
 	for _, g := range f.groups {
 		st := c.groups[g]
@@ -133,20 +165,24 @@ func (c *Completer) register(f *flight) {
 }
 
 // lookup finds the flight of a completion. The submitter registers a
-// flight right after submitting it, so an unknown id is on its way.
-func (c *Completer) lookup(ctx context.Context, id uint64) (*flight, error) {
+// flight right after submitting it (under ioMu, whatever its context), so
+// a completion reaped before its registration is followed by it: wait for
+// it even when stopping, or the flight would be lost with its writers.
+// It returns nil for a completion of a flight settled already (ids are
+// registered in increasing order, so an id at or below the highest
+// registered one that is not in the table is done with).
+func (c *Completer) lookup(id uint64) *flight {
 	if f := c.table[id]; f != nil {
-		return f, nil
+		return f
+	}
+	if id <= c.maxID {
+		return nil
 	}
 	for {
-		select {
-		case f := <-c.ch.registers:
-			c.register(f)
-			if f.id == id {
-				return f, nil
-			}
-		case <-ctx.Done():
-			return nil, fmt.Errorf("completer: no registration for flight %d: %w", id, ctx.Err())
+		f := <-c.ch.registers
+		c.register(f)
+		if f.id == id {
+			return f
 		}
 	}
 }
@@ -156,9 +192,10 @@ func (c *Completer) handle(ctx context.Context, comp ring.Completion) error {
 		c.wakes.Add(-1)
 		return nil
 	}
-	f, err := c.lookup(ctx, flightOf(comp.Token))
-	if err != nil {
-		return err
+	f := c.lookup(flightOf(comp.Token))
+	if f == nil {
+		c.lg.Warn("completion of a settled flight", zap.Uint64("token", comp.Token), zap.Bool("deadline", comp.Deadline))
+		return nil
 	}
 	i := int(comp.Token & 0xff)
 	if comp.Deadline {

@@ -19,6 +19,9 @@ package actors
 
 import (
 	"context"
+	"errors"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -102,6 +105,58 @@ func (e *Env) now() time.Time {
 type Doer struct {
 	sync  atomic.Pointer[ring.Sync]
 	route atomic.Pointer[doFunc]
+
+	mu      sync.Mutex
+	orphans []orphan
+}
+
+// orphan is I/O whose route gave up waiting: reply is nil when the ops
+// were never handed to the submitter.
+type orphan struct {
+	ops   []ring.Op
+	reply <-chan IOResult
+}
+
+func (d *Doer) orphan(ops []ring.Op, reply <-chan IOResult) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.orphans = append(d.orphans, orphan{ops: slices.Clone(ops), reply: reply})
+}
+
+// SettleOrphans releases the fds that I/O cut short by a stop left open:
+// it closes the fd of every Open whose answer came after its caller left,
+// and performs every Close that was never submitted. An op that was
+// submitted and never answered is left alone (closing an fd that may have
+// been closed already could close another file). REQUIRES: the actors have
+// stopped (d reaps its ring itself).
+func (d *Doer) SettleOrphans() {
+	d.mu.Lock()
+	orphans := d.orphans
+	d.orphans = nil
+	d.mu.Unlock()
+	for _, o := range orphans {
+		if o.reply != nil {
+			select {
+			case r := <-o.reply:
+				if errors.Is(r.Err, errNotPerformed) {
+					break // as if never sent: do its closes below
+				}
+				for i, c := range r.Completions {
+					if i < len(o.ops) && o.ops[i].Code == ring.OpOpen && c.Err == nil && c.Res >= 0 {
+						ring.Close(d, int32(c.Res)) //nolint:errcheck // best effort at stop
+					}
+				}
+				continue
+			default:
+				continue
+			}
+		}
+		for _, op := range o.ops {
+			if op.Code == ring.OpClose {
+				ring.Close(d, op.FD) //nolint:errcheck // best effort at stop
+			}
+		}
+	}
 }
 
 type doFunc func(ops []ring.Op) ([]ring.Completion, error)
@@ -135,19 +190,23 @@ func (d *Doer) setRoute(f doFunc) {
 }
 
 // viaSubmitter returns a route that asks the submitter to submit ops and
-// waits for the completer's answer, or ctx's end.
-func viaSubmitter(ctx context.Context, sub chan<- SubmitterMsg) doFunc {
+// waits for the completer's answer, or ctx's end. What a cut-short wait
+// leaves behind is recorded in d (see SettleOrphans): a Close never sent,
+// or an Open whose answer nobody read, would otherwise leak an fd.
+func viaSubmitter(ctx context.Context, sub chan<- SubmitterMsg, d *Doer) doFunc {
 	return func(ops []ring.Op) ([]ring.Completion, error) {
 		reply := make(chan IOResult, 1)
 		select {
 		case sub <- SubmitIO{Ops: ops, Reply: reply}:
 		case <-ctx.Done():
+			d.orphan(ops, nil)
 			return nil, ctx.Err()
 		}
 		select {
 		case r := <-reply:
 			return r.Completions, r.Err
 		case <-ctx.Done():
+			d.orphan(ops, reply)
 			return nil, ctx.Err()
 		}
 	}
@@ -168,6 +227,12 @@ type Channels struct {
 	Failed    chan struct{}
 	feedback  chan feedback
 	registers chan *flight
+	// ioMu orders the submitter's submissions against the completer's
+	// decision to stop: the submitter submits only while its context
+	// lasts, under ioMu, and the completer stops only when, under ioMu,
+	// the context has ended and nothing is in flight. So nothing is ever
+	// submitted that no completer reaps.
+	ioMu sync.Mutex
 }
 
 // Inbox sizes. The write queue is the one large queue (Config's); the
@@ -208,5 +273,25 @@ func NewChannels(queueCap, ringCap int) *Channels {
 		// registrations precede submissions one for one; the completer
 		// drains them whenever it meets an unknown token.
 		registers: make(chan *flight, ringCap),
+	}
+}
+
+// errNotPerformed answers I/O that the submitter never took (DrainSubmitter).
+var errNotPerformed = errors.New("actors: the submitter stopped before it took this I/O")
+
+// DrainSubmitter empties the submitter's inbox after the actors stopped,
+// answering each SubmitIO left in it as not performed, so that the Doer
+// that sent it can settle it (SettleOrphans). REQUIRES: the actors have
+// stopped.
+func DrainSubmitter(ch *Channels) {
+	for {
+		select {
+		case m := <-ch.Submitter:
+			if io, ok := m.(SubmitIO); ok {
+				io.Reply <- IOResult{Err: errNotPerformed}
+			}
+		default:
+			return
+		}
 	}
 }

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"github.com/ringpipe/ringpipe/internal/testhook"
 	"time"
 
 	"go.uber.org/zap"
@@ -59,6 +60,9 @@ func (p *Promoter) Run(ctx context.Context) error {
 			continue
 		}
 		p.yielded = 0
+		if err := testhook.Chaos("promoter", "tick"); err != nil {
+			return err
+		}
 		if err := send(ctx, p.ch.Submitter, SubmitterMsg(PromoteTick{Max: maxPromote, Reply: reply})); err != nil {
 			return err
 		}

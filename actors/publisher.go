@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ringpipe/ringpipe/internal/testhook"
 	"github.com/ringpipe/ringpipe/livetail"
 )
 
@@ -57,6 +58,9 @@ func (p *Publisher) Run(ctx context.Context) error {
 			default:
 				break drain
 			}
+		}
+		if err := testhook.Chaos("publisher", "burst"); err != nil {
+			return err // the batch is kept: the next run applies it
 		}
 		p.apply()
 	}

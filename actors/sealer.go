@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ringpipe/ringpipe/hot"
+	"github.com/ringpipe/ringpipe/internal/testhook"
 	"github.com/ringpipe/ringpipe/messages"
 	"github.com/ringpipe/ringpipe/snapshot"
 )
@@ -32,7 +33,6 @@ type Sealer struct {
 	lg       *zap.Logger
 	doer     *Doer // the manifest's and every segment's
 	registry *atomic.Pointer[map[messages.SpaceID]messages.SpaceInfo]
-	blocks   *snapshot.Cache // opens sealed blocks for readers (SetBlockCache)
 
 	// Owned by Run; kept across restarts.
 	man    *snapshot.Manifest
@@ -46,6 +46,16 @@ type sealSpace struct {
 	next    *hot.Segment      // created, not yet installed
 	waiting chan *hot.Segment // the submitter's answer to an install
 	frozen  []*hot.Segment    // older generations, oldest first, to seal
+	// sealing is the progress of the seal of frozen[0], so that a sealer
+	// restarted halfway neither writes a second block of the same
+	// records nor names one twice in the manifest.
+	sealing *sealProgress
+}
+
+// sealProgress is how far the seal of one generation got.
+type sealProgress struct {
+	gen  uint64
+	meta snapshot.BlockMeta // the block, durable and named in the manifest
 }
 
 // NewSealer returns the sealer of manifest man (opened by recovery with d
@@ -68,7 +78,7 @@ func (s *Sealer) AddSpace(info messages.SpaceInfo, gen uint64, hasActive bool, f
 
 // Run seals until ctx ends.
 func (s *Sealer) Run(ctx context.Context) error {
-	s.doer.setRoute(viaSubmitter(ctx, s.ch.Submitter))
+	s.doer.setRoute(viaSubmitter(ctx, s.ch.Submitter, s.doer))
 	defer s.doer.setRoute(nil)
 	if s.man.Err() != nil {
 		m, err := snapshot.Open(s.doer, s.env.Cfg.Dir)
@@ -247,50 +257,87 @@ func (s *Sealer) seal(ctx context.Context, sp *sealSpace, seg *hot.Segment) erro
 	if n == 0 {
 		return seg.Retire()
 	}
-	recs := make([]messages.Record, 0, n)
-	if err := seg.ReadRecords(func(_ int64, r messages.Record) error {
-		recs = append(recs, r)
-		return nil
-	}); err != nil {
+	if err := testhook.Chaos("sealer", "seal"); err != nil {
 		return err
 	}
-	entries, err := snapshot.Entries(sp.info.SpaceSpec, recs)
+	if sp.sealing == nil || sp.sealing.gen != g.Gen {
+		meta, err := s.writeBlock(sp, seg)
+		if err != nil {
+			return err
+		}
+		sp.sealing = &sealProgress{gen: g.Gen, meta: meta}
+	}
+	meta := sp.sealing.meta
+	if err := testhook.Chaos("sealer", "named"); err != nil {
+		return err
+	}
+	blk, err := snapshot.OpenBlockFor(s.doer, s.env.Cfg.Dir, meta)
 	if err != nil {
 		return err
 	}
-	id := s.man.State().NextBlockID()
-	meta, err := snapshot.WriteBlock(s.doer, s.env.Cfg.Dir, g.Space, id, entries)
-	if err != nil {
-		return err
-	}
-	_, hi := seg.RevRange()
-	if _, err := s.man.Apply(snapshot.BlockAdded{Meta: meta}, snapshot.GenSealed{Space: g.Space, Gen: g.Gen, MaxRev: hi}); err != nil {
-		return err
-	}
-	blk, err := s.blocks.OpenBlockFor(s.env.Cfg.Dir, meta)
-	if err != nil {
-		return err
-	}
+	// The tail ignores a second notice for a sealed generation, so a
+	// sealer restarted after sending it may send it again.
 	reply := make(chan error, 1)
-	if err := send(ctx, s.ch.Publisher, PublisherMsg(Sealed{Space: g.Space, Gen: g.Gen, Block: Block(blk), Reply: reply})); err != nil {
+	if err := send(ctx, s.ch.Publisher, PublisherMsg(Sealed{Space: g.Space, Gen: g.Gen, Block: Block(blk, sp.info.SpaceSpec), Reply: reply})); err != nil {
 		return err
 	}
 	if err := recv(ctx, reply); err != nil {
 		return err
 	}
+	if err := testhook.Chaos("sealer", "shown"); err != nil {
+		return err
+	}
 	if err := seg.Retire(); err != nil {
 		return err
 	}
+	sp.sealing = nil
 	s.env.Metrics.SealedBlocks.Add(1)
 	s.env.Metrics.Unsealed.Add(-int64(n))
 	s.lg.Info("sealed", zap.Uint32("space", uint32(g.Space)), zap.Uint64("gen", g.Gen),
-		zap.Uint64("block", id), zap.Int("records", n), zap.Int64("bytes", meta.Size))
+		zap.Uint64("block", meta.ID), zap.Int("records", n), zap.Int64("bytes", meta.Size))
 	if s.man.NeedsCompaction() {
 		if err := s.man.Compact(); err != nil {
 			return fmt.Errorf("compact the manifest: %w", err)
 		}
 	}
 	return nil
+}
+
+// writeBlock writes seg's records as a block durably and names it in the
+// manifest with the generation's seal (invariant 1).
+func (s *Sealer) writeBlock(sp *sealSpace, seg *hot.Segment) (snapshot.BlockMeta, error) {
+	g := seg.Gen()
+	st := s.man.State()
+	if sealed, _ := st.SealedGen(g.Space); g.Gen <= sealed {
+		// A sealer that failed in Apply left an edit that reached the
+		// disk after all (the manifest was reopened since): generations
+		// seal oldest first, so the space's newest block is this one's.
+		if bs := st.Index(g.Space).Blocks(); g.Gen == sealed && len(bs) > 0 {
+			return bs[0], nil
+		}
+		return snapshot.BlockMeta{}, fmt.Errorf("generation %d is sealed in the manifest (up to %d) but its block is not found", g.Gen, sealed)
+	}
+	recs := make([]messages.Record, 0, seg.Records())
+	if err := seg.ReadRecords(func(_ int64, r messages.Record) error {
+		recs = append(recs, r)
+		return nil
+	}); err != nil {
+		return snapshot.BlockMeta{}, err
+	}
+	entries, err := snapshot.Entries(sp.info.SpaceSpec, recs)
+	if err != nil {
+		return snapshot.BlockMeta{}, err
+	}
+	id := s.man.State().NextBlockID()
+	meta, err := snapshot.WriteBlock(s.doer, s.env.Cfg.Dir, g.Space, id, entries)
+	if err != nil {
+		return snapshot.BlockMeta{}, err
+	}
+	_, hi := seg.RevRange()
+	if _, err := s.man.Apply(snapshot.BlockAdded{Meta: meta}, snapshot.GenSealed{Space: g.Space, Gen: g.Gen, MaxRev: hi}); err != nil {
+		return snapshot.BlockMeta{}, err
+	}
+	return meta, nil
 }
 
 // Manifest returns the manifest. REQUIRES: Run is not running.

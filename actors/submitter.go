@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ringpipe/ringpipe/hot"
+	"github.com/ringpipe/ringpipe/internal/testhook"
 	"github.com/ringpipe/ringpipe/messages"
 	"github.com/ringpipe/ringpipe/ring"
 	"github.com/ringpipe/ringpipe/wal"
@@ -166,6 +167,9 @@ func (s *Submitter) Run(ctx context.Context) error {
 		}
 		if len(s.fbBuf) > 0 {
 			continue // a Do in dispatch buffered some
+		}
+		if err := testhook.Chaos("submitter", "dispatched"); err != nil {
+			return err
 		}
 		s.checkBarriers()
 		var in <-chan messages.Request
@@ -350,7 +354,7 @@ func (s *Submitter) submitHeld(ctx context.Context, sp *spaceState) error {
 		s.walHeld = append(s.walHeld, g)
 		return nil
 	}
-	ops := p.Ops()
+	ops := plantedOps(p.Ops())
 	for i := range ops {
 		ops[i].Deadline = s.env.Cfg.DirectWriteTimeout
 	}
@@ -395,7 +399,7 @@ func (s *Submitter) submitWAL(ctx context.Context) error {
 		return err
 	}
 	f := &flight{kind: kindWAL, wal: p, groups: gs}
-	if err := s.submit(ctx, f, p.Ops()); err != nil {
+	if err := s.submit(ctx, f, plantedOps(p.Ops())); err != nil {
 		s.wal.Failed(p, err)
 		s.walErr = err
 		return s.failGroups(err, gs...)
@@ -498,18 +502,19 @@ func (s *Submitter) submit(ctx context.Context, f *flight, ops []ring.Op) error 
 	}
 	f.left = len(ops)
 	f.start = s.env.now()
+	s.ch.ioMu.Lock()
+	defer s.ch.ioMu.Unlock()
+	if err := ctx.Err(); err != nil {
+		// The completer may have stopped: nothing may go in flight.
+		return fmt.Errorf("submitter: stopping: %w: %w", err, errNotPerformed)
+	}
 	if err := s.env.Ring.Submit(ops); err != nil {
 		return fmt.Errorf("submitter: submit: %w", err)
 	}
 	// Registration follows the submission: the completer waits for it
-	// when it meets the flight's first completion.
-	select {
-	case s.ch.registers <- f:
-	case <-ctx.Done():
-		// Stopping: the completer drains registrations until the
-		// table is empty, so this send completes.
-		s.ch.registers <- f
-	}
+	// when it meets the flight's first completion. The channel has room
+	// for every flight the ring can hold.
+	s.ch.registers <- f
 	return nil
 }
 
@@ -519,6 +524,9 @@ func (s *Submitter) do(ctx context.Context, ops []ring.Op) ([]ring.Completion, e
 	reply := make(chan IOResult, 1)
 	f := &flight{kind: kindIO, reply: reply, comps: make([]ring.Completion, len(ops))}
 	if err := s.submit(ctx, f, slices.Clone(ops)); err != nil {
+		if errors.Is(err, errNotPerformed) {
+			s.doer.orphan(ops, nil) // Stop performs its closes
+		}
 		return nil, err
 	}
 	select {
@@ -528,6 +536,9 @@ func (s *Submitter) do(ctx context.Context, ops []ring.Op) ([]ring.Completion, e
 		}
 		return r.Completions, r.Err
 	case <-ctx.Done():
+		// The completer answers after all (it drains what is in flight
+		// before it stops): Stop settles what the answer leaves open.
+		s.doer.orphan(ops, reply)
 		return nil, ctx.Err()
 	}
 }
@@ -851,3 +862,20 @@ func (s *Submitter) Segments() []*hot.Segment {
 
 // WAL returns the staging WAL. REQUIRES: Run is not running.
 func (s *Submitter) WAL() *wal.WAL { return s.wal }
+
+// plantedOps drops the fdatasync from a batch's write+sync chain when the
+// harness self-check plants AckBeforeSync (testhook); otherwise it returns
+// ops as they are.
+func plantedOps(ops []ring.Op) []ring.Op {
+	if !testhook.Planted(testhook.AckBeforeSync) {
+		return ops
+	}
+	out := ops[:0:0]
+	for _, op := range ops {
+		if op.Code != ring.OpFdatasync && op.Code != ring.OpFsync {
+			out = append(out, op)
+		}
+	}
+	out[len(out)-1].Link = false
+	return out
+}
