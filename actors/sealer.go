@@ -33,6 +33,7 @@ type Sealer struct {
 	lg       *zap.Logger
 	doer     *Doer // the manifest's and every segment's
 	registry *atomic.Pointer[map[messages.SpaceID]messages.SpaceInfo]
+	blocks   *snapshot.Cache // opens sealed blocks for readers (SetBlockCache)
 
 	// Owned by Run; kept across restarts.
 	man    *snapshot.Manifest
@@ -271,14 +272,14 @@ func (s *Sealer) seal(ctx context.Context, sp *sealSpace, seg *hot.Segment) erro
 	if err := testhook.Chaos("sealer", "named"); err != nil {
 		return err
 	}
-	blk, err := snapshot.OpenBlockFor(s.doer, s.env.Cfg.Dir, meta)
+	blk, err := s.blocks.OpenBlockFor(s.env.Cfg.Dir, meta)
 	if err != nil {
 		return err
 	}
 	// The tail ignores a second notice for a sealed generation, so a
 	// sealer restarted after sending it may send it again.
 	reply := make(chan error, 1)
-	if err := send(ctx, s.ch.Publisher, PublisherMsg(Sealed{Space: g.Space, Gen: g.Gen, Block: Block(blk, sp.info.SpaceSpec), Reply: reply})); err != nil {
+	if err := send(ctx, s.ch.Publisher, PublisherMsg(Sealed{Space: g.Space, Gen: g.Gen, Block: Block(blk), Reply: reply})); err != nil {
 		return err
 	}
 	if err := recv(ctx, reply); err != nil {

@@ -142,8 +142,9 @@ func (t *Tail) Append(space messages.SpaceID, gen uint64, recs ...messages.Recor
 		if b, ok := s.sealed[gen]; ok {
 			// A late append to a generation already sealed: its block
 			// answers for it unless the record is newer than what the block
-			// holds at the point.
-			if old, ok := b.Get(key, r.Point); ok && old.Revision >= r.Revision {
+			// holds at the point. A failed block read keeps the record in
+			// the tail: readers count a revision held twice once.
+			if old, ok, err := b.Get(key, r.Point); err == nil && ok && old.Revision >= r.Revision {
 				continue
 			}
 			g = StagedGeneration
@@ -200,7 +201,9 @@ func (t *Tail) Seal(space messages.SpaceID, gen uint64, b Block) error {
 		var drop []entry
 		tr.Scan(func(e entry) bool {
 			if e.key >= b.MinKey() && e.key <= b.MaxKey() && b.MayContain(e.key) {
-				if old, ok := b.Get(e.key, e.rec.Point); ok && old.Revision >= e.rev {
+				// A failed block read keeps the record, as a late Append
+				// does.
+				if old, ok, err := b.Get(e.key, e.rec.Point); err == nil && ok && old.Revision >= e.rev {
 					drop = append(drop, e)
 				}
 			}
