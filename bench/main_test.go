@@ -35,7 +35,7 @@ func TestShortRun(t *testing.T) {
 	jsonPath := filepath.Join(tmp, "out.json")
 	plotPath := filepath.Join(tmp, "out.png")
 	var stdout, stderr bytes.Buffer
-	err := run(ctx, []string{"-short", "-duration", "150ms", "-dir", disk, "-json", jsonPath, "-plot", plotPath}, &stdout, &stderr)
+	err := run(ctx, []string{"-short", "-duration", "250ms", "-dir", disk, "-json", jsonPath, "-plot", plotPath}, &stdout, &stderr)
 	require.NoError(t, err, "stderr:\n%s", stderr.String())
 	out := stdout.String()
 	t.Log("\n" + out)
@@ -52,27 +52,34 @@ func TestShortRun(t *testing.T) {
 	assert.NotEqual(t, "unknown", rep.Machine.FS, "filesystem of the temp dir")
 
 	seen := map[string]bool{}
+	written := map[string]uint64{} // records per target over its cells
 	for _, c := range rep.Cells {
 		seen[fmt.Sprintf("%s/%d", c.Target, c.Writers)] = true
 		if c.Skipped != "" {
 			// Only io_uring may be refused by the kernel.
 			assert.Equal(t, refTarget, c.Target, "skipped: %s", c.Skipped)
+			written[c.Target]++
 			continue
 		}
 		name := fmt.Sprintf("%s at %d writers", c.Target, c.Writers)
-		assert.Positive(t, c.Records, name)
-		assert.InDelta(t, 0.15, c.Seconds, 1e-9, name)
+		written[c.Target] += c.Records
+		assert.InDelta(t, 0.25, c.Seconds, 1e-9, name)
 		assert.InDelta(t, float64(c.Records)/c.Seconds, c.RecsPS, 1e-6, name)
-		l := c.Lat
-		assert.Positive(t, l.Count, name)
-		assert.True(t, 0 < l.P50 && l.P50 <= l.P99 && l.P99 <= l.P999 && l.P999 <= l.Max, "%s: percentiles out of order: %+v", name, l)
-		// Writes of one cell are durable one after another per writer, so
-		// none is faster than a microsecond and the window holds them.
-		assert.Greater(t, l.P50, int64(time.Microsecond), name)
-		if strings.HasPrefix(c.Target, "ringpipe-") {
+		// NB: one cell may complete no write at all when the shared disk
+		// stalls for longer than the window; the checks below hold for
+		// every write that was measured.
+		if l := c.Lat; l.Count > 0 {
+			assert.True(t, 0 < l.P50 && l.P50 <= l.P99 && l.P99 <= l.P999 && l.P999 <= l.Max, "%s: percentiles out of order: %+v", name, l)
+			// Durable writes: none takes under a microsecond.
+			assert.Greater(t, l.P50, int64(time.Microsecond), name)
+		}
+		if strings.HasPrefix(c.Target, "ringpipe-") && c.Records > 0 {
 			assert.Positive(t, c.PerRec["syncs"], "%s: a durable write without fdatasync", name)
 			assert.Positive(t, c.Gauges["sync_p50_us"], "%s: engine's fdatasync latency", name)
 		}
+	}
+	for _, tg := range allTargets {
+		assert.Positive(t, written[tg.name], "%s wrote nothing in both its cells", tg.name)
 	}
 	for _, tg := range allTargets {
 		for _, w := range []int{1, 4} {
@@ -81,7 +88,7 @@ func TestShortRun(t *testing.T) {
 		}
 	}
 	for _, r := range rep.Summary {
-		if r.Target == refTarget && r.Rounds > 0 {
+		if r.Target == refTarget && r.Records > 0 && r.Lat.Count > 0 {
 			assert.Equal(t, 1.0, r.ThrRatio)
 			assert.Equal(t, 1.0, r.P99Ratio)
 		}
@@ -193,7 +200,7 @@ func TestFormatting(t *testing.T) {
 
 func TestJudgeGoals(t *testing.T) {
 	row := func(w int, target string, recs float64, p50, p99 time.Duration) summaryRow {
-		return summaryRow{Writers: w, Target: target, Rounds: 1, RecsPS: recs, Lat: latJSON{P50: int64(p50), P99: int64(p99)}}
+		return summaryRow{Writers: w, Target: target, Rounds: 1, Records: 1000, Seconds: 1000 / recs, RecsPS: recs, Lat: latJSON{Count: 1000, P50: int64(p50), P99: int64(p99)}}
 	}
 	rows := []summaryRow{
 		row(1, refTarget, 5000, 130*time.Microsecond, time.Millisecond),
@@ -213,6 +220,23 @@ func TestJudgeGoals(t *testing.T) {
 	g = judgeGoals(rows[:3])
 	assert.NotEmpty(t, g[0].Missing, "no pebble cell")
 	assert.False(t, g[0].Met)
+
+	// A cell in which no write completed (a disk stall longer than the
+	// window) is not judged, rather than "met" with a p50 of 0.
+	rows[0] = summaryRow{Writers: 1, Target: refTarget, Rounds: 1, Seconds: 0.2}
+	g = judgeGoals(rows)
+	assert.NotEmpty(t, g[2].Missing)
+	assert.False(t, g[2].Met)
+	sum := summarizeCells(config{writers: []int{1}, targets: allTargets}, []cellResult{
+		{Target: refTarget, Writers: 1, Seconds: 0.2},
+		{Target: loopTarget, Writers: 1, Seconds: 0.2, Records: 10, RecsPS: 50, Lat: latJSON{Count: 10, P50: 100, P99: 200}},
+	})
+	for _, r := range sum {
+		assert.Zero(t, r.ThrRatio, "%s: a ratio against a reference without writes", r.Target)
+	}
+	var out bytes.Buffer
+	printReport(&out, config{writers: []int{1}, targets: allTargets}, machine{}, sum, judgeGoals(sum))
+	assert.Contains(t, out.String(), "| 1 | ringpipe-uring | no write completed in 200ms |")
 }
 
 // TestRingpipeTuning: the -ringpipe-* flags reach the engine's Config (a

@@ -93,7 +93,7 @@ func summarizeCells(cfg config, cells []cellResult) []summaryRow {
 			rows = append(rows, row)
 		}
 		for i := first; i < len(rows); i++ {
-			if rows[i].Target == refTarget && rows[i].Rounds > 0 {
+			if rows[i].Target == refTarget && rows[i].measured() {
 				ref = &rows[i]
 			}
 		}
@@ -102,7 +102,7 @@ func summarizeCells(cfg config, cells []cellResult) []summaryRow {
 		}
 		for i := first; i < len(rows); i++ {
 			r := &rows[i]
-			if r.Rounds == 0 {
+			if !r.measured() {
 				continue
 			}
 			r.ThrRatio = ratio(r.RecsPS, ref.RecsPS)
@@ -110,6 +110,13 @@ func summarizeCells(cfg config, cells []cellResult) []summaryRow {
 		}
 	}
 	return rows
+}
+
+// measured says whether the row has numbers to compare: it ran, and
+// writes completed and started inside its windows (a disk stall longer
+// than a short window can leave a cell with none).
+func (r *summaryRow) measured() bool {
+	return r.Rounds > 0 && r.Records > 0 && r.Lat.Count > 0
 }
 
 func ratio(a, b float64) float64 {
@@ -137,7 +144,7 @@ type goal struct {
 func judgeGoals(rows []summaryRow) []goal {
 	find := func(w int, t string) *summaryRow {
 		for i := range rows {
-			if rows[i].Writers == w && rows[i].Target == t && rows[i].Rounds > 0 {
+			if rows[i].Writers == w && rows[i].Target == t && rows[i].measured() {
 				return &rows[i]
 			}
 		}
@@ -147,7 +154,7 @@ func judgeGoals(rows []summaryRow) []goal {
 		g := goal{Name: name, Op: op, Limit: limit}
 		ref, o := find(w, refTarget), find(w, other)
 		if ref == nil || o == nil {
-			g.Missing = fmt.Sprintf("needs %s and %s at %d writer(s)", refTarget, other, w)
+			g.Missing = fmt.Sprintf("needs measured writes of %s and %s at %d writer(s)", refTarget, other, w)
 			return g
 		}
 		g.Value = val(ref, o)
@@ -179,10 +186,13 @@ func printReport(w io.Writer, cfg config, m machine, rows []summaryRow, goals []
 	fmt.Fprintln(w, "| writers | target | recs/s | p50 µs | p99 µs | p99.9 µs | recs/s ÷ uring | p99 ÷ uring | CPU | syncs/rec |")
 	fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
-		if r.Rounds == 0 {
+		if !r.measured() {
 			reason := "not run"
-			if r.Skipped != "" {
+			switch {
+			case r.Skipped != "":
 				reason = "skipped: " + r.Skipped
+			case r.Rounds > 0:
+				reason = fmt.Sprintf("no write completed in %s", time.Duration(r.Seconds*float64(time.Second)).Round(time.Millisecond))
 			}
 			fmt.Fprintf(w, "| %d | %s | %s | | | | | | | |\n", r.Writers, r.Target, reason)
 			continue
