@@ -130,7 +130,7 @@ func (e *engine) closeAfterForce() {
 func (e *engine) failPending() {
 	err := e.gone()
 	e.sub.FailPending(err)
-	e.pub.FailPending(err)
+	e.pub.Drain()
 	for {
 		select {
 		case r := <-e.ch.Writes:

@@ -119,37 +119,21 @@ func (p *Publisher) apply() {
 	p.batch = p.batch[:0]
 }
 
-// FailPending completes every acknowledgement left in the publisher's
-// inbox and batch with err. REQUIRES: the actors have stopped.
-func (p *Publisher) FailPending(err error) {
-	fail := func(m PublisherMsg) {
-		switch m := m.(type) {
-		case Appended:
-			// Durable but not published: the engine is going away, and
-			// a later Start finds them; report them as applied.
-			for _, w := range m.Acks {
-				w.Ack.Complete(w.Record.Revision, m.Staged, nil)
-			}
-		case FailAcks:
-			for _, w := range m.Writes {
-				w.Ack.Complete(0, false, m.Err)
-			}
-		case Sealed:
-			m.Reply <- err
-		case AddSpace:
-			m.Reply <- err
-		}
-	}
-	for _, m := range p.batch {
-		fail(m)
-	}
-	p.batch = nil
+// Drain answers everything left in the publisher's inbox and batch once
+// the actors have stopped: notices are applied and published as Run would
+// (a write whose Put returns is visible, Stop or not), failures are passed
+// on. REQUIRES: the actors have stopped.
+func (p *Publisher) Drain() {
 	for {
 		select {
 		case m := <-p.ch.Publisher:
-			fail(m)
+			p.batch = append(p.batch, m)
+			continue
 		default:
-			return
 		}
+		break
+	}
+	if len(p.batch) > 0 {
+		p.apply()
 	}
 }
