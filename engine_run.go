@@ -94,7 +94,7 @@ func start(ctx context.Context, cfg Config) (*engine, error) {
 		writeLat: latency.New(), syncLat: latency.New(),
 		supDone: make(chan struct{}), stopCh: make(chan struct{}), failed: make(chan struct{}),
 		stopDone: make(chan struct{})}
-	e.metrics = &actors.Metrics{WriteLatency: e.writeLat, SyncLatency: e.syncLat}
+	e.metrics = &actors.Metrics{WriteLatency: e.writeLat, SyncLatency: e.syncLat, BatchSize: latency.NewSizes()}
 	e.lg.Info("ring", zap.String("backend", e.info.Backend), zap.String("kernel", e.info.Kernel),
 		zap.String("features", fmt.Sprintf("%#x", e.info.Features)), zap.Uint32("entries", e.info.Entries),
 		zap.String("fallback", e.info.Fallback))
