@@ -46,6 +46,9 @@ type flight struct {
 	reply  chan<- IOResult   // kindIO
 
 	start time.Time
+	// atRisk is how many records a missed deadline would reroute to the
+	// staging WAL (the submitter's, read and written by it only).
+	atRisk int
 
 	// Owned by the completer while it holds the flight.
 	left     int               // final completions still to come

@@ -46,6 +46,8 @@ type Submitter struct {
 
 	// Owned by Run; kept across restarts.
 	wal         *wal.WAL
+	atRisk      int // records of direct batches whose deadline may reroute them
+	walInflight int // records of the WAL batch in flight
 	walBusy     bool
 	walHeld     []*group
 	walMax      messages.Revision // highest revision written to the WAL
@@ -318,15 +320,16 @@ func (s *Submitter) usable(sp *spaceState) bool {
 	return sp.seg != nil && sp.seg.Err() == nil && !sp.seg.Immutable() && sp.install == nil
 }
 
-// takeHeld removes a batch's worth of sp's held writes.
-func takeHeld(sp *spaceState) *group {
+// takeHeld removes a batch's worth of sp's held writes, at most limit
+// records when limit > 0.
+func takeHeld(sp *spaceState, limit int) *group {
 	g := &group{space: sp.info.ID}
 	size := 0
 	i := 0
 	for ; i < len(sp.held); i++ {
 		w := sp.held[i]
 		sz := wal.FrameSize(wal.RecordSize(w.Record))
-		if i > 0 && size+sz > maxBatchBytes {
+		if i > 0 && (size+sz > maxBatchBytes || (limit > 0 && i >= limit)) {
 			break
 		}
 		size += sz
@@ -337,11 +340,29 @@ func takeHeld(sp *spaceState) *group {
 	return g
 }
 
+// submitHeld sends a batch of sp's held writes on its way: staged when sp
+// is slow (or its segment cannot take it), else to its hot file. The
+// staging backlog stays within maxStaged: a staged batch or a direct one
+// with a deadline (which, missed, reroutes it to the WAL) is cut to the
+// room left; with no room left the batch goes to the hot file without a
+// deadline and its writers wait for the sync however long it takes (or,
+// when its segment cannot take a batch now, in held).
 func (s *Submitter) submitHeld(ctx context.Context, sp *spaceState) error {
-	g := takeHeld(sp)
+	room := maxStaged - s.stagingLoad()
+	usable := s.usable(sp)
+	stage := !usable || (sp.slow && room > 0)
+	if stage && room <= 0 {
+		return nil // the segment cannot take them now: they wait in held
+	}
+	deadline := !stage && !sp.slow && room > 0
+	limit := 0
+	if stage || deadline {
+		limit = room
+	}
+	g := takeHeld(sp, limit)
 	s.held -= len(g.writes)
 	s.outstanding[g] = struct{}{}
-	if !s.usable(sp) || (sp.slow && s.staged < maxStaged) {
+	if stage {
 		s.walHeld = append(s.walHeld, g)
 		return nil
 	}
@@ -355,14 +376,18 @@ func (s *Submitter) submitHeld(ctx context.Context, sp *spaceState) error {
 		return nil
 	}
 	ops := plantedOps(p.Ops())
-	for i := range ops {
-		ops[i].Deadline = s.env.Cfg.DirectWriteTimeout
-	}
 	f := &flight{kind: kindHot, space: sp.info.ID, gen: sp.seg.Gen().Gen, hot: p, groups: []*group{g}}
+	if deadline {
+		for i := range ops {
+			ops[i].Deadline = s.env.Cfg.DirectWriteTimeout
+		}
+		f.atRisk = len(g.recs)
+	}
 	if err := s.submit(ctx, f, ops); err != nil {
 		sp.seg.Failed(p, err)
 		return s.failGroups(err, g)
 	}
+	s.atRisk += f.atRisk
 	sp.busy = true
 	s.env.Metrics.BatchSize.Record(time.Duration(len(g.recs)))
 	return nil
@@ -406,6 +431,7 @@ func (s *Submitter) submitWAL(ctx context.Context) error {
 	}
 	s.walBusy = true
 	s.walMax = max(s.walMax, p.MaxRev)
+	s.walInflight = len(recs)
 	s.env.Metrics.BatchSize.Record(time.Duration(len(recs)))
 	return nil
 }
@@ -653,6 +679,8 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 	f := fb.f
 	switch {
 	case fb.kind == fbReroute:
+		s.atRisk -= f.atRisk
+		f.atRisk = 0
 		sp := s.spaces[f.space]
 		if !sp.slow {
 			sp.slow, sp.fast = true, 0
@@ -663,6 +691,7 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 		return nil
 	case f.kind == kindWAL:
 		s.walBusy = false
+		s.walInflight = 0
 		if fb.err != nil {
 			s.wal.Failed(f.wal, fb.err)
 			s.walErr = fb.err
@@ -677,6 +706,8 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 		s.stage(fb.stage)
 		return nil
 	case f.kind == kindHot || f.kind == kindPromote:
+		s.atRisk -= f.atRisk
+		f.atRisk = 0
 		sp := s.spaces[f.space]
 		sp.busy = false
 		if fb.err != nil && errors.Is(fb.err, syscall.ECANCELED) {
@@ -720,6 +751,17 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 		}
 	}
 	return nil
+}
+
+// stagingLoad is how many records are staged, on their way to the staging
+// WAL, or in direct batches a missed deadline would send there: what
+// maxStaged bounds.
+func (s *Submitter) stagingLoad() int {
+	n := s.staged + s.walInflight + s.atRisk
+	for _, g := range s.walHeld {
+		n += len(g.recs)
+	}
+	return n
 }
 
 // stage adds records durable only in the WAL to their spaces' staged

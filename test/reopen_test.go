@@ -239,6 +239,10 @@ func anyDone(x ring.Completion) bool { return !x.Deadline }
 // config returns cfg with its rings made by c (one engine's worth).
 func (c *cutRing) config(cfg ringpipe.Config) ringpipe.Config {
 	cfg.NewRing = func(o ring.Options) (ring.Ring, error) {
+		if c.Ring != nil {
+			// The engine's other rings (block reads) are plain.
+			return c.disk.NewRing(o), nil
+		}
 		c.Ring = c.disk.NewRing(o)
 		return c, nil
 	}
