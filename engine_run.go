@@ -18,6 +18,7 @@ import (
 	"github.com/ringpipe/ringpipe/messages"
 	"github.com/ringpipe/ringpipe/ring"
 	"github.com/ringpipe/ringpipe/supervisor"
+	"github.com/ringpipe/ringpipe/wal"
 )
 
 // engine is the running engine behind Engine.
@@ -198,6 +199,11 @@ func (e *engine) enqueue(ctx context.Context, space SpaceID, p Point, value []by
 	}
 	if len(value) > e.cfg.MaxValueSize {
 		return nil, fmt.Errorf("%w: %d bytes, MaxValueSize is %d", ErrValueTooLarge, len(value), e.cfg.MaxValueSize)
+	}
+	if sz := wal.FrameSize(wal.RecordSize(messages.Record{Space: space, Point: p, Value: value})); int64(sz) > e.cfg.Preallocate-4096 {
+		// A log file must hold the record whole (with room for its header).
+		return nil, fmt.Errorf("%w: a record of %d bytes does not fit a log file of Preallocate = %d bytes",
+			ErrValueTooLarge, sz, e.cfg.Preallocate)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err

@@ -46,6 +46,7 @@ type Submitter struct {
 
 	// Owned by Run; kept across restarts.
 	wal         *wal.WAL
+	batchBytes  int // the most bytes of one batch (batchBound)
 	atRisk      int // records of direct batches whose deadline may reroute them
 	walInflight int // records of the WAL batch in flight
 	walBusy     bool
@@ -111,7 +112,22 @@ func NewSubmitter(env *Env, ch *Channels, d *Doer, w *wal.WAL, next messages.Rev
 	env.Metrics.init()
 	return &Submitter{env: env, ch: ch, lg: env.Log.Named("submitter"), doer: d, wal: w,
 		nextRev: next, nextID: 1, spaces: make(map[messages.SpaceID]*spaceState),
-		outstanding: make(map[*group]struct{})}
+		outstanding: make(map[*group]struct{}), batchBytes: batchBound(env.Cfg)}
+}
+
+// batchBound is the most bytes of one batch: maxBatchBytes, or half a log
+// segment when segments are smaller, so that a batch always fits a fresh
+// segment (a batch larger than a segment could never be written: a
+// promotion batch would seal empty generations forever, a WAL batch would
+// fail its writers). A single record larger than that still goes alone.
+func batchBound(c Config) int {
+	n := int64(maxBatchBytes)
+	for _, seg := range []int64{c.WAL.SegmentSize, c.Hot.SegmentSize} {
+		if seg > 0 {
+			n = min(n, seg/2)
+		}
+	}
+	return int(max(n, 4096))
 }
 
 // AddSpace registers a space recovered from disk with its active
@@ -322,14 +338,14 @@ func (s *Submitter) usable(sp *spaceState) bool {
 
 // takeHeld removes a batch's worth of sp's held writes, at most limit
 // records when limit > 0.
-func takeHeld(sp *spaceState, limit int) *group {
+func takeHeld(sp *spaceState, limit, batchBytes int) *group {
 	g := &group{space: sp.info.ID}
 	size := 0
 	i := 0
 	for ; i < len(sp.held); i++ {
 		w := sp.held[i]
 		sz := wal.FrameSize(wal.RecordSize(w.Record))
-		if i > 0 && (size+sz > maxBatchBytes || (limit > 0 && i >= limit)) {
+		if i > 0 && (size+sz > batchBytes || (limit > 0 && i >= limit)) {
 			break
 		}
 		size += sz
@@ -359,7 +375,7 @@ func (s *Submitter) submitHeld(ctx context.Context, sp *spaceState) error {
 	if stage || deadline {
 		limit = room
 	}
-	g := takeHeld(sp, limit)
+	g := takeHeld(sp, limit, s.batchBytes)
 	s.held -= len(g.writes)
 	s.outstanding[g] = struct{}{}
 	if stage {
@@ -405,7 +421,7 @@ func (s *Submitter) submitWAL(ctx context.Context) error {
 		for _, r := range g.recs {
 			sz += wal.FrameSize(wal.RecordSize(r))
 		}
-		if i > 0 && size+sz > maxBatchBytes {
+		if i > 0 && size+sz > s.batchBytes {
 			break
 		}
 		size += sz
@@ -445,7 +461,7 @@ func (s *Submitter) submitPromotion(ctx context.Context, sp *spaceState) error {
 	size := 0
 	for i := 0; i < n; i++ {
 		size += wal.FrameSize(wal.RecordSize(sp.staged[i]))
-		if i > 0 && size > maxBatchBytes {
+		if i > 0 && size > s.batchBytes {
 			n = i
 			break
 		}
