@@ -398,6 +398,11 @@ func (s *Segment) scan(fn func(off int64, r messages.Record) error) (wal.ScanRes
 	if err != nil {
 		return wal.ScanResult{}, fmt.Errorf("hot: read %s: %w", s.rel(), err)
 	}
+	return s.scanData(data, fn)
+}
+
+// scanData scans data, the segment's bytes from offset 0.
+func (s *Segment) scanData(data []byte, fn func(off int64, r messages.Record) error) (wal.ScanResult, error) {
 	rel := s.rel()
 	return wal.Scan(data, wal.ScanOptions{Path: rel, Mode: s.opts.Mode, Salt: s.gen.salt(), Recyclable: true},
 		func(off int64, t wal.FrameType, payload []byte) error {
@@ -422,7 +427,23 @@ func (s *Segment) ReadRecords(fn func(off int64, r messages.Record) error) error
 	if s.fd < 0 {
 		return ErrClosed
 	}
-	_, err := s.scan(fn)
+	// Only the bytes written: the rest of the preallocated file (64 MiB
+	// by default) is zeros or an older life's, and reading and scanning
+	// it made every seal cost a read of the whole file.
+	data := make([]byte, s.off)
+	n, err := ring.ReadAt(s.d, s.fd, data, 0)
+	if err != nil {
+		return fmt.Errorf("hot: read %s: %w", s.rel(), err)
+	}
+	if int64(n) < s.off {
+		return &messages.CorruptionError{Path: s.rel(), Offset: int64(n),
+			Reason: fmt.Sprintf("file ends at %d, %d bytes were written", n, s.off)}
+	}
+	res, err := s.scanData(data, fn)
+	if err == nil && res.End != s.off {
+		err = &messages.CorruptionError{Path: s.rel(), Offset: res.End,
+			Reason: fmt.Sprintf("the records end at %d, %d bytes were written", res.End, s.off)}
+	}
 	return err
 }
 
