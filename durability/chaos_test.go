@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/ringpipe/ringpipe"
 	"github.com/ringpipe/ringpipe/internal/testhook"
@@ -399,4 +400,103 @@ func TestChaos(t *testing.T) {
 		}
 		assert.Positive(t, tot.withIO, "no failure injected with I/O in flight")
 	}
+}
+
+// TestChaosEscalation: with the default restart limit, an actor that fails
+// at every chaos point (errors and panics in turn) exhausts it; then Put
+// and Delete return ErrFailed, Get, Scan and View still work and show
+// every acknowledged write (the Oracle checks the failed engine), and Stop
+// returns. A Start after it (no injector) recovers everything.
+func TestChaosEscalation(t *testing.T) {
+	testhook.RestartLimit.Store(0) // the default limit
+	for _, actor := range slices.Sorted(maps.Keys(chaosActors)) {
+		t.Run(actor, func(t *testing.T) { chaosEscalate(t, actor) })
+	}
+}
+
+func chaosEscalate(t *testing.T, actor string) {
+	disk := NewSimDisk(7)
+	var inflight atomic.Int64
+	cfg := chaosConfig(disk, &inflight)
+	ioerrSlowHot(disk) // the promoter only reaches its point with staged records
+	e, err := ringpipe.Start(bugCtx(t), cfg)
+	require.NoError(t, err)
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			kill(e)
+		}
+	})
+	o := NewOracle()
+	ids, err := CreateSpaces(bugCtx(t), e, o, Specs)
+	require.NoError(t, err)
+	w := &Workload{Engine: e, Oracle: o, Spaces: ids, Mix: chaosMix(), MaxValue: 2 << 10}
+	st := w.Run(bugCtx(t), newRand(7), 100)
+	require.NoError(t, st.Err)
+
+	var n atomic.Int64
+	undo := testhook.SetInjector(func(a, point string) error {
+		if a != actor {
+			return nil
+		}
+		if n.Add(1)%2 == 0 {
+			panic(fmt.Sprintf("chaos: injected panic in %s at %s", a, point))
+		}
+		return fmt.Errorf("chaos: injected error in %s at %s", a, point)
+	})
+	t.Cleanup(undo)
+
+	// Write (KeepGoing) until a write returns ErrFailed. The failing
+	// actor's points fire on the way: every write passes the submitter,
+	// completer and publisher, every eighth record of a space is a seal,
+	// and space 2's records are staged for the promoter. Each write is
+	// bounded by its own context.
+	w = &Workload{Engine: e, Oracle: o, Spaces: ids, Mix: Mix{Put: 3, Delete: 1}, MaxValue: 2 << 10, KeepGoing: true}
+	rng := newRand(8)
+	escalated := false
+	for i := 0; i < 5000 && !escalated; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), chaosOpTimeout)
+		st := w.Run(ctx, rng, 1)
+		hung := errors.Is(ctx.Err(), context.DeadlineExceeded)
+		cancel()
+		require.False(t, hung, "write %d did not return within %v: %v", i, chaosOpTimeout, st.Err)
+		escalated = errors.Is(st.Err, ringpipe.ErrFailed)
+	}
+	require.True(t, escalated, "no write returned ErrFailed after %d injected failures", n.Load())
+	restarts := e.Stats().ActorRestarts
+	t.Logf("%s: escalated after %d injected failures; restarts %v", actor, n.Load(), restarts)
+	assert.Equal(t, uint64(5), restarts[actor], "restarts of the %s before escalating (the default limit)", actor)
+
+	// Writes are refused.
+	_, err = e.Put(bugCtx(t), ids[0], ringpipe.Point{1}, []byte("after"))
+	assert.ErrorIs(t, err, ringpipe.ErrFailed, "Put")
+	_, err = e.Delete(bugCtx(t), ids[0], ringpipe.Point{1})
+	assert.ErrorIs(t, err, ringpipe.ErrFailed, "Delete")
+
+	// Reads work: the Oracle reads every point (Get) and space (Scan).
+	rep := o.Check(bugCtx(t), e)
+	assert.NoError(t, rep.Err(), "the failed engine's reads")
+	assert.Positive(t, rep.Acked, "acknowledged writes checked")
+	v := e.View()
+	for _, id := range ids {
+		assert.NoError(t, v.Scan(id, FullBox(o.Spaces()[id]), func(ringpipe.Record) bool { return true }), "View.Scan")
+	}
+
+	// Stop returns (its error is the escalation's, or nil).
+	ctx, cancel := context.WithTimeout(context.Background(), chaosOpTimeout)
+	err = e.Stop(ctx)
+	hung := errors.Is(ctx.Err(), context.DeadlineExceeded)
+	cancel()
+	stopped = true
+	require.False(t, hung, "Stop did not return within %v", chaosOpTimeout)
+	t.Logf("%s: Stop: %v", actor, err)
+	undo()
+
+	// And a restart recovers what was acknowledged.
+	e2, err := ringpipe.Start(bugCtx(t), cfg)
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, e2.Stop(bugCtx(t))) }()
+	assert.NoError(t, o.Check(bugCtx(t), e2).Err(), "after a restart")
+	_, err = e2.Put(bugCtx(t), ids[0], ringpipe.Point{1}, []byte("again"))
+	assert.NoError(t, err, "Put after a restart")
 }
