@@ -1,3 +1,5 @@
+//go:build ringpipe_suites
+
 package durability
 
 // Suite 5 of issue 5: actor chaos. On the sim backend, 16 writers run the
@@ -410,7 +412,12 @@ func TestChaos(t *testing.T) {
 func TestChaosEscalation(t *testing.T) {
 	testhook.RestartLimit.Store(0) // the default limit
 	for _, actor := range slices.Sorted(maps.Keys(chaosActors)) {
-		t.Run(actor, func(t *testing.T) { chaosEscalate(t, actor) })
+		t.Run(actor, func(t *testing.T) {
+			if actor == "completer" {
+				engineBug(t, chaosEscalationBug) // see TestChaosEngineBugEscalationStrandsWrites
+			}
+			chaosEscalate(t, actor)
+		})
 	}
 }
 
@@ -459,7 +466,9 @@ func chaosEscalate(t *testing.T, actor string) {
 		st := w.Run(ctx, rng, 1)
 		hung := errors.Is(ctx.Err(), context.DeadlineExceeded)
 		cancel()
-		require.False(t, hung, "write %d did not return within %v: %v", i, chaosOpTimeout, st.Err)
+		if hung {
+			t.Fatalf("write %d did not return within %v (%v): %s", i, chaosOpTimeout, st.Err, dumpGoroutines(7))
+		}
 		escalated = errors.Is(st.Err, ringpipe.ErrFailed)
 	}
 	require.True(t, escalated, "no write returned ErrFailed after %d injected failures", n.Load())

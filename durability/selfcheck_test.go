@@ -1,3 +1,5 @@
+//go:build ringpipe_suites
+
 package durability
 
 // Suite 9 of issue 5: the harness checks itself. Each planted bug of

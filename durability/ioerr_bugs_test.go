@@ -1,0 +1,148 @@
+//go:build ringpipe_suites
+
+package durability
+
+// Regression tests for engine bugs the I/O-error sweep found. Each is
+// skipped while the bug stands (the lead fixes engine code); remove the
+// Skip with the fix.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ringpipe/ringpipe"
+	"github.com/ringpipe/ringpipe/ring"
+	"github.com/ringpipe/ringpipe/ring/sim"
+)
+
+// TestPromotionLargerThanSegment: staged records whose promotion batch is
+// larger than a whole hot segment (Config.Preallocate below the 4 MiB
+// batch bound) must still be promoted, in batches that fit, and Flush
+// must return. Found by the sweep's reference run with 16 KiB logs.
+func TestPromotionLargerThanSegment(t *testing.T) {
+	t.Skip("engine bug: with Config.Preallocate = 16 KiB, a promotion batch larger than a fresh hot segment never " +
+		"fits: the submitter hints a seal, the sealer rotates to an empty generation and seals the empty one, " +
+		"the promotion gets hot.ErrFull again, forever (a live-lock: 200k ring ops per second, Flush never returns). " +
+		"submitPromotion bounds a batch by maxBatchBytes only, not by the room in the segment")
+	disk := NewSimDisk(1)
+	cfg := SimConfig(disk)
+	cfg.Preallocate = 16 << 10
+	ctx, cancel := context.WithTimeout(context.Background(), ioerrTimeout)
+	defer cancel()
+	e, err := ringpipe.Start(ctx, cfg)
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, e.Stop(ctx)) }()
+	sp, err := e.CreateSpace(ctx, ringpipe.SpaceSpec{Name: "s", Dims: 1, Bits: 8})
+	require.NoError(t, err)
+	// Every hot sync misses the deadline: the writes are staged.
+	disk.Inject(sim.Fault{Kind: sim.Delay, Delay: 3 * time.Millisecond, Persist: true,
+		Path: simDir + "/hot/", Ops: []ring.Opcode{ring.OpFdatasync, ring.OpFsync}})
+	for i := range 8 {
+		_, err := e.Put(ctx, sp, ringpipe.Point{uint32(i)}, make([]byte, 3<<10))
+		require.NoError(t, err)
+	}
+	require.Positive(t, e.Stats().StagedWrites, "the writes were not staged")
+	fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer fcancel()
+	err = e.Flush(fctx, sp)
+	assert.False(t, errors.Is(err, context.DeadlineExceeded), "Flush hung: %d ring ops so far, stats %+v", disk.OpCount(), e.Stats())
+	assert.NoError(t, err)
+}
+
+// TestManifestSyncErrorDuringSeal: an EIO from the manifest's fdatasync
+// while a seal commits its block (Flush). The sealer fails and restarts;
+// snapshot.Open reads the manifest from the page cache, where the edit
+// whose sync failed (block added, generation sealed) reads as written, so
+// the restarted sealer takes the block as committed and retires the
+// generation, and nothing ever syncs that edit again. After a power loss
+// the manifest ends before it, recovery removes the block as an orphan,
+// and every record of the generation is gone (10 of 10 here). No caller
+// saw an error (a second Flush succeeds). Found by TestIOErrorSweep ("EIO
+// once at a manifest fdatasync": oracle, acknowledged lost 8). Reopening
+// after a failed write must not trust the file's unsynced tail: e.g. roll
+// to a new manifest holding the state from before the failed edit, then
+// apply it again. Elsewhere the sweep sees the reopened manifest appended
+// to and fdatasynced again after the failure (the fsync rule), which this
+// test checks too.
+func TestManifestSyncErrorDuringSeal(t *testing.T) {
+	t.Skip("engine bug: after an EIO from the manifest's fdatasync during a seal, the sealer reopens the manifest " +
+		"and keeps appending to (and syncing) the same file; after a power loss the sealed block is removed as an " +
+		"orphan and its generation's acknowledged records are lost")
+	for seed := int64(1); seed <= 20; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			disk := NewSimDisk(seed)
+			watch := newOpWatch()
+			cfg := SimConfig(disk)
+			cfg.NewRing = func(o ring.Options) (ring.Ring, error) { return watch.wrap(disk.NewRing(o)), nil }
+			ctx, cancel := context.WithTimeout(context.Background(), ioerrTimeout)
+			defer cancel()
+			e, err := ringpipe.Start(ctx, cfg)
+			require.NoError(t, err)
+			o := NewOracle()
+			ids, err := CreateSpaces(ctx, e, o, Specs[:1])
+			require.NoError(t, err)
+			rng := newRand(seed)
+			for i := range 10 {
+				p := ringpipe.Point{uint32(i)}
+				v := Value(rng, 100)
+				w := o.Begin(ids[0], p, v, false)
+				rev, err := e.Put(ctx, ids[0], p, v)
+				require.NoError(t, err)
+				o.Ack(w, rev)
+			}
+			disk.Inject(sim.Fault{Kind: sim.EIO, Ops: []ring.Opcode{ring.OpFdatasync}, Path: simDir + "/MANIFEST-"})
+			if err := e.Flush(ctx, ids[0]); err != nil {
+				require.NoError(t, e.Flush(ctx, ids[0]), "the second Flush, after the sealer restarted")
+			}
+			require.NoError(t, e.Stop(ctx))
+			require.Len(t, disk.Hits(), 1, "the fault did not fire")
+			assert.Empty(t, watch.Violations(), "fsync rule")
+			disk.PowerLoss(newRand(seed))
+			e, err = ringpipe.Start(ctx, SimConfig(disk))
+			require.NoError(t, err)
+			defer func() { assert.NoError(t, e.Stop(ctx)) }()
+			require.NoError(t, o.Check(ctx, e).Err())
+		})
+	}
+}
+
+// TestCallDuringEscalationReturns: once an actor passes its restart limit
+// every call must return (ErrFailed, or the error that failed it), not
+// wait for its context. A CreateSpace, Sync or Flush that entered the
+// engine before the escalation waits in ask/waitReply on its reply, ctx
+// and e.supDone; but e.supDone closes only after e.senders.Wait(), which
+// waits for that very caller to leave: it hangs until its context ends.
+// (The race detector also flags senders.Add in enter running concurrently
+// with that Wait.) Found by TestIOErrorSweep ("fsync failure persistent
+// from op 34": create space hung 15 s after "restart limit exceeded").
+func TestCallDuringEscalationReturns(t *testing.T) {
+	t.Skip("engine bug: a call that entered the engine before an escalation to ErrFailed waits until its context " +
+		"ends (supDone waits for senders, the sender waits for supDone)")
+	disk := NewSimDisk(1)
+	ctx, cancel := context.WithTimeout(context.Background(), ioerrTimeout)
+	defer cancel()
+	e, err := ringpipe.Start(ctx, SimConfig(disk))
+	require.NoError(t, err)
+	defer func() { _ = e.Stop(ctx) }()
+	// Every manifest operation fails: the sealer fails at the first
+	// CreateSpace, and every restart fails to reopen the manifest, until
+	// the restart limit escalates; the next CreateSpace enters meanwhile.
+	disk.Inject(sim.Fault{Kind: sim.EIO, Persist: true, Path: simDir + "/MANIFEST"})
+	for i := range 10 {
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := e.CreateSpace(cctx, ringpipe.SpaceSpec{Name: fmt.Sprint("s", i), Dims: 1, Bits: 8})
+		ccancel()
+		require.Error(t, err)
+		require.False(t, errors.Is(err, context.DeadlineExceeded), "CreateSpace %d hung: %v", i, err)
+		if errors.Is(err, ringpipe.ErrFailed) {
+			return
+		}
+	}
+	t.Fatal("the engine never escalated")
+}
