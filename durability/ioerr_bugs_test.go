@@ -146,3 +146,65 @@ func TestCallDuringEscalationReturns(t *testing.T) {
 	}
 	t.Fatal("the engine never escalated")
 }
+
+// TestCloseErrorReachesStop: an EIO from closing a log file at Stop is
+// logged ("close") and dropped: Stop returns nil. DESIGN.md §5 wants every
+// failure to reach the caller (a close error on a written file can mean
+// lost data on some filesystems). Found by TestIOErrorSweep ("did not
+// reach a caller": close hot, wal, manifest, block, LOCK and directory
+// fds, once each).
+func TestCloseErrorReachesStop(t *testing.T) {
+	t.Skip("engine bug: Stop logs and drops the error of a failed close (returns nil)")
+	disk := NewSimDisk(1)
+	ctx, cancel := context.WithTimeout(context.Background(), ioerrTimeout)
+	defer cancel()
+	e, err := ringpipe.Start(ctx, SimConfig(disk))
+	require.NoError(t, err)
+	sp, err := e.CreateSpace(ctx, Specs[0])
+	require.NoError(t, err)
+	_, err = e.Put(ctx, sp, ringpipe.Point{1}, []byte("v"))
+	require.NoError(t, err)
+	disk.Inject(sim.Fault{Kind: sim.EIO, Ops: []ring.Opcode{ring.OpClose}, Path: simDir + "/hot/"})
+	err = e.Stop(ctx)
+	require.Len(t, disk.Hits(), 1, "no hot segment was closed")
+	assert.Error(t, err, "Stop hid the failed close of %s", disk.Hits()[0].Path)
+}
+
+// TestRotateAfterFailedCreate: a failed directory sync while hot.Create
+// recycles a spare (renamed into place as the next generation) fails the
+// sealer; the restarted sealer creates the same generation again, which
+// now exists: "file exists", at every later rotation. The space can never
+// rotate or seal again (Flush fails forever; its hot segment fills). Found
+// by TestIOErrorSweep ("fsync failure once" at a /db/hot directory sync:
+// "flush space 2: ... hot: create ...: file exists").
+func TestRotateAfterFailedCreate(t *testing.T) {
+	t.Skip("engine bug: after a failed directory sync in hot.Create (recycling a spare), every later rotation of " +
+		"the space fails with \"file exists\"")
+	disk := NewSimDisk(1)
+	ctx, cancel := context.WithTimeout(context.Background(), ioerrTimeout)
+	defer cancel()
+	e, err := ringpipe.Start(ctx, SimConfig(disk))
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, e.Stop(ctx)) }()
+	sp, err := e.CreateSpace(ctx, Specs[0])
+	require.NoError(t, err)
+	put := func(n int) {
+		for i := range n {
+			_, err := e.Put(ctx, sp, ringpipe.Point{uint32(i)}, []byte("v"))
+			require.NoError(t, err)
+		}
+	}
+	put(3)
+	require.NoError(t, e.Flush(ctx, sp)) // generation 1 sealed, kept as a spare
+	put(3)
+	disk.Inject(sim.Fault{Kind: sim.FsyncFail, Ops: []ring.Opcode{ring.OpFsync}, Path: simDir + "/hot"})
+	err = e.Flush(ctx, sp) // the next generation recycles the spare; its directory sync fails
+	require.Len(t, disk.Hits(), 1, "the directory sync did not fail")
+	require.Error(t, err)
+	for range 3 {
+		if err = e.Flush(ctx, sp); err == nil {
+			return
+		}
+	}
+	t.Fatalf("the space never rotates again: %v", err)
+}

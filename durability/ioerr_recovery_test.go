@@ -184,5 +184,8 @@ func TestIOErrorRecoverySweep(t *testing.T) {
 			ioerrSweep(t, sc, ref.opsRun, tt)
 		}
 	}
+	if ioerrRace {
+		t.Log("under -race: faults once only; the persistent half runs without -race (see ioerr_race_test.go)")
+	}
 	tt.print(t, "recovery")
 }
