@@ -28,8 +28,9 @@ import (
 // Fixed workloads run on a fresh simulated disk with the power cut at
 // operation index k, for every k from the first operation to the last
 // (the sweep stops at the first k that the workload no longer reaches),
-// each with cpVariants tear patterns; a fresh engine recovers and the
-// Oracle checks it. Three sweeps:
+// each with several tear patterns (cpVariants); a fresh engine recovers
+// and the Oracle checks it, and for the first pattern a second recovery
+// after a clean Stop must show the same state. Three sweeps:
 //
 //   - pipeline: Start on an empty directory (manifest creation, CURRENT),
 //     CreateSpace, direct hot appends, a delete, a seal by threshold and by
@@ -43,18 +44,31 @@ import (
 //   - recovery: Start on crash images (the directories left by the
 //     pipeline cuts whose recovery did the most I/O, and one with a torn
 //     manifest tail, leftovers of an interrupted compaction and an orphaned
-//     block), cut at every operation of the recovery; a second recovery
-//     must find exactly the state an uncut one finds.
+//     block), cut at every operation of the recovery, the recovered
+//     engine's start-up and its clean Stop; the next recovery must find
+//     exactly the state an uncut one finds.
+//
+// One sweep: go test -tags ringpipe_suites -run 'TestCrashPoint(Pipeline|
+// Compaction)$' ./durability. A failure names the operation index, the
+// tear pattern and the disk seed. RINGPIPE_SOAK=1 runs 8 tear patterns
+// per point.
 //
 // Every cut point names the operation that was not performed (the first
 // that failed), so the suite prints which kinds of step it crashed in.
 
-// cpVariants is how many tear patterns each crash point is cut with.
-const cpVariants = 3
+// cpVariants is how many tear patterns each crash point is cut with: 3,
+// or 8 in a soak (RINGPIPE_SOAK).
+func cpVariants() int {
+	if soak() {
+		return 8
+	}
+	return 3
+}
 
 // cpReport is a sweep's figures.
 type cpReport struct {
 	mu         sync.Mutex
+	variants   int            // tear patterns per crash point
 	points     int            // crash points run (k, with every variant)
 	total      int            // crash points the workloads have
 	reference  int            // operations of the uncut reference run
@@ -67,8 +81,8 @@ type cpReport struct {
 	cpu0       time.Duration // the process's CPU time then
 }
 
-func newCPReport() *cpReport {
-	return &cpReport{kinds: make(map[string]int), t0: time.Now(), cpu0: cpuTime()}
+func newCPReport(variants int) *cpReport {
+	return &cpReport{variants: variants, kinds: make(map[string]int), t0: time.Now(), cpu0: cpuTime()}
 }
 
 func (r *cpReport) fail(format string, args ...any) {
@@ -115,7 +129,7 @@ func (r *cpReport) log(t *testing.T, name string) {
 	}
 	t.Logf("crash-point sweep %s: crash points covered %d / %d (%.0f%%; the uncut reference run had %d operations), "+
 		"%d cut runs (%d tear patterns each), violations %d, in %v (CPU %v); oracle: %v",
-		name, r.points, r.total, pct, r.reference, r.runs, cpVariants, r.violations,
+		name, r.points, r.total, pct, r.reference, r.runs, r.variants, r.violations,
 		time.Since(r.t0).Round(time.Millisecond), (cpuTime() - r.cpu0).Round(time.Millisecond), r.figures)
 	t.Logf("crash-point sweep %s: operations cut, by kind: %s", name, strings.Join(kinds, ", "))
 	for _, p := range r.problems {
@@ -539,8 +553,8 @@ func sweep(t *testing.T, rep *cpReport, newCfg func(*sim.Disk, *cutter) ringpipe
 	}
 	var keepMu sync.Mutex
 	run := func(k int) (reached bool) {
-		for v := range cpVariants {
-			seed := int64(k*cpVariants + v)
+		for v := range rep.variants {
+			seed := int64(k*rep.variants + v)
 			disk := NewSimDisk(seed)
 			c := newCutter(disk, seed)
 			d := &driver{ctx: ctx, cfg: newCfg(disk, c), disk: disk, log: &wlog{}}
@@ -618,7 +632,7 @@ func cutContext(ctx context.Context, fired <-chan struct{}) (context.Context, co
 // TestCrashPointPipeline is the pipeline sweep, followed by the recovery
 // sweep over the crash images it left.
 func TestCrashPointPipeline(t *testing.T) {
-	rep := newCPReport()
+	rep := newCPReport(cpVariants())
 	// The images whose recovery did the most I/O, for the recovery sweep.
 	type kept struct {
 		k   int
@@ -637,7 +651,7 @@ func TestCrashPointPipeline(t *testing.T) {
 	})
 	rep.log(t, "pipeline")
 
-	rrep := newCPReport()
+	rrep := newCPReport(cpVariants())
 	for _, b := range best {
 		recoverySweep(t, rrep, fmt.Sprintf("after a cut at operation %d", b.k), b.im)
 	}
@@ -696,30 +710,36 @@ func recoverySweep(t *testing.T, rep *cpReport, name string, im *image) {
 		rep.fail("image %s: uncut recovery: %v", name, err)
 		return
 	}
+	// The operations swept: the recovery, the recovered engine's start-up
+	// (a seal of what recovery left frozen, say) and a clean Stop, which
+	// bounds that work.
 	disk = im.restore(1)
 	e, err := ringpipe.Start(ctx, newCfg(disk, newCutter(disk, 1)))
+	if err == nil {
+		err = e.Stop(ctx)
+	}
 	if err != nil {
 		rep.fail("image %s: uncut recovery: %v", name, err)
 		return
 	}
-	refOps := int(disk.OpCount()) // the recovery's operations
-	kill(e)
+	refOps := int(disk.OpCount())
 	rep.mu.Lock()
 	rep.reference += refOps
 	rep.mu.Unlock()
 	run := func(k int) (reached bool) {
-		for v := range cpVariants {
-			seed := int64(k*cpVariants + v)
+		for v := range rep.variants {
+			seed := int64(k*rep.variants + v)
 			disk := im.restore(seed)
 			c := newCutter(disk, seed)
-			c.arm(uint64(k))
-			e, err := ringpipe.Start(ctx, newCfg(disk, c))
-			cut := c.disarm()
+			fired := c.arm(uint64(k))
+			cctx, stopCtx := cutContext(ctx, fired)
+			e, err := ringpipe.Start(cctx, newCfg(disk, c))
 			if err == nil {
-				kill(e)
+				_ = e.Stop(cctx) // a cut ends it early; its error is of no interest
 			}
-			if !cut {
-				continue // the recovery ended before operation k
+			stopCtx()
+			if !c.disarm() {
+				continue // the recovery and Stop ended before operation k
 			}
 			reached = true
 			kind := cutKind(disk, uint64(k))
@@ -777,9 +797,16 @@ func compactionConfig(disk *sim.Disk, c *cutter) ringpipe.Config {
 	return cfg
 }
 
-// TestCrashPointCompaction is the compaction sweep.
+// TestCrashPointCompaction is the compaction sweep. Each run creates ~240
+// spaces first (the manifest must grow by 64 KiB within one engine's
+// life), so it is the costly sweep: one tear pattern per point (the files
+// it writes are synced before anything names them), cpVariants in a soak.
 func TestCrashPointCompaction(t *testing.T) {
-	rep := newCPReport()
+	variants := 1
+	if soak() {
+		variants = cpVariants()
+	}
+	rep := newCPReport(variants)
 	sweep(t, rep, compactionConfig, compactionPrepare, compactionWorkload, nil)
 	rep.log(t, "compaction")
 	require.Positive(t, rep.kinds["rename tmp CURRENT"], "the sweep cut a CURRENT switch")

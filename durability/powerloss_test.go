@@ -27,23 +27,28 @@ import (
 //
 // Each seed is one directory on a simulated disk followed through many
 // power losses: writers run random workloads (puts, deletes, async bursts,
-// Sync, Flush; four spaces of different shapes; values of 0 B to 64 KiB),
+// Sync, Flush; three spaces of different shapes; values of 0 B to 64 KiB),
 // the power is cut at a random operation index while writes are in flight
 // (sometimes during the recovery that follows instead), the engine is
 // started again, and the Oracle checks what recovery found; then the
 // workload goes on with the recovered engine.
 //
-// CI form: plSeeds seeds × plCycles power losses (at least 20,000 in all).
-// Soak form (RINGPIPE_SOAK=1): seeds until RINGPIPE_SOAK_DURATION passes,
-// or plSoakSeeds of them. One seed: go test -run PowerLoss ./durability
-// -seed N.
+// CI form: plSeeds seeds × plCycles power losses in the writes phase,
+// plus the cuts during recovery: about 24,000 power losses, ~90 s of CPU.
+// With -race a cycle costs about six times as much (22 ms of CPU against
+// 3.7), and plSeedsRace seeds (about 6,000 power losses, ~135 s of CPU)
+// are what fits the package's time. Soak form (RINGPIPE_SOAK=1): seeds
+// from plSoakFirst until RINGPIPE_SOAK_DURATION passes, or plSoakSeeds of
+// them. One seed, with its engine log on failure: go test -tags
+// ringpipe_suites -run 'TestPowerLoss$' ./durability -seed N -v.
 
 const (
-	plSeeds     = 1000  // CI: seeds
-	plCycles    = 20    // power losses per seed (writes phase cuts; recovery cuts come on top)
-	plSoakSeeds = 1e6   // soak: seeds, unless the duration ends first
-	plFirstSeed = 1     // the CI seeds are plFirstSeed, plFirstSeed+1, ...
-	plSoakFirst = 10000 // the soak's seeds start here, after the CI's
+	plSeeds     = 1000      // CI: seeds
+	plSeedsRace = 250       // CI with -race: seeds
+	plCycles    = 20        // writes-phase power losses per seed
+	plSoakSeeds = 1_000_000 // soak: seeds, unless the duration ends first
+	plFirstSeed = 1         // the CI seeds are plFirstSeed, plFirstSeed+1, ...
+	plSoakFirst = 10000     // the soak's seeds start here, after the CI's
 )
 
 // plTotals are the suite's figures, summed over seeds.
@@ -75,7 +80,11 @@ func (p *plTotals) add(r plResult) {
 }
 
 func TestPowerLoss(t *testing.T) {
-	seeds := seedRange(plFirstSeed, plSeeds)
+	n := int64(plSeeds)
+	if plRace {
+		n = plSeedsRace
+	}
+	seeds := seedRange(plFirstSeed, n)
 	var deadline time.Time
 	if soak() && *seedFlag == 0 {
 		seeds = seedRange(plSoakFirst, plSoakSeeds)
