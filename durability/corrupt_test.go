@@ -675,6 +675,7 @@ func TestCorruption(t *testing.T) {
 		seeds = seedRange(1, 20)
 	}
 	tot := newCorruptTotals()
+	unexplained := 0
 	for _, seed := range seeds {
 		for _, v := range corruptVariants {
 			img, lay := corruptBuild(t, seed, v)
@@ -697,6 +698,7 @@ func TestCorruption(t *testing.T) {
 						tot.known[key]++
 						continue
 					}
+					unexplained++
 					t.Errorf("seed %d %s, %v (%s), %v: %s %s", seed, v.name, d, corruptClassNames[class], mode,
 						corruptOutcomeNames[out], detail)
 				}
@@ -712,7 +714,11 @@ func TestCorruption(t *testing.T) {
 	for _, k := range slices.Sorted(maps.Keys(tot.byFile)) {
 		t.Logf("  in %s files: %s", k, corruptCounts(tot.byFile[k]))
 	}
+	known := 0
 	for _, k := range slices.Sorted(maps.Keys(tot.known)) {
 		t.Logf("  known engine bug, %s: %d (%s)", k, tot.known[k], corruptKnown[k])
+		known += tot.known[k]
 	}
+	t.Logf("corruption: outcomes not allowed %d, of which known engine bugs %d, unexplained %d", known+unexplained,
+		known, unexplained)
 }

@@ -157,6 +157,7 @@ type ioerrOutcome struct {
 	hung        bool     // a call ran into its timeout
 	stuck       bool     // a call the watchdog released after the engine failed
 	stopAt      uint64   // ring ops before Stop was called
+	startOps    uint64   // ring ops when Start returned
 	actorFailed int      // "actor failed" warnings: the error reached the supervisor
 	warnings    []string // the engine's warning messages, in order
 }
@@ -201,6 +202,7 @@ func ioerrRun(t *testing.T, sc ioerrScenario, f *sim.Fault, lg *zap.Logger) (out
 
 	e, err := ringpipe.Start(ctx, cfg)
 	out.startErr = err
+	out.startOps = disk.OpCount()
 	note(err)
 	if err == nil {
 		// The watchdog: once the engine has failed for good (ErrFailed),
@@ -409,8 +411,9 @@ type ioerrTotals struct {
 	violations  []string       // fsync-rule breaks, with their run
 	recovery    int            // fault-free Starts after the power loss that failed
 	hung        int
-	stuck       int            // runs with a call stuck after the engine failed
-	known       map[string]int // broken rules explained by known engine bugs
+	stuck       int               // runs with a call stuck after the engine failed
+	known       map[string]int    // broken rules explained by known engine bugs
+	firstKnown  map[string]string // the first run of each, described
 	oracle      Figures
 	universe    map[string]bool // op class × fault kind the faulted runs could be hit by
 	reached     map[string]bool
@@ -420,7 +423,8 @@ type ioerrTotals struct {
 func newIOErrTotals() *ioerrTotals {
 	return &ioerrTotals{byVerdict: make(map[ioerrVerdict]int), swallowed: make(map[string]int),
 		shortErrs: make(map[string]int), fsyncNoRest: make(map[string]int), known: make(map[string]int),
-		universe: make(map[string]bool), reached: make(map[string]bool)}
+		firstKnown: make(map[string]string),
+		universe:   make(map[string]bool), reached: make(map[string]bool)}
 }
 
 // ioerrKnown names the known engine bug (its skipped regression test,
@@ -483,7 +487,11 @@ func (tt *ioerrTotals) add(name string, o ioerrOutcome) string {
 			return
 		}
 		if k := ioerrKnown(&o, rule); k != "" {
-			tt.known[rule+": "+k]++
+			key := rule + ": " + k
+			if tt.known[key] == 0 {
+				tt.firstKnown[key] = fmt.Sprintf("%s: %s [replay: %s]", name, desc, o.replay())
+			}
+			tt.known[key]++
 			return
 		}
 		broke = append(broke, desc)
@@ -558,7 +566,7 @@ func (tt *ioerrTotals) print(t *testing.T, what string) {
 	t.Logf("%s: fsync-rule violations %d, calls stuck after the engine failed %d, calls hung %d, "+
 		"recovery failures %d; oracle: %v", what, len(tt.violations), tt.stuck, tt.hung, tt.recovery, tt.oracle)
 	for _, k := range slices.Sorted(maps.Keys(tt.known)) {
-		t.Logf("%s: known engine bug, %s: %d runs", what, k, tt.known[k])
+		t.Logf("%s: known engine bug, %s: %d runs; the first: %.600s", what, k, tt.known[k], tt.firstKnown[k])
 	}
 	var never []string
 	for k := range tt.universe {
@@ -712,7 +720,7 @@ func ioerrWorkloadOps() int {
 	if soak() {
 		return 150
 	}
-	return 40
+	return 30
 }
 
 // TestIOErrorSweep is the sweep on the running engine (and the Start of an
