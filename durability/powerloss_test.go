@@ -120,6 +120,9 @@ func TestPowerLoss(t *testing.T) {
 	wg.Wait()
 	el, cpu := time.Since(t0), cpuTime()-cpu0
 	f := tot.figures
+	if len(seeds) > 0 {
+		t.Logf("seeds %d..%d (of them run: %d; replay one: -seed N)", seeds[0], seeds[len(seeds)-1], tot.seeds)
+	}
 	t.Logf("power-loss simulation: %d seeds, %d power losses (%d during recovery, %d with no write in flight), "+
 		"%d operations, in %v (%.1f ms per power loss; CPU %v, %.1f ms per power loss)",
 		tot.seeds, tot.cuts, tot.recoveryCuts, tot.idleCuts, tot.ops, el.Round(time.Millisecond),
