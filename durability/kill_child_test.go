@@ -48,11 +48,11 @@ const killChildOps = 50000
 var killSpecs = Specs
 
 // killConfig is the engine's configuration in the child and in the
-// parent's recovery: a small preallocation (a real disk, many rounds), and
-// seals every 1,024 records or 1 MiB so that rounds of a few hundred to a
-// few thousand writes cross seals, manifest edits and hot-file rotations.
-// NB: 4 MiB, not less: a batch staged to the WAL must fit one WAL segment
-// (Preallocate), or its writes fail (TestKillStagedBatchTooLarge).
+// parent's recovery: a small preallocation (a real disk, many rounds; 4 MiB
+// holds the largest values several times over, so batches are not cut
+// small), and seals every 1,024 records or 1 MiB so that rounds of a few
+// hundred to a few thousand writes cross seals, manifest edits and
+// hot-file rotations.
 func killConfig(dir string, b ringpipe.Backend) ringpipe.Config {
 	return ringpipe.Config{
 		Dir:           dir,
@@ -302,14 +302,14 @@ func killPoint(rng *rand.Rand, spec ringpipe.SpaceSpec) ringpipe.Point {
 }
 
 // killValueSize is the workload's size mix up to 16 KiB, plus one value in
-// 512 between 64 and 512 KiB: records that span many pages and take
-// longer than a hot file's deadline to sync. Blocks are never merged yet,
-// so every byte written stays in the directory through all its rounds:
-// the sizes are kept modest so that recovery stays quick. (Up to 512 KiB:
-// a batch of them must fit one WAL segment, see killConfig.)
+// 512 between 64 KiB and 1 MiB (the default MaxValueSize): records that
+// span many pages and take longer than a hot file's deadline to sync.
+// Blocks are never merged yet, so every byte written stays in the
+// directory through all its rounds: the sizes are kept modest so that
+// recovery stays quick.
 func killValueSize(rng *rand.Rand) int {
 	if rng.Intn(512) == 0 {
-		return 64<<10 + rng.Intn(448<<10+1)
+		return 64<<10 + rng.Intn(960<<10+1)
 	}
 	return ValueSize(rng, 16<<10)
 }

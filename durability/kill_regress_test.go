@@ -13,26 +13,27 @@ import (
 
 // Engine bugs suite 6 found, kept as regression tests.
 
-// TestKillStagedBatchTooLarge: a batch staged to the WAL is written as one
-// WAL batch, and a WAL batch larger than a WAL segment (Preallocate) is
-// refused — so valid Puts fail. Found by TestKill with Preallocate 1 MiB
-// and values up to 1 MiB: "submitter: stage 19 records: wal: batch of
-// 1063832 bytes exceeds the segment size 1048576". With the defaults a
-// batch of 32 records of MaxValueSize (1 MiB) fits a 64 MiB segment, but
-// Start accepts any MaxValueSize up to 64 MiB with any Preallocate, and a
-// single value of MaxValueSize does not fit a segment of Preallocate =
-// MaxValueSize either.
+// TestKillStagedBatchTooLarge: a batch staged to the WAL was written as
+// one WAL batch, and a WAL batch larger than a WAL segment (Preallocate)
+// was refused, so valid Puts failed after they were queued. Found by
+// TestKill with Preallocate 1 MiB and values up to 1 MiB: "submitter:
+// stage 19 records: wal: batch of 1063832 bytes exceeds the segment size
+// 1048576"; fixed in 01f3672 (batches are cut to fit a log file, and a
+// record no log file can hold is refused up front with ErrValueTooLarge).
+// A write is either refused before it is queued or it succeeds: it never
+// fails for its size once accepted.
 func TestKillStagedBatchTooLarge(t *testing.T) {
-	t.Skip("engine bug: a staged batch larger than one WAL segment (Config.Preallocate) fails its writes " +
-		"(wal: batch of N bytes exceeds the segment size); see TestKillStagedBatchTooLarge")
 	for _, tc := range []struct {
 		name   string
 		values []int
 	}{
-		// One value of the default MaxValueSize: never fits.
+		// One value of the default MaxValueSize: no 1 MiB log file holds
+		// it with its header, so it is refused up front.
 		{"one-max-value", []int{1 << 20}},
+		// One value that fits a log file alone.
+		{"one-fitting-value", []int{1<<20 - 8<<10}},
 		// Four values that each fit, batched together (BatchTimeout
-		// lets the submitter gather them).
+		// lets the submitter gather them): no log file holds them all.
 		{"batch", []int{600 << 10, 600 << 10, 600 << 10, 600 << 10}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -50,14 +51,23 @@ func TestKillStagedBatchTooLarge(t *testing.T) {
 			space, err := e.CreateSpace(ctx, ringpipe.SpaceSpec{Name: "big", Dims: 1, Bits: 8})
 			require.NoError(t, err)
 			var tickets []*ringpipe.Ticket
+			var sizes []int
 			for i, n := range tc.values {
 				tk, err := e.PutAsync(ctx, space, ringpipe.Point{uint32(i)}, make([]byte, n))
-				require.NoError(t, err, "PutAsync %d", i)
+				if err != nil {
+					require.ErrorIs(t, err, ringpipe.ErrValueTooLarge, "PutAsync %d of %d bytes", i, n)
+					require.Greater(t, n, 1<<20-4<<10, "refused a value that fits a log file")
+					continue
+				}
 				tickets = append(tickets, tk)
+				sizes = append(sizes, n)
 			}
 			for i, tk := range tickets {
 				_, err := tk.Wait(ctx)
-				assert.NoError(t, err, "Put %d of %d bytes", i, tc.values[i])
+				assert.NoError(t, err, "accepted Put of %d bytes", sizes[i])
+			}
+			if tc.name != "one-max-value" {
+				assert.Len(t, tickets, len(tc.values), "values that fit a log file are accepted")
 			}
 		})
 	}

@@ -63,7 +63,8 @@ type killPlan struct {
 // killPlanFor is 25 kills per backend in CI (50 in all: about 50 s with
 // -race on 2 quiet cores, twice that on a busy machine), on chains of 13
 // and 12 rounds per directory; 2,000 per backend under RINGPIPE_SOAK=1
-// (bounded by RINGPIPE_SOAK_DURATION when set), on chains of 200. Blocks
+// (each backend bounded by RINGPIPE_SOAK_DURATION when set), on chains of
+// 200. Blocks
 // are never merged yet, so every byte written stays and recovery slows as
 // a directory grows: longer chains would measure recovery time, not
 // durability.
@@ -123,10 +124,10 @@ func (f killFigures) String() string {
 // -seed replays a run's choices (workloads and kill targets), not the
 // kernel's timing.
 func TestKill(t *testing.T) {
-	plan := killPlanFor(t)
 	for i, b := range []ringpipe.Backend{ringpipe.BackendURing, ringpipe.BackendStd} {
 		t.Run(b.String(), func(t *testing.T) {
 			leakSkipWithout(t, b)
+			plan := killPlanFor(t)
 			seed := int64(6001 + i)
 			if *seedFlag != 0 {
 				seed = *seedFlag
@@ -550,7 +551,7 @@ func (k *killer) recoverAndCheck(round int) (err error) {
 	}
 	k.fig.recovery += time.Since(began)
 	defer func() {
-		if serr := e.Stop(ctx); serr != nil && err == nil {
+		if serr := leakStop(ctx, e, fmt.Sprintf("after the check of round %d", round)); serr != nil && err == nil {
 			err = fmt.Errorf("round %d: Stop after the check: %w", round, serr)
 		}
 	}()
