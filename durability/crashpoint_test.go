@@ -127,7 +127,7 @@ func (r *cpReport) log(t *testing.T, name string) {
 	if r.total > 0 {
 		pct = 100 * float64(r.points) / float64(r.total)
 	}
-	t.Logf("crash-point sweep %s: crash points covered %d / %d (%.0f%%; the uncut reference run had %d operations), "+
+	t.Logf("crash-point sweep %s: crash points covered %d / %d (%.1f%%; the uncut reference run had %d operations), "+
 		"%d cut runs (%d tear patterns each), violations %d, in %v (CPU %v); oracle: %v",
 		name, r.points, r.total, pct, r.reference, r.runs, r.variants, r.violations,
 		time.Since(r.t0).Round(time.Millisecond), (cpuTime() - r.cpu0).Round(time.Millisecond), r.figures)
