@@ -31,8 +31,9 @@ func (r *Recorder) Export() Export {
 	for i, b := range bucketBounds {
 		out.Buckets[i].UpperBound = b
 	}
-	// As in Buckets: a sample counts at the first bound at or above the
-	// lowest value of its HDR bucket.
+	// Distribution lists HDR's buckets in ascending order (empty ones
+	// included) up to the last non-empty one; a sample counts at the first
+	// bound at or above the lowest value of its HDR bucket.
 	i := 0
 	var sumNs float64
 	for _, bar := range r.total.Distribution() {

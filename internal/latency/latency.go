@@ -199,31 +199,7 @@ var bucketBounds = []time.Duration{
 //
 // Buckets allocates (up to about 1.5 MB, hdrhistogram-go's Distribution);
 // it is meant for a scrape, not for a hot path.
-func (r *Recorder) Buckets() []Bucket {
-	r.drainMu.Lock()
-	defer r.drainMu.Unlock()
-	r.drainLocked()
-	out := make([]Bucket, len(bucketBounds))
-	for i, b := range bucketBounds {
-		out[i].UpperBound = b
-	}
-	// Distribution lists HDR's buckets in ascending order (empty ones
-	// included) up to the last non-empty one.
-	i := 0
-	for _, bar := range r.total.Distribution() {
-		if bar.Count == 0 {
-			continue
-		}
-		for int64(bucketBounds[i]) < bar.From {
-			i++ // NB: cannot run off the end: From <= MaxDuration, the last bound
-		}
-		out[i].Count += uint64(bar.Count)
-	}
-	for i := 1; i < len(out); i++ {
-		out[i].Count += out[i-1].Count
-	}
-	return out
-}
+func (r *Recorder) Buckets() []Bucket { return r.Export().Buckets }
 
 // drainLocked moves every shard's samples into r.total and returns the
 // exact maximum over the shards (0 when nothing was recorded).
