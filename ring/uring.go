@@ -503,13 +503,20 @@ func (r *uringRing) reap(out []Completion, wait bool) (int, error) {
 		if done {
 			return 0, ErrClosed
 		}
-		if conts, _ := r.drain(); len(conts) > 0 {
+		conts, n := r.drain()
+		if len(conts) > 0 {
 			r.sqMu.Lock()
 			err := r.submitChains(conts)
 			r.sqMu.Unlock()
 			if err != nil {
 				return 0, err
 			}
+			continue
+		}
+		if n > 0 {
+			// drain consumed CQEs that made no Completion (Close's
+			// wake-up nop among them): look again at closed and
+			// inflight before waiting, or the wait may never end.
 			continue
 		}
 		r.mu.Lock()
