@@ -41,6 +41,9 @@ type Completer struct {
 	ringErr error        // the ring died: every later flight fails with it
 	wakes   atomic.Int32 // wake-up nops submitted and not yet reaped
 	maxID   uint64       // the highest flight id registered
+	// stranded are the messages publish could not deliver because the
+	// engine had failed; FailPending hands them on.
+	stranded []PublisherMsg
 }
 
 type groupState struct {
@@ -339,6 +342,7 @@ func (c *Completer) publish(ctx context.Context, m PublisherMsg) {
 		select {
 		case c.ch.Publisher <- m:
 		case <-c.ch.Failed:
+			c.stranded = append(c.stranded, m)
 		}
 	}
 }

@@ -1,0 +1,41 @@
+package actors
+
+// What a failed engine still owes its callers. When the restart limit is
+// passed the actors stop for good, possibly with writes in flight: the
+// engine completes every one of them (acknowledged if its bytes were
+// found durable, failed otherwise) so that no caller waits for its
+// context. Nothing here runs while an actor runs.
+
+// FailPending fails, with err, every write of a flight the completer
+// still tracks that was not decided yet, and returns the publisher
+// messages it could not deliver once the engine had failed (their
+// acknowledgements and failures must still be applied: see
+// Publisher.DrainWith). A flight's buffers stay referenced by its table
+// entry: the kernel may still own them.
+// REQUIRES: Run is not running.
+func (c *Completer) FailPending(err error) []PublisherMsg {
+	c.drainRegistrations()
+	for _, f := range c.table {
+		for _, g := range f.groups {
+			st := c.groups[g]
+			if st == nil || st.decided {
+				continue
+			}
+			st.decided = true
+			for _, w := range g.writes {
+				w.Ack.Complete(0, false, err)
+			}
+		}
+	}
+	out := c.stranded
+	c.stranded = nil
+	return out
+}
+
+// DrainWith applies msgs (the completer's stranded messages) and then
+// everything still queued for the publisher, as Drain does.
+// REQUIRES: Run is not running.
+func (p *Publisher) DrainWith(msgs []PublisherMsg) {
+	p.batch = append(p.batch, msgs...)
+	p.Drain()
+}
