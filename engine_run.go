@@ -101,7 +101,7 @@ func start(ctx context.Context, cfg Config) (*engine, error) {
 		zap.String("fallback", e.info.Fallback))
 	rec, err := e.recover(ctx)
 	if err != nil {
-		e.closeFiles(rec)
+		e.closeFiles(rec) //nolint:errcheck // the recovery error is the one to report
 		r.Close() //nolint:errcheck // the recovery error is the one to report
 		return nil, fmt.Errorf("ringpipe: start in %s: %w", cfg.Dir, err)
 	}
@@ -117,9 +117,13 @@ func start(ctx context.Context, cfg Config) (*engine, error) {
 		e.supErr = e.sup.Run(sctx)
 		select {
 		case <-e.failed:
-			// Failed for good: complete every request still waiting, once
-			// the writers that got past the intake have queued (they see
-			// e.failed and give up otherwise).
+			// Failed for good: close the intake, and once the callers that
+			// got past it have handed over their requests (each gives up
+			// on e.failed rather than wait for an actor), complete every
+			// request still waiting.
+			e.mu.Lock()
+			e.closed = true
+			e.mu.Unlock()
 			e.senders.Wait()
 			e.failPending()
 		default:
@@ -149,17 +153,20 @@ func (e *engine) gone() error {
 	}
 }
 
-// enter admits a caller into the intake; leave must follow.
+// enter admits a caller into the intake; leave must follow as soon as
+// the caller has handed its request to an actor (never after waiting for
+// the reply: stop and escalation wait for the intake to empty before they
+// stop the actors, so a caller that waited inside would wait forever).
 func (e *engine) enter() error {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	if e.closed {
-		return ErrStopped
-	}
 	select {
 	case <-e.failed:
 		return ErrFailed
 	default:
+	}
+	if e.closed {
+		return ErrStopped
 	}
 	e.senders.Add(1)
 	return nil
@@ -224,7 +231,9 @@ func (e *engine) enqueue(ctx context.Context, space SpaceID, p Point, value []by
 	return &Ticket{ack: w.Ack}, nil
 }
 
-// waitReply waits for a reply, ctx, or the actors' end.
+// waitReply waits for a reply, ctx, or the actors' end. Once the actors
+// have ended, every request they held has been answered (failPending), so
+// a reply already sent wins over the engine's end.
 func waitReply[T any](e *engine, ctx context.Context, c <-chan T) (T, error) {
 	var zero T
 	select {
@@ -233,19 +242,37 @@ func waitReply[T any](e *engine, ctx context.Context, c <-chan T) (T, error) {
 	case <-ctx.Done():
 		return zero, ctx.Err()
 	case <-e.supDone:
-		return zero, e.gone()
+		select {
+		case v := <-c:
+			return v, nil
+		default:
+			return zero, e.gone()
+		}
 	}
 }
 
-// ask sends m to an actor's inbox and waits for its reply.
+// ask hands m to an actor's inbox through the intake and waits for its
+// reply.
 func ask[M, T any](e *engine, ctx context.Context, inbox chan<- M, m M, reply <-chan T) (T, error) {
 	var zero T
-	select {
-	case inbox <- m:
-	case <-ctx.Done():
-		return zero, ctx.Err()
-	case <-e.supDone:
-		return zero, e.gone()
+	if err := e.enter(); err != nil {
+		return zero, err
+	}
+	err := func() error {
+		defer e.leave()
+		select {
+		case inbox <- m:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-e.failed:
+			return ErrFailed
+		case <-e.supDone:
+			return e.gone()
+		}
+	}()
+	if err != nil {
+		return zero, err
 	}
 	return waitReply(e, ctx, reply)
 }
@@ -254,9 +281,10 @@ func (e *engine) sync(ctx context.Context) error {
 	if err := e.enter(); err != nil {
 		return err
 	}
-	defer e.leave()
 	reply := make(chan error, 1)
-	if err := e.queue(ctx, &messages.Barrier{Reply: reply}); err != nil {
+	err := e.queue(ctx, &messages.Barrier{Reply: reply})
+	e.leave()
+	if err != nil {
 		return err
 	}
 	err, werr := waitReply(e, ctx, reply)
@@ -275,10 +303,6 @@ func (e *engine) flush(ctx context.Context, space SpaceID) error {
 	if err := e.sync(ctx); err != nil {
 		return err
 	}
-	if err := e.enter(); err != nil {
-		return err
-	}
-	defer e.leave()
 	preply := make(chan error, 1)
 	err, werr := ask(e, ctx, e.ch.Submitter, actors.SubmitterMsg(actors.PromoteSpace{Space: space, Reply: preply}), preply)
 	if err = errors.Join(werr, err); err != nil {
@@ -304,10 +328,6 @@ func (e *engine) createSpace(ctx context.Context, spec SpaceSpec) (SpaceID, erro
 			return info.ID, nil
 		}
 	}
-	if err := e.enter(); err != nil {
-		return 0, err
-	}
-	defer e.leave()
 	reply := make(chan actors.CreateSpaceReply, 1)
 	r, err := ask(e, ctx, e.ch.Sealer, actors.SealerMsg(actors.CreateSpace{Spec: spec, Reply: reply}), reply)
 	if err != nil {

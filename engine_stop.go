@@ -90,8 +90,8 @@ func (e *engine) doStop(ctx context.Context) error {
 	// LOCK goes with its fd.
 	if forced {
 		e.closeAfterForce()
-	} else {
-		e.closeFiles(nil)
+	} else if err := e.closeFiles(nil); err != nil {
+		errs = append(errs, fmt.Errorf("ringpipe: stop: %w", err))
 	}
 	if err := e.r.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("ringpipe: stop: close the ring: %w", err))
@@ -121,7 +121,9 @@ func (e *engine) closeAfterForce() {
 	for _, d := range e.doers {
 		d.Reap(e.sd)
 	}
-	e.closeFiles(nil)
+	if err := e.closeFiles(nil); err != nil {
+		e.lg.Warn("close files after a forced stop", zap.Error(err))
+	}
 	r.Close() //nolint:errcheck // a private ring with nothing in flight
 }
 
@@ -129,8 +131,21 @@ func (e *engine) closeAfterForce() {
 // REQUIRES: the supervisor has returned.
 func (e *engine) failPending() {
 	err := e.gone()
+	select {
+	case <-e.failed:
+		// The io unit may have stopped with writes in flight: let their
+		// I/O decide them, then hand the completer's reports on.
+		// Acknowledgements go first: a write whose hot copy proved
+		// durable may also wait, staged, in the submitter.
+		if ferr := e.comp.Finish(); ferr != nil && !errors.Is(ferr, context.Canceled) {
+			e.lg.Warn("reap what the failed engine had in flight", zap.Error(ferr))
+		}
+		e.pub.DrainWith(e.comp.FailPending(err))
+		e.sub.Settle()
+	default:
+	}
 	e.sub.FailPending(err)
-	e.pub.Drain()
+	e.pub.DrainWith(e.comp.FailPending(err))
 	for {
 		select {
 		case r := <-e.ch.Writes:
@@ -146,14 +161,18 @@ func (e *engine) failPending() {
 	}
 }
 
-// closeFiles closes every file the engine holds, through the ring.Sync.
+// closeFiles closes every file the engine holds, through the ring.Sync,
+// and returns every close that failed (a failed close of a written file
+// can mean lost data on some filesystems: the caller must hear of it).
 // rec is set when recovery failed halfway and the actors never existed.
-func (e *engine) closeFiles(rec *recovered) {
+func (e *engine) closeFiles(rec *recovered) error {
 	var segs []interface{ Close() error }
+	var errs []error
 	closeAll := func() {
 		for _, s := range segs {
 			if err := s.Close(); err != nil {
 				e.lg.Warn("close", zap.Error(err))
+				errs = append(errs, fmt.Errorf("close: %w", err))
 			}
 		}
 	}
@@ -186,9 +205,12 @@ func (e *engine) closeFiles(rec *recovered) {
 	}
 	closeAll()
 	if e.lockFD >= 0 {
-		ring.Close(e.sd, e.lockFD) //nolint:errcheck // closing releases the lock either way
+		if err := ring.Close(e.sd, e.lockFD); err != nil {
+			errs = append(errs, fmt.Errorf("close the lock file: %w", err))
+		}
 		e.lockFD = -1
 	}
+	return errors.Join(errs...)
 }
 
 func (e *engine) stats() Stats {

@@ -6,6 +6,31 @@ package actors
 // found durable, failed otherwise) so that no caller waits for its
 // context. Nothing here runs while an actor runs.
 
+import (
+	"context"
+	"fmt"
+)
+
+// Finish reaps what is still in flight once the io unit has stopped for
+// good, so that each write in flight is decided by its own I/O's result:
+// acknowledged if it became durable, failed if it did not. (Failing it
+// unseen would let a write the caller was told failed, and that a read
+// did not find, appear after the next Start.) It returns once nothing is
+// in flight or the ring is dead. Its messages to the publisher and the
+// submitter wait in their channels (or in FailPending's result) for the
+// engine's final sweep.
+// REQUIRES: Run and the submitter are not running.
+func (c *Completer) Finish() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("completer: finish: panic: %v", p)
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // Run returns as soon as nothing is in flight
+	return c.Run(ctx)
+}
+
 // FailPending fails, with err, every write of a flight the completer
 // still tracks that was not decided yet, and returns the publisher
 // messages it could not deliver once the engine had failed (their

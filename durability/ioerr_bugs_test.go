@@ -27,10 +27,6 @@ import (
 // batch bound) must still be promoted, in batches that fit, and Flush
 // must return. Found by the sweep's reference run with 16 KiB logs.
 func TestPromotionLargerThanSegment(t *testing.T) {
-	t.Skip("engine bug: with Config.Preallocate = 16 KiB, a promotion batch larger than a fresh hot segment never " +
-		"fits: the submitter hints a seal, the sealer rotates to an empty generation and seals the empty one, " +
-		"the promotion gets hot.ErrFull again, forever (a live-lock: 200k ring ops per second, Flush never returns). " +
-		"submitPromotion bounds a batch by maxBatchBytes only, not by the room in the segment")
 	disk := NewSimDisk(1)
 	cfg := SimConfig(disk)
 	cfg.Preallocate = 16 << 10
@@ -123,8 +119,6 @@ func TestManifestSyncErrorDuringSeal(t *testing.T) {
 // with that Wait.) Found by TestIOErrorSweep ("fsync failure persistent
 // from op 34": create space hung 15 s after "restart limit exceeded").
 func TestCallDuringEscalationReturns(t *testing.T) {
-	t.Skip("engine bug: a call that entered the engine before an escalation to ErrFailed waits until its context " +
-		"ends (supDone waits for senders, the sender waits for supDone)")
 	disk := NewSimDisk(1)
 	ctx, cancel := context.WithTimeout(context.Background(), ioerrTimeout)
 	defer cancel()
@@ -155,7 +149,6 @@ func TestCallDuringEscalationReturns(t *testing.T) {
 // reach a caller": close hot, wal, manifest, block, LOCK and directory
 // fds, once each).
 func TestCloseErrorReachesStop(t *testing.T) {
-	t.Skip("engine bug: Stop logs and drops the error of a failed close (returns nil)")
 	disk := NewSimDisk(1)
 	ctx, cancel := context.WithTimeout(context.Background(), ioerrTimeout)
 	defer cancel()
@@ -179,8 +172,6 @@ func TestCloseErrorReachesStop(t *testing.T) {
 // by TestIOErrorSweep ("fsync failure once" at a /db/hot directory sync:
 // "flush space 2: ... hot: create ...: file exists").
 func TestRotateAfterFailedCreate(t *testing.T) {
-	t.Skip("engine bug: after a failed directory sync in hot.Create (recycling a spare), every later rotation of " +
-		"the space fails with \"file exists\"")
 	disk := NewSimDisk(1)
 	ctx, cancel := context.WithTimeout(context.Background(), ioerrTimeout)
 	defer cancel()

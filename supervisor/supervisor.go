@@ -187,7 +187,8 @@ type running struct {
 }
 
 // Run starts the units in order and supervises them until ctx is cancelled,
-// then stops them in reverse order and returns nil. If failures exceed the
+// then stops them in reverse order and returns nil, or the failures of
+// services that ended with an error of their own while being stopped. If failures exceed the
 // restart limit it stops everything the same way and returns ErrEscalated
 // wrapped with the last failure.
 func (s *Supervisor) Run(ctx context.Context) error {
@@ -206,7 +207,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	for i := range s.units {
 		live[i] = s.start(base, i, exits)
 	}
-	stopAll := func() {
+	// stopAll stops every live unit in reverse order and returns the
+	// failures of the services that ended with an error other than their
+	// context's while being stopped (or failed meanwhile, unhandled): a
+	// stop is clean only if every actor finished its work.
+	stopAll := func() error {
+		var errs []error
 		for i := len(live) - 1; i >= 0; i-- {
 			if live[i] != nil {
 				live[i].cancel()
@@ -214,12 +220,25 @@ func (s *Supervisor) Run(ctx context.Context) error {
 				s.emit(Event{Kind: EventStopped, Unit: s.units[i].name})
 			}
 		}
+		for {
+			select {
+			case ex := <-exits:
+				if ex.err != nil && !errors.Is(ex.err, context.Canceled) {
+					u := s.units[ex.unit].name
+					s.lg.Warn("actor failed while stopping", zap.String("unit", u), zap.String("actor", ex.service),
+						zap.Error(ex.err), zap.ByteString("stack", ex.stack))
+					s.emit(Event{Kind: EventFailed, Unit: u, Service: ex.service, Err: ex.err, Stack: ex.stack})
+					errs = append(errs, fmt.Errorf("supervisor: %s failed while stopping: %w", ex.service, ex.err))
+				}
+			default:
+				return errors.Join(errs...)
+			}
+		}
 	}
 	for {
 		select {
 		case <-ctx.Done():
-			stopAll()
-			return nil
+			return stopAll()
 		case ex := <-exits:
 			u := s.units[ex.unit]
 			if ex.err == nil || errors.Is(ex.err, context.Canceled) {
@@ -250,16 +269,17 @@ func (s *Supervisor) Run(ctx context.Context) error {
 					len(u.restarts), s.opts.Window, ex.service, ex.err)
 				s.lg.Error("restart limit exceeded", zap.String("unit", u.name), zap.Error(err))
 				s.emit(Event{Kind: EventEscalated, Unit: u.name, Service: ex.service, Err: err})
-				stopAll()
-				return err
+				return errors.Join(err, stopAll())
 			}
 			backoff := s.backoff(len(u.restarts))
 			s.emit(Event{Kind: EventRestart, Unit: u.name, Service: ex.service, Backoff: backoff})
 			select {
 			case <-s.opts.Clock.After(backoff):
 			case <-ctx.Done():
-				stopAll()
-				return nil
+				// Stopped before the restart: the failure was reported
+				// (EventFailed) and whatever the actor held was failed;
+				// recovery at the next Start reads what is on disk.
+				return stopAll()
 			}
 			s.mu.Lock()
 			for _, m := range u.members {

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -252,4 +253,46 @@ func TestReturningWithoutStopIsAFailure(t *testing.T) {
 	err := s.Run(context.Background())
 	require.ErrorIs(t, err, ErrEscalated)
 	assert.Contains(t, err.Error(), "returned without being stopped")
+}
+
+// TestFailureWhileStoppingIsReturned: a service that ends with an error
+// of its own while being stopped (its last work failed) makes Run return
+// that error: a stop is clean only when every actor finished cleanly.
+func TestFailureWhileStoppingIsReturned(t *testing.T) {
+	boom := errors.New("final flush failed")
+	started := make(chan string, 2)
+	s := New(Options{Logger: zaptest.NewLogger(t), Clock: &fakeClock{}})
+	s.Add("a", []string{"a"}, blocker(&recorder{}, "a", started))
+	s.Add("b", []string{"b"}, Func(func(ctx context.Context) error {
+		started <- "b"
+		<-ctx.Done()
+		return boom
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	wait(t, started)
+	wait(t, started)
+	cancel()
+	err := wait(t, done)
+	assert.ErrorIs(t, err, boom)
+	assert.Contains(t, err.Error(), "b failed while stopping")
+}
+
+// TestCleanStopReturnsNil: services that return their context's error
+// (wrapped or not) stop cleanly.
+func TestCleanStopReturnsNil(t *testing.T) {
+	started := make(chan string, 1)
+	s := New(Options{Logger: zaptest.NewLogger(t), Clock: &fakeClock{}})
+	s.Add("a", []string{"a"}, Func(func(ctx context.Context) error {
+		started <- "a"
+		<-ctx.Done()
+		return fmt.Errorf("a: %w", ctx.Err())
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	wait(t, started)
+	cancel()
+	assert.NoError(t, wait(t, done))
 }
