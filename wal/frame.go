@@ -464,7 +464,7 @@ func resolve(data []byte, opts ScanOptions, start, bad int, why string, res Scan
 		return res, nil
 	}
 	if opts.Mode == Strict {
-		return res, corrupt(why + " (torn tail; Strict mode)")
+		return res, corrupt(why + strictTornSuffix)
 	}
 	res.End = int64(start)
 	res.Torn = true
@@ -476,6 +476,10 @@ func resolve(data []byte, opts ScanOptions, start, bad int, why string, res Scan
 	}
 	return res, nil
 }
+
+// strictTornSuffix ends the reason of a CorruptionError for a bad last
+// batch that TolerateTornTail mode would have dropped.
+const strictTornSuffix = " (torn tail; Strict mode)"
 
 // lastNonZero returns the index of the last non-zero byte of b, or -1.
 func lastNonZero(b []byte) int {

@@ -18,8 +18,9 @@ type SegmentReport struct {
 	Name        string // the segment's path relative to the engine directory
 	Size        int64  // the file's size (its preallocation)
 	// Limit is how many bytes of the segment recovery reads: -1 for all,
-	// less where a later segment's cut (TypeCut) ends it after a failed
-	// batch; 0 means recovery ignores the segment.
+	// less where a later segment's cut (TypeCut) ends it (after a roll,
+	// exactly where its batches must end; after a failed batch, before
+	// it); 0 means recovery ignores the segment.
 	Limit int64
 	// Result is where the scan ended; Result.Torn marks a torn last batch
 	// that Open would zero (the batch starting at Result.End).
@@ -66,7 +67,7 @@ func Inspect(d ring.Doer, dir, name string, fn func(seq uint64, off int64, r mes
 	reps := make([]SegmentReport, len(seqs))
 	for i, seq := range seqs {
 		rep := &reps[i]
-		rep.Seq, rep.Name, rep.Limit = seq, w.rel(seq), limits[i]
+		rep.Seq, rep.Name, rep.Limit = seq, w.rel(seq), limits[i].n
 		if rep.Size, rep.Err = ring.Stat(d, w.path(seq)); rep.Err != nil {
 			rep.Err = fmt.Errorf("wal: stat segment %d: %w", seq, rep.Err)
 			continue

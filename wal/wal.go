@@ -78,7 +78,10 @@ func (p *Pending) Ops() []ring.Op {
 //     crash only the last batch of the last segment can be torn — which is
 //     what lets replay tell a torn tail from corruption (see frame.go).
 //  2. A segment other than the last is complete: the WAL rolls to a new
-//     segment only when no batch is in flight.
+//     segment only when no batch is in flight, and every segment but the
+//     first starts with a cut (see TypeCut) naming where the one before
+//     it ended, so that recovery can tell a complete segment from one
+//     that lost its last batches.
 //  3. A segment is retired only when its highest revision is at or below
 //     the caller's promotion watermark; the active segment is never
 //     retired.
@@ -120,15 +123,28 @@ func parseSegmentName(name string) (uint64, bool) {
 // segment never read as valid in another file.
 func segmentSalt(seq uint64) uint32 { return uint32(seq) ^ uint32(seq>>32) ^ 0x57a1 }
 
-// TypeCut is the frame that Restart writes, alone and durably, at the
-// start of the segment it begins after a failed batch. Its payload (two
-// little-endian uint64s) names the durable end of the log before the
-// failure: segment Seq, offset End. Recovery reads nothing of segment Seq
-// past End and nothing of the segments between Seq and the cut's own:
-// that is where the failed batch went, and since a failed fdatasync leaves
-// the page cache and the disk disagreeing about those bytes, they may be
-// whole, torn or absent after a power loss. Without the cut, a torn batch
-// followed by a segment with data would read as corruption.
+// TypeCut is the frame every segment but the first starts with, alone in
+// its batch and durable before any batch goes into the segment. Its
+// payload (two little-endian uint64s) names the durable end of the log
+// when the segment began: segment Seq, offset End.
+//
+// A roll (the active segment is full) writes a cut naming the segment it
+// leaves and where its last batch ended. Restart writes one after a failed
+// batch, naming the end before the failure: recovery then reads nothing of
+// segment Seq past End and nothing of the segments between Seq and the
+// cut's own, which is where the failed batch went (a failed fdatasync
+// leaves the page cache and the disk disagreeing about those bytes, so
+// they may be whole, torn or absent after a power loss; without the cut a
+// torn batch followed by a segment with data would read as corruption).
+//
+// Either way [0, End) of segment Seq was durable when the cut was written,
+// so recovery requires it to hold exactly whole batches up to End: a
+// segment that a cut names and that ends early (truncated, or its last
+// batches erased) is corruption in both modes, not a torn tail. Without
+// the cut a segment that lost its last batch at a batch boundary reads as
+// complete. Segments written before cuts were written at rolls (and only
+// then) carry none and are read as before; a reader of that format reads
+// these segments unchanged, since it already honours cuts.
 const TypeCut FrameType = 2
 
 // cut is a TypeCut frame's payload.
@@ -138,6 +154,17 @@ type cut struct {
 }
 
 const cutPayloadSize = 16
+
+// cutFrameSize is the room a cut takes at the start of a segment.
+var cutFrameSize = int64(FrameSize(cutPayloadSize))
+
+// cutFrame returns the cut c as a batch of its own in segment seq's salt.
+func cutFrame(seq uint64, c cut) []byte {
+	var b Batch
+	b.Begin(make([]byte, 0, cutFrameSize), segmentSalt(seq))
+	b.AddFunc(TypeCut, c.encode)
+	return b.Finish()
+}
 
 func (c cut) encode(dst []byte) []byte {
 	dst = binary.LittleEndian.AppendUint64(dst, c.Seq)
@@ -175,12 +202,21 @@ func (w *WAL) readCut(seq uint64) (cut, bool, error) {
 	return c, ok, nil
 }
 
-// cutLimits applies the cuts that segments start with: limit[i] is how
-// many bytes of segment seqs[i] recovery reads (-1: all of it).
-func (w *WAL) cutLimits(seqs []uint64) ([]int64, error) {
-	limit := make([]int64, len(seqs))
+// segLimit is how much of one segment recovery reads.
+type segLimit struct {
+	n int64 // bytes read; -1: all of it
+	// exact: a later segment's cut names this segment's end, so it must
+	// end there with a whole batch (see TypeCut); by names that segment.
+	exact bool
+	by    uint64
+}
+
+// cutLimits applies the cuts that segments start with, one limit per
+// segment of seqs.
+func (w *WAL) cutLimits(seqs []uint64) ([]segLimit, error) {
+	limit := make([]segLimit, len(seqs))
 	for i := range limit {
-		limit[i] = -1
+		limit[i].n = -1
 	}
 	for k := 1; k < len(seqs); k++ {
 		c, ok, err := w.readCut(seqs[k])
@@ -191,13 +227,13 @@ func (w *WAL) cutLimits(seqs []uint64) ([]int64, error) {
 			continue
 		}
 		for j := 0; j < k; j++ {
-			switch {
+			switch l := &limit[j]; {
 			case seqs[j] == c.Seq:
-				if limit[j] < 0 || c.End < limit[j] {
-					limit[j] = c.End
+				if l.n < 0 || c.End < l.n {
+					*l = segLimit{n: c.End, exact: true, by: seqs[k]}
 				}
 			case seqs[j] > c.Seq:
-				limit[j] = 0
+				*l = segLimit{n: 0}
 			}
 		}
 	}
@@ -279,7 +315,7 @@ func Open(d ring.Doer, opts Options, fn func(seq uint64, off int64, r messages.R
 	// The last segment becomes the active one. Preallocate it again: a
 	// crash may have cut its creation short.
 	seq := seqs[len(seqs)-1]
-	if err := w.openActive(seq, false); err != nil {
+	if err := w.openActive(seq, false, nil); err != nil {
 		return nil, err
 	}
 	w.off = results[len(results)-1].End
@@ -302,25 +338,34 @@ func (s *SegmentInfo) add(rev messages.Revision) {
 
 // replaySegment reads and scans all of one segment.
 func (w *WAL) replaySegment(seq uint64, fn func(uint64, int64, messages.Record) error) (SegmentInfo, ScanResult, error) {
-	return w.replayUpTo(seq, -1, fn)
+	return w.replayUpTo(seq, segLimit{n: -1}, fn)
 }
 
-// replayUpTo reads and scans one segment, its first limit bytes when
-// limit >= 0 (a later segment's cut, see TypeCut).
-func (w *WAL) replayUpTo(seq uint64, limit int64, fn func(uint64, int64, messages.Record) error) (SegmentInfo, ScanResult, error) {
+// replayUpTo reads and scans one segment, its first limit.n bytes when
+// limit.n >= 0 (a later segment's cut, see TypeCut). When the limit is
+// exact, those bytes must be whole batches, whatever the mode.
+func (w *WAL) replayUpTo(seq uint64, limit segLimit, fn func(uint64, int64, messages.Record) error) (SegmentInfo, ScanResult, error) {
 	info := SegmentInfo{Seq: seq}
-	if limit == 0 {
+	if limit.n == 0 {
 		return info, ScanResult{}, nil
 	}
 	data, err := ring.ReadFile(w.d, w.path(seq))
 	if err != nil {
 		return info, ScanResult{}, fmt.Errorf("wal: read segment %d: %w", seq, err)
 	}
-	if limit > 0 && limit < int64(len(data)) {
-		data = data[:limit]
-	}
 	rel := w.rel(seq)
-	res, err := Scan(data, ScanOptions{Path: rel, Mode: w.opts.Mode, Salt: segmentSalt(seq)},
+	mode := w.opts.Mode
+	if limit.exact {
+		if int64(len(data)) < limit.n {
+			return info, ScanResult{}, &messages.CorruptionError{Path: rel, Offset: int64(len(data)),
+				Reason: fmt.Sprintf("segment ends at %d; segment %d's cut says it held %d bytes", len(data), limit.by, limit.n)}
+		}
+		mode = Strict // nothing before the cut may be torn
+	}
+	if limit.n > 0 && limit.n < int64(len(data)) {
+		data = data[:limit.n]
+	}
+	res, err := Scan(data, ScanOptions{Path: rel, Mode: mode, Salt: segmentSalt(seq)},
 		func(off int64, t FrameType, payload []byte) error {
 			if t == TypeCut && off == 0 {
 				if _, ok := decodeCut(payload); ok {
@@ -340,6 +385,18 @@ func (w *WAL) replayUpTo(seq uint64, limit int64, fn func(uint64, int64, message
 			}
 			return nil
 		})
+	if limit.exact {
+		var ce *messages.CorruptionError
+		switch {
+		case errors.As(err, &ce) && strings.HasSuffix(ce.Reason, strictTornSuffix):
+			// Not a torn tail: the cut says the batches were durable.
+			ce.Reason = fmt.Sprintf("%s (segment %d's cut says the segment held %d bytes of whole batches)",
+				strings.TrimSuffix(ce.Reason, strictTornSuffix), limit.by, limit.n)
+		case err == nil && res.End != limit.n:
+			err = &messages.CorruptionError{Path: rel, Offset: res.End,
+				Reason: fmt.Sprintf("the batches end at %d; segment %d's cut says they ended at %d", res.End, limit.by, limit.n)}
+		}
+	}
 	return info, res, err
 }
 
@@ -363,14 +420,15 @@ func (w *WAL) zero(seq uint64, from, to int64) error {
 }
 
 // openActive opens segment seq for appending, creating it when create is
-// set, and preallocates it. Its fd becomes w.fd.
+// set, and preallocates it; it writes first (a cut, or nothing) at offset
+// 0 and makes it durable with the preallocation. Its fd becomes w.fd.
 //
 // Preallocation uses fallocate mode 0, which extends the file size to
 // SegmentSize at once: the space reads back as zeros (which the frame rule
 // relies on), and a later fdatasync after an append inside that size never
 // has to log a size change. FALLOC_FL_KEEP_SIZE would leave the size to
 // grow with every append, which costs each sync a metadata update.
-func (w *WAL) openActive(seq uint64, create bool) error {
+func (w *WAL) openActive(seq uint64, create bool, first []byte) error {
 	flags := unix.O_RDWR
 	if create {
 		// Not O_EXCL: a file of this name that the WAL does not list
@@ -383,8 +441,12 @@ func (w *WAL) openActive(seq uint64, create bool) error {
 		return fmt.Errorf("wal: open segment %d: %w", seq, err)
 	}
 	err = ring.Fallocate(w.d, fd, 0, w.opts.SegmentSize, false)
+	if err == nil && len(first) > 0 {
+		err = ring.WriteAt(w.d, fd, first, 0)
+	}
 	if err == nil {
 		// The allocation and size are metadata: fsync, not fdatasync.
+		// It makes first durable too.
 		err = ring.Fsync(w.d, fd)
 	}
 	if err == nil && create {
@@ -392,19 +454,22 @@ func (w *WAL) openActive(seq uint64, create bool) error {
 	}
 	if err != nil {
 		ring.Close(w.d, fd) //nolint:errcheck // the first error is the one to report
-		return fmt.Errorf("wal: preallocate segment %d: %w", seq, err)
+		return fmt.Errorf("wal: start segment %d: %w", seq, err)
 	}
 	w.fd = fd
 	w.salt = segmentSalt(seq)
 	return nil
 }
 
-// roll closes the active segment and starts segment seq+1.
+// roll closes the active segment and starts segment seq+1, which begins
+// with a cut naming where the active one ends (invariant 2).
 // REQUIRES: no batch in flight.
 func (w *WAL) roll() error {
 	next := uint64(1)
+	var first []byte
 	if n := len(w.segs); n > 0 {
 		next = w.segs[n-1].Seq + 1
+		first = cutFrame(next, cut{Seq: w.segs[n-1].Seq, End: w.off})
 	}
 	if w.fd >= 0 {
 		if err := ring.Close(w.d, w.fd); err != nil {
@@ -413,11 +478,11 @@ func (w *WAL) roll() error {
 		w.fd = -1
 		w.segs[len(w.segs)-1].Active = false
 	}
-	if err := w.openActive(next, true); err != nil {
+	if err := w.openActive(next, true, first); err != nil {
 		return w.fail(err)
 	}
 	w.segs = append(w.segs, SegmentInfo{Seq: next, Active: true})
-	w.off = 0
+	w.off = int64(len(first))
 	return nil
 }
 
@@ -460,21 +525,13 @@ func (w *WAL) Restart() error {
 		return w.roll() // nothing durable to cut back to
 	}
 	last := w.segs[len(w.segs)-1]
-	c := cut{Seq: last.Seq, End: w.off}
 	next := last.Seq + 1
-	if err := w.openActive(next, true); err != nil {
+	first := cutFrame(next, cut{Seq: last.Seq, End: w.off})
+	if err := w.openActive(next, true, first); err != nil {
 		return w.fail(err)
 	}
-	w.batch.Begin(w.buf[:0], w.salt)
-	w.batch.AddFunc(TypeCut, c.encode)
-	w.buf = w.batch.Finish()
-	if err := ring.WriteSync(w.d, w.fd, w.buf, 0); err != nil {
-		ring.Close(w.d, w.fd) //nolint:errcheck // the write error is the one to report
-		w.fd = -1
-		return w.fail(fmt.Errorf("wal: write the cut of segment %d: %w", next, err))
-	}
 	w.segs = append(w.segs, SegmentInfo{Seq: next, Active: true})
-	w.off = int64(len(w.buf))
+	w.off = int64(len(first))
 	return nil
 }
 
@@ -512,8 +569,8 @@ func (w *WAL) Prepare(recs []messages.Record) (*Pending, error) {
 	for i := range recs {
 		size += FrameSize(RecordSize(recs[i]))
 	}
-	if int64(size) > w.opts.SegmentSize {
-		return nil, fmt.Errorf("wal: batch of %d bytes exceeds the segment size %d", size, w.opts.SegmentSize)
+	if room := w.opts.SegmentSize - cutFrameSize; int64(size) > room {
+		return nil, fmt.Errorf("wal: batch of %d bytes exceeds the %d bytes a segment holds after its cut", size, room)
 	}
 	if w.fd < 0 || w.off+int64(size) > w.opts.SegmentSize {
 		if err := w.roll(); err != nil {
