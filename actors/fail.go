@@ -8,7 +8,9 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"syscall"
 )
 
 // Finish reaps what is still in flight once the io unit has stopped for
@@ -63,4 +65,19 @@ func (c *Completer) FailPending(err error) []PublisherMsg {
 func (p *Publisher) DrainWith(msgs []PublisherMsg) {
 	p.batch = append(p.batch, msgs...)
 	p.Drain()
+}
+
+// failFlushers answers sp's flushers with err when err is the disk's
+// (EIO, ENOSPC, ...): a Flush waits for the space's staged records to be
+// promoted, which a failing disk may never allow, so it gets the error
+// its writers get. A missed deadline (ECANCELED) is not the disk's: the
+// sealer replaces the segment and promotion goes on, so flushers wait.
+func (s *Submitter) failFlushers(sp *spaceState, err error) {
+	if err == nil || errors.Is(err, syscall.ECANCELED) || len(sp.flushers) == 0 {
+		return
+	}
+	for _, r := range sp.flushers {
+		r <- fmt.Errorf("promote the staged records of space %d: %w", sp.info.ID, err)
+	}
+	sp.flushers = nil
 }

@@ -473,6 +473,7 @@ func (s *Submitter) submitPromotion(ctx context.Context, sp *spaceState) error {
 		return nil
 	}
 	if err != nil {
+		s.failFlushers(sp, err)
 		return nil // the segment failed; the sealer replaces it
 	}
 	s.promote -= n
@@ -740,6 +741,9 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 		}
 		if fb.err != nil {
 			sp.seg.Failed(f.hot, fb.err)
+			if f.kind == kindPromote {
+				s.failFlushers(sp, fb.err)
+			}
 			s.lg.Error("hot segment failed", zap.Uint32("space", uint32(f.space)), zap.Uint64("gen", f.gen), zap.Error(fb.err))
 			if !sp.slow {
 				sp.slow, sp.fast = true, 0

@@ -210,7 +210,6 @@ func TestRotateAfterFailedCreate(t *testing.T) {
 // ops 132-142 of the running engine, without -race: "flush space 2:
 // context deadline exceeded").
 func TestFlushWhileDiskFull(t *testing.T) {
-	t.Skip("engine bug: Flush of a space with staged records waits forever while the disk is full")
 	disk := NewSimDisk(1)
 	ctx, cancel := context.WithTimeout(context.Background(), ioerrTimeout)
 	defer cancel()
