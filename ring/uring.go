@@ -39,6 +39,10 @@ type uringRing struct {
 	sqMu   sync.Mutex // owns the submission side of low
 	reapMu sync.Mutex // owns the completion side of low: one reaper at a time
 	cqes   []uring.CQE
+	// waiter parks a reaper in Go's poller while the CQ is empty; nil
+	// when the poller refused the ring fd (a reaper then blocks in
+	// io_uring_enter). Used under reapMu.
+	waiter *cqWaiter
 
 	mu       sync.Mutex // protects every field below
 	cond     *sync.Cond // broadcast when units are released or the ring closes
@@ -129,7 +133,19 @@ func newURing(opts Options) (Ring, error) {
 			Entries: p.SQEntries},
 	}
 	r.cond = sync.NewCond(&r.mu)
+	if w, err := newCQWaiter(low.Fd()); err == nil {
+		r.waiter = w
+	}
 	return r, nil
+}
+
+// waitCQ blocks until the CQ holds an entry.
+// REQUIRES: r.reapMu held.
+func (r *uringRing) waitCQ() error {
+	if r.waiter != nil {
+		return r.waiter.wait(r.low)
+	}
+	return r.low.WaitCQE()
 }
 
 func (r *uringRing) Capacity() int { return r.cap }
@@ -528,7 +544,7 @@ func (r *uringRing) reap(out []Completion, wait bool) (int, error) {
 		if !wait {
 			return 0, nil
 		}
-		if err := r.low.WaitCQE(); err != nil {
+		if err := r.waitCQ(); err != nil {
 			return 0, err
 		}
 	}
@@ -761,14 +777,19 @@ func (r *uringRing) Close() error {
 		if n > 0 {
 			continue // re-check inflight before waiting
 		}
-		if err := r.low.WaitCQE(); err != nil {
+		if err := r.waitCQ(); err != nil {
 			return err
 		}
+	}
+	var werr error
+	if r.waiter != nil {
+		werr = r.waiter.close()
+		r.waiter = nil
 	}
 	r.sqMu.Lock()
 	r.mu.Lock()
 	err := r.low.Close()
 	r.mu.Unlock()
 	r.sqMu.Unlock()
-	return errors.Join(serr, err)
+	return errors.Join(serr, werr, err)
 }
