@@ -69,17 +69,8 @@ func (a *app) inspect(s *survey) int {
 			case g.active:
 				state = "active"
 			}
-			if g.Err != nil {
-				state += ", DAMAGED"
-			} else if g.Result.Torn {
-				state += ", torn tail"
-			}
-			revs := "-"
-			if g.Records > 0 {
-				revs = fmt.Sprintf("[%d, %d]", g.MinRev, g.MaxRev)
-			}
-			fmt.Fprintf(tw, "  %d\t%d\t%d\t%s\t%s\t%s\t%s\n", g.Gen.Space, g.Gen.Gen, g.Records, revs,
-				bytesize(g.Bytes), state, g.Name)
+			fmt.Fprintf(tw, "  %d\t%d\t%d\t%s\t%s\t%s\t%s\n", g.Gen.Space, g.Gen.Gen, g.Records,
+				revRange(g.Records, g.MinRev, g.MaxRev), bytesize(g.Bytes), withDamage(state, g.Err, g.Result.Torn), g.Name)
 		}
 		tw.Flush()
 	}
@@ -98,16 +89,8 @@ func (a *app) inspect(s *survey) int {
 			case g.Active:
 				state = "active"
 			}
-			if g.Err != nil {
-				state += ", DAMAGED"
-			} else if g.Result.Torn {
-				state += ", torn tail"
-			}
-			revs := "-"
-			if g.Records > 0 {
-				revs = fmt.Sprintf("[%d, %d]", g.MinRev, g.MaxRev)
-			}
-			fmt.Fprintf(tw, "  %d\t%d\t%s\t%s\t%s\t%s\n", g.Seq, g.Records, revs, bytesize(g.Result.End), state, g.Name)
+			fmt.Fprintf(tw, "  %d\t%d\t%s\t%s\t%s\t%s\n", g.Seq, g.Records, revRange(g.Records, g.MinRev, g.MaxRev),
+				bytesize(g.Result.End), withDamage(state, g.Err, g.Result.Torn), g.Name)
 		}
 		tw.Flush()
 	}
@@ -178,4 +161,23 @@ func bytesize(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// withDamage adds what a scan of a log file found wrong to its state.
+func withDamage(state string, err error, torn bool) string {
+	switch {
+	case err != nil:
+		return state + ", DAMAGED"
+	case torn:
+		return state + ", torn tail"
+	}
+	return state
+}
+
+// revRange formats a log file's revision range; "-" when it holds none.
+func revRange[R ~uint64](records int, lo, hi R) string {
+	if records == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("[%d, %d]", lo, hi)
 }
