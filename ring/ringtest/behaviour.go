@@ -244,6 +244,47 @@ func testDeadlineFires(t *testing.T, h Harness) {
 	assert.Equal(t, before.Completed+1, st.Completed, "a notice is not a completion")
 }
 
+// testDeadlineRunningSync checks invariant 4 for an fdatasync that is
+// already running when its deadline passes: on io_uring it runs in a
+// kernel worker, where LINK_TIMEOUT cannot cancel it (the timeout
+// completes with -EALREADY, not -ETIME), and the notice must come all the
+// same, or a stalled sync is never noticed. Real backends only: the
+// sync's own duration (several MiB dirty) is what outlasts the deadline.
+func testDeadlineRunningSync(t *testing.T, h Harness) {
+	if !h.Real {
+		t.Skip("needs a real disk: the sync must outlast its deadline while running")
+	}
+	e := newEnv(t, h, ring.Options{})
+	fd := e.open("f", unix.O_RDWR|unix.O_CREAT, 0o644)
+	const tok = 91
+	before := e.r.Stats()
+	buf := pattern(8<<20, 3)
+	require.NoError(t, e.r.Submit([]ring.Op{
+		{Code: ring.OpWrite, FD: fd, Buf: buf, Offset: 0, Link: true},
+		{Code: ring.OpFdatasync, Token: tok, FD: fd, Deadline: time.Nanosecond},
+	}))
+	got, err := e.reapUntil(func(got []ring.Completion) bool { return countFinal(got) >= 2 })
+	require.NoError(t, err)
+	var notices, finals []ring.Completion
+	for _, c := range got {
+		if c.Token != tok {
+			continue
+		}
+		if c.Deadline {
+			notices = append(notices, c)
+		} else {
+			finals = append(finals, c)
+		}
+	}
+	require.Len(t, notices, 1, "one Deadline notice for the sync: %s", describe(got))
+	require.Len(t, finals, 1, "one final completion for the sync: %s", describe(got))
+	assert.True(t, finals[0].Late, "the sync's final completion is Late")
+	if finals[0].Err != nil {
+		assert.ErrorIs(t, finals[0].Err, unix.ECANCELED, "a late sync is either cancelled or completes")
+	}
+	assert.Equal(t, before.DeadlinesFired+1, e.r.Stats().DeadlinesFired, "Stats.DeadlinesFired")
+}
+
 // testDeadlineQuiet checks that fast ops with a generous deadline get no
 // notice and no Late flag, and that no notice turns up afterwards.
 func testDeadlineQuiet(t *testing.T, h Harness) {

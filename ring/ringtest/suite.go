@@ -53,6 +53,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Deadline", func(t *testing.T) {
 		t.Run("Fires", func(t *testing.T) { testDeadlineFires(t, h) })
 		t.Run("DoesNotFire", func(t *testing.T) { testDeadlineQuiet(t, h) })
+		t.Run("RunningSync", func(t *testing.T) { testDeadlineRunningSync(t, h) })
 	})
 	t.Run("Capacity", func(t *testing.T) {
 		t.Run("SubmitBlocksWhenFull", func(t *testing.T) { testSubmitBlocks(t, h) })
