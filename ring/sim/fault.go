@@ -40,11 +40,19 @@ const (
 	// Delay adds Fault.Delay of virtual time to any Op. It combines with
 	// one other fault on the same Op.
 	Delay
+	// Queued holds any Op for Fault.Delay of virtual time before it
+	// starts, as io_uring does with work waiting for a busy kernel
+	// worker. A Deadline that passes while the Op waits cancels it, as
+	// LINK_TIMEOUT cancels queued work: the notice, then a final
+	// Completion with ECANCELED and Late, the Op not performed and the
+	// rest of its chain cancelled. An Op that starts in time runs late
+	// by the wait, like Delay. It combines with one other fault.
+	Queued
 	numKinds
 )
 
 var kindNames = [...]string{EIO: "EIO", ENOSPC: "ENOSPC", ShortWrite: "short write", NoProgress: "no progress",
-	FsyncFail: "fsync failure", BitFlip: "bit flip", Delay: "delay"}
+	FsyncFail: "fsync failure", BitFlip: "bit flip", Delay: "delay", Queued: "queued"}
 
 // String names the kind.
 func (k FaultKind) String() string {
@@ -74,7 +82,7 @@ type Fault struct {
 	Path    string
 	Ring    *Ring
 	Persist bool
-	Delay   time.Duration // Delay: the added virtual latency
+	Delay   time.Duration // Delay, Queued: the added virtual latency
 	Bytes   int64         // ShortWrite: bytes of the first transfer; 0: random in [1, n-1]
 }
 
@@ -92,7 +100,7 @@ type Hit struct {
 // a bug in the test.
 func (d *Disk) Inject(f Fault) {
 	if f.Kind <= 0 || f.Kind >= numKinds || f.Prob < 0 || f.Prob > 1 ||
-		(f.Kind == Delay && f.Delay <= 0) || f.Bytes < 0 {
+		((f.Kind == Delay || f.Kind == Queued) && f.Delay <= 0) || f.Bytes < 0 {
 		panic(fmt.Sprintf("sim: invalid fault %+v", f))
 	}
 	f.Ops = slices.Clone(f.Ops)
@@ -134,6 +142,7 @@ func (k FaultKind) applies(op *ring.Op) bool {
 type plan struct {
 	kind  FaultKind     // the error-class fault that hit, or 0
 	delay time.Duration // the sum of Delay faults that hit
+	queue time.Duration // the sum of Queued faults that hit
 	bytes int64         // ShortWrite: the first transfer's length
 }
 
@@ -143,15 +152,19 @@ func (d *Disk) planFaults(r *Ring, so *simOp, p string) plan {
 	var pl plan
 	kept := d.faults[:0]
 	for _, f := range d.faults {
-		hit := (f.Kind == Delay || pl.kind == 0) && f.Kind.applies(&so.op) && so.idx >= f.At &&
+		timing := f.Kind == Delay || f.Kind == Queued
+		hit := (timing || pl.kind == 0) && f.Kind.applies(&so.op) && so.idx >= f.At &&
 			(f.Ops == nil || slices.Contains(f.Ops, so.op.Code)) &&
 			strings.HasPrefix(p, f.Path) && (f.Ring == nil || f.Ring == r) &&
 			(f.Prob == 0 || d.rng.Float64() < f.Prob)
 		if hit {
 			d.hits = append(d.hits, Hit{Index: so.idx, Kind: f.Kind, Code: so.op.Code, Path: p, Time: d.now})
-			if f.Kind == Delay {
+			switch f.Kind {
+			case Delay:
 				pl.delay += f.Delay
-			} else {
+			case Queued:
+				pl.queue += f.Delay
+			default:
 				pl.kind = f.Kind
 				if f.Kind == ShortWrite {
 					pl.bytes = f.Bytes

@@ -211,6 +211,10 @@ func TestAllFaultKindsObserved(t *testing.T) {
 		case Delay:
 			_, err = s.Do(ring.Op{Code: ring.OpNop, Deadline: time.Millisecond})
 			seen[k] = r.Stats().DeadlinesFired == fired+1
+		case Queued:
+			var cs []ring.Completion
+			cs, err = s.Do(ring.Op{Code: ring.OpNop, Deadline: time.Millisecond})
+			seen[k] = err == nil && errors.Is(cs[0].Err, unix.ECANCELED) && r.Stats().DeadlinesFired == fired+1
 		default:
 			err = ring.WriteAt(s, fd, make([]byte, 64), 0)
 			seen[k] = k == ShortWrite && err == nil && r.Stats().ShortIORetries == retries+1
@@ -223,11 +227,56 @@ func TestAllFaultKindsObserved(t *testing.T) {
 	assert.Len(t, d.Hits(), int(numKinds-1))
 }
 
+// TestFaultQueuedCancels: an Op held in the queue past its deadline is
+// cancelled there, as io_uring's LINK_TIMEOUT cancels work still waiting
+// for a kernel worker: the notice, then ECANCELED with Late; it is not
+// performed and the rest of its chain is cancelled. An Op whose deadline
+// outlasts the wait only runs late, like Delay.
+func TestFaultQueuedCancels(t *testing.T) {
+	d, r, s := newTest(t, 1)
+	fd := createDurable(t, s, "/t/f")
+	d.Inject(Fault{Kind: Queued, Delay: 50 * time.Millisecond, Ops: []ring.Opcode{ring.OpWrite}})
+	start := d.Now()
+	require.NoError(t, r.Submit([]ring.Op{
+		{Code: ring.OpWrite, Token: 1, FD: fd, Buf: []byte("queued"), Offset: 0, Link: true, Deadline: 2 * time.Millisecond},
+		{Code: ring.OpFdatasync, Token: 2, FD: fd},
+	}))
+	var got []ring.Completion
+	out := make([]ring.Completion, 4)
+	for countFinal(got) < 2 {
+		n, err := r.Reap(out)
+		require.NoError(t, err)
+		got = append(got, out[:n]...)
+	}
+	require.Len(t, got, 3)
+	assert.Equal(t, ring.Completion{Token: 1, Code: ring.OpWrite, Deadline: true}, got[0], "the notice first")
+	assert.Equal(t, uint64(1), got[1].Token)
+	assert.ErrorIs(t, got[1].Err, unix.ECANCELED, "the write is cancelled")
+	assert.True(t, got[1].Late)
+	assert.Equal(t, uint64(2), got[2].Token)
+	assert.ErrorIs(t, got[2].Err, unix.ECANCELED, "and the rest of its chain")
+	assert.Equal(t, 2*time.Millisecond, d.Now()-start, "cancelled at the deadline")
+	data, err := d.ReadFile("/t/f")
+	require.NoError(t, err)
+	assert.Empty(t, data, "the write was not performed")
+
+	// A generous deadline: the op waits, then runs late.
+	d.Inject(Fault{Kind: Queued, Delay: 50 * time.Millisecond, Ops: []ring.Opcode{ring.OpWrite}})
+	cs, err := s.Do(ring.Op{Code: ring.OpWrite, FD: fd, Buf: []byte("waited"), Offset: 0, Deadline: time.Second})
+	require.NoError(t, err)
+	require.NoError(t, cs[0].Err)
+	assert.False(t, cs[0].Late)
+	data, err = d.ReadFile("/t/f")
+	require.NoError(t, err)
+	assert.Equal(t, "waited", string(data))
+}
+
 func TestInjectRejectsBadRules(t *testing.T) {
 	d := NewDisk(1)
 	assert.Panics(t, func() { d.Inject(Fault{}) })
 	assert.Panics(t, func() { d.Inject(Fault{Kind: EIO, Prob: 2}) })
 	assert.Panics(t, func() { d.Inject(Fault{Kind: Delay}) })
+	assert.Panics(t, func() { d.Inject(Fault{Kind: Queued}) })
 }
 
 func countFinal(cs []ring.Completion) int {

@@ -78,6 +78,7 @@ type event struct {
 	seq    uint64
 	op     *simOp
 	notice bool
+	cancel bool // the Op's deadline passed while it was queued (Queued)
 }
 
 // eventHeap orders events by time, then by the order they were made.
@@ -213,7 +214,14 @@ func (r *Ring) schedule(so *simOp) {
 		lat += time.Duration(d.rng.Int63n(int64(base)))
 	}
 	if !so.started {
-		lat += so.pl.delay
+		if q := so.pl.queue; q > 0 && so.deadline > 0 && d.now+q > so.deadline && !so.noticed {
+			// Its deadline passes while it waits: cancelled then.
+			so.noticed = true
+			d.seq++
+			heap.Push(&r.events, event{at: so.deadline, seq: d.seq, op: so, cancel: true})
+			return
+		}
+		lat += so.pl.delay + so.pl.queue
 	}
 	at := d.now + lat
 	d.seq++
@@ -297,6 +305,15 @@ func (r *Ring) advance(max int) {
 	for len(r.events) > 0 && r.events[0].at <= d.now && len(r.ready) < max {
 		ev := heap.Pop(&r.events).(event)
 		so := ev.op
+		if ev.cancel {
+			so.late = true
+			r.stats.DeadlinesFired++
+			r.ready = append(r.ready, ring.Completion{Token: so.op.Token, Code: so.op.Code, Deadline: true})
+			r.inflight++ // the notice occupies a slot until reaped
+			r.finish(so, ring.Completion{Err: unix.ECANCELED})
+			r.cancelChain(so.next, unix.ECANCELED)
+			continue
+		}
 		if ev.notice {
 			if !so.done {
 				so.late = true
