@@ -9,6 +9,8 @@ package durability
 import (
 	"context"
 	"errors"
+	"fmt"
+	"syscall"
 	"testing"
 	"time"
 
@@ -119,8 +121,6 @@ func TestManifestTailAfterSeal(t *testing.T) {
 // segment ended could tell. Found by TestCorruption ("wal erased end of an
 // earlier log file").
 func TestWALEarlierSegmentTruncated(t *testing.T) {
-	t.Skip("engine bug: a WAL segment followed by another, truncated at a batch boundary, loses its last batch " +
-		"of staged (acknowledged) records without an error")
 	cfg := func(disk *sim.Disk) ringpipe.Config {
 		c := SimConfig(disk)
 		c.Preallocate = 16 << 10      // two segments for 30 KiB
@@ -138,24 +138,36 @@ func TestWALEarlierSegmentTruncated(t *testing.T) {
 // active one (frozen, waiting for the sealer) has its last batch damaged.
 // Only the active generation may end in a torn write (rotation installs
 // the next generation only when no batch is in flight), but recovery
-// scans frozen generations with the active one's rule: in TolerateTornTail
-// mode it drops the batch, and its acknowledged records with it, without
-// an error. Seen in TestCorruption's killed and stopped-promoted
-// directories ("hot torn-looking end of an earlier log file").
+// scanned frozen generations with the active one's rule: in
+// TolerateTornTail mode it dropped the batch, and its acknowledged records
+// with it, without an error. Seen in TestCorruption's killed and
+// stopped-promoted directories ("hot torn-looking end of an earlier log
+// file"). The generation after it now names where it ends (hot's follow
+// frame), so the damage is corruption.
 func TestFrozenGenerationTornTail(t *testing.T) {
-	t.Skip("engine bug: a damaged last batch of a frozen hot generation is dropped as a torn tail in " +
-		"TolerateTornTail mode: acknowledged records vanish without an error")
+	t.Skip("engine bug: waits for actors/submitter.go install() to call m.Seg.Follow(old) before sp.seg = m.Seg " +
+		"(hot follow frames are written only for generations that follow another)")
 	cfg := func(disk *sim.Disk) ringpipe.Config {
 		c := SimConfig(disk)
 		c.SealThreshold = 4
 		return c
 	}
 	// The sealer cannot write blocks (disk full there): generation 1 stays
-	// frozen, generation 2 takes the later writes.
+	// frozen, a later one takes the later writes.
 	noBlocks := func(disk *sim.Disk) {
 		disk.Inject(sim.Fault{Kind: sim.ENOSPC, Persist: true, Path: simDir + "/blocks"})
 	}
-	corruptRegression(t, cfg, noBlocks, 6, nil, func(t *testing.T, disk *sim.Disk) {
+	// Whether or not the seal hint after the fourth record rotated the
+	// space already, a Flush rotates it (its seal fails: disk full), and
+	// the write after it goes to a generation after generation 1.
+	rotate := func(ctx context.Context, e *ringpipe.Engine, sp ringpipe.SpaceID) error {
+		if err := e.Flush(ctx, sp); !errors.Is(err, syscall.ENOSPC) {
+			return fmt.Errorf("flush: want ENOSPC from the seal, got %v", err)
+		}
+		_, err := e.Put(ctx, sp, ringpipe.Point{1000}, []byte("after the rotation"))
+		return err
+	}
+	corruptRegression(t, cfg, noBlocks, 6, rotate, func(t *testing.T, disk *sim.Disk) {
 		p := simDir + "/hot/" + hot.Gen{Space: 1, Gen: 1}.FileName()
 		_, err := disk.ReadFile(simDir + "/hot/" + hot.Gen{Space: 1, Gen: 2}.FileName())
 		require.NoError(t, err, "generation 2 was not created: generation 1 is not frozen")

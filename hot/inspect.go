@@ -30,8 +30,9 @@ type GenReport struct {
 }
 
 // Inspect scans generation g in opts.Dir as Open would (TolerateTornTail,
-// whatever opts.Mode says) but changes nothing: a torn tail is reported,
-// not zeroed. fn, when not nil, is called with each record of the valid
+// whatever opts.Mode says; as an older generation when a later one's
+// follow frame names it) but changes nothing: a torn tail is reported, not
+// zeroed. fn, when not nil, is called with each record of the valid
 // batches; an error from fn ends the scan and is returned in Err.
 func Inspect(d ring.Doer, opts Options, g Gen, fn func(off int64, r messages.Record) error) GenReport {
 	opts.Mode = wal.TolerateTornTail
@@ -46,7 +47,24 @@ func Inspect(d ring.Doer, opts Options, g Gen, fn func(off int64, r messages.Rec
 		rep.Err = fmt.Errorf("hot: stat %s: %w", s.rel(), rep.Err)
 		return rep
 	}
-	rep.Result, rep.Err = s.scan(func(off int64, r messages.Record) error {
+	// An older generation that a later one's follow frame names must
+	// hold whole batches up to that end, as Open checks.
+	end, by, err := s.followedEnd()
+	if err != nil {
+		rep.Err = err
+		return rep
+	}
+	data, err := ring.ReadFile(d, s.path())
+	if err != nil {
+		rep.Err = fmt.Errorf("hot: read %s: %w", s.rel(), err)
+		return rep
+	}
+	if end >= 0 {
+		if rep.Err = s.checkDurable(data, end, by); rep.Err != nil {
+			return rep
+		}
+	}
+	rep.Result, rep.Err = s.scanData(data, func(off int64, r messages.Record) error {
 		s.note(r.Revision)
 		if fn != nil {
 			return fn(off, r)

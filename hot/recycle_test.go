@@ -137,9 +137,11 @@ func TestSpareOfAnotherSizeIsNotReused(t *testing.T) {
 	s3, err := Create(d, big, Gen{Space: 1, Gen: 3})
 	require.NoError(t, err)
 	assert.False(t, s3.Recycled())
+	require.NoError(t, s3.Append(recs(1, 1, 1)))
 	require.NoError(t, s3.Close())
 	assert.Len(t, spareNames(t, dir), 1)
-	// Create still refuses an existing generation when spares exist.
+	// Create still refuses a generation that holds a batch when spares
+	// exist.
 	_, err = Create(d, small, Gen{Space: 1, Gen: 3})
 	assert.Error(t, err)
 	assert.Len(t, spareNames(t, dir), 1, "the spare is untouched")

@@ -29,9 +29,26 @@
 // stale frames of another salt as the clean end, not as a torn tail, so
 // Strict mode accepts a recycled segment and TolerateTornTail does not
 // rewrite it on open.
+//
+// # Where an older generation ends
+//
+// Only a space's last write can be torn by a crash, so an older generation
+// ends with a whole batch, except one abandoned after a failed write or
+// sync (the engine never syncs that file again and moves to a new
+// generation): its failed batch may be whole, torn or absent. Recovery
+// therefore needs to know where each older generation's durable batches
+// end, and the generation after it records that: Follow gives a new
+// generation its predecessor's durable end, and its first batch begins
+// with a follow frame (TypeFollow) naming it. Opening an older generation
+// checks that its batches up to that end are whole, in both modes, and
+// treats only what follows (a failed batch) by the torn-tail rule. A
+// generation that has no follow frame naming it (its successors hold no
+// batch yet, or were written before follow frames existed) is read by the
+// torn-tail rule alone, as the space's last write.
 package hot
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -49,6 +66,56 @@ import (
 // DefaultSegmentSize is the default preallocated size of a hot segment
 // (Config.Preallocate's default).
 const DefaultSegmentSize = 64 << 20
+
+// TypeFollow is the frame a generation's first batch starts with when the
+// generation follows others (Follow): its payload is one or more links, 16
+// bytes each (little-endian uint64 generation, uint64 end), each naming an
+// older generation of the space and the offset its durable batches end at.
+// Usually one link names the previous generation; a previous generation
+// that never made a batch durable passes its own links on. Binaries
+// older than follow frames report one as corruption ("not a record").
+const TypeFollow wal.FrameType = 3
+
+// link is one entry of a follow frame.
+type link struct {
+	gen uint64
+	end int64
+}
+
+const (
+	linkSize = 16
+	// maxLinks bounds a follow frame: a chain of generations that each
+	// failed before their first batch passes its links on, and beyond
+	// this many the oldest are dropped (those generations are then read
+	// by the torn-tail rule alone). 64 links are a 1 KiB payload.
+	maxLinks = 64
+	// followHead is how much of a generation Open reads to find its
+	// follow frame: the largest one.
+	followHead = wal.FrameHeader + maxLinks*linkSize + wal.FrameAlign
+)
+
+func encodeLinks(dst []byte, ls []link) []byte {
+	for _, l := range ls {
+		dst = binary.LittleEndian.AppendUint64(dst, l.gen)
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(l.end))
+	}
+	return dst
+}
+
+func decodeLinks(b []byte) ([]link, bool) {
+	if len(b) == 0 || len(b)%linkSize != 0 || len(b) > maxLinks*linkSize {
+		return nil, false
+	}
+	ls := make([]link, 0, len(b)/linkSize)
+	for ; len(b) > 0; b = b[linkSize:] {
+		l := link{gen: binary.LittleEndian.Uint64(b), end: int64(binary.LittleEndian.Uint64(b[8:]))}
+		if l.end < 0 || l.end%wal.FrameAlign != 0 {
+			return nil, false
+		}
+		ls = append(ls, l)
+	}
+	return ls, true
+}
 
 // Options say where hot segments live and how they are read.
 type Options struct {
@@ -170,6 +237,8 @@ func List(d ring.Doer, dir string) ([]Gen, error) {
 //     takes no more appends; only an immutable segment may be retired.
 //  4. After a write or sync error the segment is failed and refuses later
 //     appends: the data's fate is unknown until it is reopened.
+//  5. follows holds the links (see TypeFollow) that no batch of the file
+//     has made durable yet; the first batch carries them.
 //
 // A Segment is not safe for concurrent use.
 type Segment struct {
@@ -188,6 +257,7 @@ type Segment struct {
 	recycled  bool // Create reused a spare file
 	pending   *Pending
 	failed    error
+	follows   []link // invariant 5
 
 	buf   []byte // encodes batches; reused once the previous batch is done
 	batch wal.Batch
@@ -197,11 +267,12 @@ type Segment struct {
 // an fdatasync, or the write alone with RWF_DSYNC), then call Committed or
 // Failed. The write's buffer belongs to the segment.
 type Pending struct {
-	Write ring.Op
-	Sync  ring.Op
-	Off   int64
-	Len   int
-	revs  []messages.Revision
+	Write   ring.Op
+	Sync    ring.Op
+	Off     int64
+	Len     int
+	revs    []messages.Revision
+	follows bool // the batch starts with the follow frame
 }
 
 // Ops returns the batch's write linked to its fdatasync.
@@ -230,9 +301,15 @@ func (s *Segment) rel() string  { return filepath.Join(s.opts.Name, s.gen.FileNa
 // (see Recycling in the package comment) it renames the spare into place
 // and syncs the directory; otherwise it creates the file, preallocates it
 // (fallocate mode 0, so that appends never change the size an fdatasync
-// must log), syncs it and syncs the directory. It fails if g's file
-// exists. After a crash g's file is either missing or an empty generation
-// (a recycled file's stale frames read as the clean end).
+// must log), syncs it and syncs the directory. After a crash g's file is
+// either missing or an empty generation (a recycled file's stale frames
+// read as the clean end).
+//
+// A file of g left by an earlier Create that failed (say its directory
+// sync) is replaced: nothing was written to it, since a Segment reaches
+// its caller only from a Create that succeeded. Create fails with EEXIST
+// if g's file starts with a frame header of g's own life: then it holds
+// (or held) a batch of g.
 func Create(d ring.Doer, opts Options, g Gen) (*Segment, error) {
 	if err := opts.fill(); err != nil {
 		return nil, err
@@ -241,8 +318,14 @@ func Create(d ring.Doer, opts Options, g Gen) (*Segment, error) {
 		return nil, fmt.Errorf("hot: create directory: %w", err)
 	}
 	s := newSegment(d, opts, g)
-	if ok, err := s.recycle(); ok || err != nil {
-		return s, err
+	if err := s.removeLeftover(); err != nil {
+		return nil, err
+	}
+	if ok, err := s.recycle(); err != nil {
+		s.closeFD()
+		return nil, err
+	} else if ok {
+		return s, nil
 	}
 	fd, err := ring.Open(d, s.path(), unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o644)
 	if err != nil {
@@ -258,6 +341,35 @@ func Create(d ring.Doer, opts Options, g Gen) (*Segment, error) {
 		return nil, fmt.Errorf("hot: create %s: sync directory: %w", s.rel(), err)
 	}
 	return s, nil
+}
+
+// removeLeftover removes a file of s's generation that an earlier Create
+// left (see Create). Its unlink becomes durable with the directory sync
+// that ends the Create; a crash before that leaves the file, which then
+// loads as an empty generation, as it would have anyway.
+func (s *Segment) removeLeftover() error {
+	fd, err := ring.Open(s.d, s.path(), unix.O_RDONLY, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("hot: create %s: %w", s.rel(), err)
+	}
+	head := make([]byte, wal.FrameHeader)
+	n, err := ring.ReadAt(s.d, fd, head, 0)
+	if cerr := ring.Close(s.d, fd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("hot: create %s: read the file in the way: %w", s.rel(), err)
+	}
+	if wal.HasHeader(head[:n], s.gen.salt()) {
+		return fmt.Errorf("hot: create %s: it holds a batch of this generation: %w", s.rel(), unix.EEXIST)
+	}
+	if err := ring.Unlink(s.d, s.path()); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("hot: create %s: remove the file an earlier attempt left: %w", s.rel(), err)
+	}
+	return nil
 }
 
 // spares returns the spare files in the directory, oldest generation
@@ -294,11 +406,6 @@ func (s *Segment) recycle() (ok bool, err error) {
 	}
 	if len(list) == 0 {
 		return false, nil
-	}
-	if _, err := ring.Stat(s.d, s.path()); err == nil {
-		return false, fmt.Errorf("hot: create %s: %w", s.rel(), unix.EEXIST)
-	} else if !errors.Is(err, unix.ENOENT) {
-		return false, fmt.Errorf("hot: create %s: %w", s.rel(), err)
 	}
 	for _, old := range list {
 		from := filepath.Join(s.opts.Dir, old.SpareName())
@@ -353,25 +460,46 @@ func (s *Segment) closeFD() {
 // Open replays the existing generation g, calling fn for each record, and
 // returns it ready for appends (or, when immutable is set, as an older
 // generation that only the sealer reads). A torn tail is zeroed durably in
-// TolerateTornTail mode; other damage is a *messages.CorruptionError.
+// TolerateTornTail mode; other damage is a *messages.CorruptionError. An
+// older generation that a later one's follow frame names must hold whole
+// batches up to the end it names, in both modes (see the package comment).
 func Open(d ring.Doer, opts Options, g Gen, immutable bool, fn func(off int64, r messages.Record) error) (*Segment, error) {
 	if err := opts.fill(); err != nil {
 		return nil, err
 	}
 	s := newSegment(d, opts, g)
 	s.immutable = immutable
+	durable := int64(-1)
+	var by Gen
+	if immutable {
+		var err error
+		if durable, by, err = s.followedEnd(); err != nil {
+			return nil, err
+		}
+	}
 	fd, err := ring.Open(d, s.path(), unix.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("hot: open %s: %w", s.rel(), err)
 	}
 	s.fd = fd
-	res, err := s.scan(func(off int64, r messages.Record) error {
-		s.note(r.Revision)
-		if fn != nil {
-			return fn(off, r)
-		}
-		return nil
-	})
+	data, err := ring.ReadFile(s.d, s.path())
+	if err != nil {
+		s.closeFD()
+		return nil, fmt.Errorf("hot: read %s: %w", s.rel(), err)
+	}
+	if durable >= 0 {
+		err = s.checkDurable(data, durable, by)
+	}
+	var res wal.ScanResult
+	if err == nil {
+		res, err = s.scanData(data, func(off int64, r messages.Record) error {
+			s.note(r.Revision)
+			if fn != nil {
+				return fn(off, r)
+			}
+			return nil
+		})
+	}
 	if err == nil && res.Dirty > res.End {
 		// Zero the torn batch durably so that its stale frames never
 		// reappear after later batches.
@@ -392,13 +520,78 @@ func Open(d ring.Doer, opts Options, g Gen, immutable bool, fn func(off int64, r
 	return s, nil
 }
 
-// scan reads the whole file and walks its records.
-func (s *Segment) scan(fn func(off int64, r messages.Record) error) (wal.ScanResult, error) {
-	data, err := ring.ReadFile(s.d, s.path())
+// followedEnd finds the follow frame that names s's generation: in the
+// first generation after it (of its space) that starts with a valid frame.
+// end is -1 when there is none (that generation starts with a record, or
+// none does).
+func (s *Segment) followedEnd() (end int64, by Gen, err error) {
+	gens, err := List(s.d, s.opts.Dir)
 	if err != nil {
-		return wal.ScanResult{}, fmt.Errorf("hot: read %s: %w", s.rel(), err)
+		return -1, Gen{}, err
 	}
-	return s.scanData(data, fn)
+	for _, h := range gens {
+		if h.Space != s.gen.Space || h.Gen <= s.gen.Gen {
+			continue
+		}
+		head, err := readHead(s.d, filepath.Join(s.opts.Dir, h.FileName()), followHead)
+		if err != nil {
+			return -1, Gen{}, fmt.Errorf("hot: open %s: read the generation after it: %w", s.rel(), err)
+		}
+		t, payload, ok := wal.FirstFrame(head, h.salt())
+		if !ok {
+			continue // no batch of h is durable: h passed its links on, if any
+		}
+		if t != TypeFollow {
+			return -1, Gen{}, nil
+		}
+		ls, ok := decodeLinks(payload)
+		if !ok {
+			return -1, Gen{}, &messages.CorruptionError{Path: filepath.Join(s.opts.Name, h.FileName()),
+				Reason: "follow frame with a bad payload"}
+		}
+		for _, l := range ls {
+			if l.gen == s.gen.Gen {
+				return l.end, h, nil
+			}
+		}
+		return -1, Gen{}, nil
+	}
+	return -1, Gen{}, nil
+}
+
+// readHead reads up to n bytes from the start of the file at p.
+func readHead(d ring.Doer, p string, n int) ([]byte, error) {
+	fd, err := ring.Open(d, p, unix.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, n)
+	m, err := ring.ReadAt(d, fd, buf, 0)
+	if cerr := ring.Close(d, fd); err == nil {
+		err = cerr
+	}
+	return buf[:m], err
+}
+
+// checkDurable checks that data holds whole batches exactly up to end,
+// which generation by's follow frame names as s's durable end.
+func (s *Segment) checkDurable(data []byte, end int64, by Gen) error {
+	rel := s.rel()
+	says := fmt.Sprintf("generation %d's follow frame says its batches were durable up to %d", by.Gen, end)
+	if int64(len(data)) < end {
+		return &messages.CorruptionError{Path: rel, Offset: int64(len(data)), Reason: "the file ends early; " + says}
+	}
+	strict := *s
+	strict.opts.Mode = wal.Strict
+	res, err := strict.scanData(data[:end], func(int64, messages.Record) error { return nil })
+	switch {
+	case err != nil:
+		return wal.NotTorn(err, says)
+	case res.End != end:
+		return &messages.CorruptionError{Path: rel, Offset: res.End,
+			Reason: fmt.Sprintf("the batches end at %d; %s", res.End, says)}
+	}
+	return nil
 }
 
 // scanData scans data, the segment's bytes from offset 0.
@@ -406,6 +599,11 @@ func (s *Segment) scanData(data []byte, fn func(off int64, r messages.Record) er
 	rel := s.rel()
 	return wal.Scan(data, wal.ScanOptions{Path: rel, Mode: s.opts.Mode, Salt: s.gen.salt(), Recyclable: true},
 		func(off int64, t wal.FrameType, payload []byte) error {
+			if t == TypeFollow && off == 0 {
+				if _, ok := decodeLinks(payload); ok {
+					return nil
+				}
+			}
 			if t != wal.TypeRecord {
 				return &messages.CorruptionError{Path: rel, Offset: off, Reason: fmt.Sprintf("frame type %d is not a record", t)}
 			}
@@ -486,6 +684,27 @@ func (s *Segment) Recycled() bool { return s.recycled }
 // Immutable reports whether the segment takes no more appends.
 func (s *Segment) Immutable() bool { return s.immutable }
 
+// Follow makes s the generation after prev: s's first batch will name
+// where prev's durable batches end (see TypeFollow), so that recovery
+// holds prev to exactly that end. Call it when s replaces prev as the
+// space's active generation (prev frozen or failed). It does nothing once
+// s holds a batch.
+// REQUIRES: no batch of prev or s in flight; prev is of s's space and an
+// older generation.
+func (s *Segment) Follow(prev *Segment) {
+	if s.off != 0 || s.pending != nil || prev == nil || prev.gen.Space != s.gen.Space || prev.gen.Gen >= s.gen.Gen {
+		return
+	}
+	var ls []link
+	if prev.off == 0 {
+		// Nothing of prev is durable, its own links included: pass
+		// them on.
+		ls = append(ls, prev.follows...)
+	}
+	ls = append(ls, link{gen: prev.gen.Gen, end: prev.off})
+	s.follows = ls[max(0, len(ls)-maxLinks):]
+}
+
 // Prepare encodes recs as one batch.
 // REQUIRES: every record is of the segment's space and valid for
 // wal.EncodeRecord. A revision the segment already holds is skipped, so
@@ -503,10 +722,10 @@ func (s *Segment) Prepare(recs []messages.Record) (*Pending, error) {
 		return nil, ErrBusy
 	}
 	p := &Pending{}
-	s.batch.Begin(s.buf[:0], s.gen.salt())
+	var add []int // indexes in recs of the records to write
 	seen := make(map[messages.Revision]bool, len(recs))
 	for i := range recs {
-		r := recs[i]
+		r := &recs[i]
 		if r.Space != s.gen.Space {
 			return nil, fmt.Errorf("hot: record of space %d appended to %s", r.Space, s.rel())
 		}
@@ -514,18 +733,37 @@ func (s *Segment) Prepare(recs []messages.Record) (*Pending, error) {
 			continue
 		}
 		seen[r.Revision] = true
-		s.batch.AddFunc(wal.TypeRecord, func(dst []byte) []byte { return wal.EncodeRecord(dst, r) })
+		add = append(add, i)
 		p.revs = append(p.revs, r.Revision)
 	}
-	if s.batch.Count() == 0 {
-		s.batch.Finish()
+	if len(add) == 0 {
 		return nil, nil
 	}
-	if need := s.batch.Len(); s.off+int64(need) > s.opts.SegmentSize {
-		s.buf = s.batch.Finish()[:0]
-		return nil, fmt.Errorf("%w: %s holds %d bytes, the batch needs %d of %d", ErrFull, s.rel(), s.off, need, s.opts.SegmentSize)
+	for {
+		s.batch.Begin(s.buf[:0], s.gen.salt())
+		p.follows = s.off == 0 && len(s.follows) > 0
+		if p.follows {
+			ls := s.follows
+			s.batch.AddFunc(TypeFollow, func(dst []byte) []byte { return encodeLinks(dst, ls) })
+		}
+		for _, i := range add {
+			r := recs[i]
+			s.batch.AddFunc(wal.TypeRecord, func(dst []byte) []byte { return wal.EncodeRecord(dst, r) })
+		}
+		need := s.batch.Len()
+		s.buf = s.batch.Finish()
+		if s.off+int64(need) <= s.opts.SegmentSize {
+			break
+		}
+		s.buf = s.buf[:0]
+		if !p.follows {
+			return nil, fmt.Errorf("%w: %s holds %d bytes, the batch needs %d of %d", ErrFull, s.rel(), s.off, need, s.opts.SegmentSize)
+		}
+		// A record that alone nearly fills a file would never fit
+		// a fresh one after the follow frame: go without it (the older
+		// generations are then read by the torn-tail rule alone).
+		s.follows = nil
 	}
-	s.buf = s.batch.Finish()
 	p.Off, p.Len = s.off, len(s.buf)
 	// The end marker goes with the batch (as much of it as the file
 	// holds), so that stale bytes of a recycled file's old lives never
@@ -547,6 +785,9 @@ func (s *Segment) Committed(p *Pending) error {
 	s.off += int64(p.Len)
 	for _, r := range p.revs {
 		s.note(r)
+	}
+	if p.follows {
+		s.follows = nil // durable in the file now
 	}
 	return nil
 }
@@ -602,6 +843,7 @@ func (s *Segment) Rotate() (*Segment, error) {
 		return nil, err
 	}
 	s.immutable = true
+	next.Follow(s)
 	return next, nil
 }
 

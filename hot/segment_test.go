@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/ringpipe/ringpipe/messages"
 	"github.com/ringpipe/ringpipe/ring"
@@ -54,14 +55,14 @@ func TestSegmentAppendReplay(t *testing.T) {
 	g := Gen{Space: 3, Gen: 1}
 	s, err := Create(d, opts, g)
 	require.NoError(t, err)
-	_, err = Create(d, opts, g)
-	assert.Error(t, err, "Create refuses an existing generation")
 	var want []messages.Record
 	for b := 0; b < 10; b++ {
 		batch := recs(3, 1+len(want), 1+b)
 		require.NoError(t, s.Append(batch))
 		want = append(want, batch...)
 	}
+	_, err = Create(d, opts, g)
+	assert.ErrorIs(t, err, unix.EEXIST, "Create refuses a generation that holds batches")
 	assert.Equal(t, len(want), s.Records())
 	lo, hi := s.RevRange()
 	assert.Equal(t, messages.Revision(1), lo)

@@ -2,8 +2,10 @@ package wal
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
+	"strings"
 
 	"github.com/ringpipe/ringpipe/internal/testhook"
 	"github.com/ringpipe/ringpipe/messages"
@@ -301,6 +303,26 @@ func parse(data []byte, off int, salt uint32) (f frame, why string) {
 	return f, ""
 }
 
+// FirstFrame decodes the frame at the start of data when it is valid in a
+// scan with salt and starts a batch; ok is false otherwise. Only that
+// frame is checked, not the rest of its batch: it suits a frame that is
+// right whatever became of the frames written with it (a cut, a hot
+// segment's follow frame). payload aliases data.
+func FirstFrame(data []byte, salt uint32) (t FrameType, payload []byte, ok bool) {
+	f, why := parse(data, 0, salt)
+	if why != "" || f.back != 0 {
+		return 0, nil, false
+	}
+	return f.t, f.payload, true
+}
+
+// HasHeader reports whether data starts with a well-formed frame header
+// carrying salt: something of that life was written there, whether or
+// not the frame is whole.
+func HasHeader(data []byte, salt uint32) bool {
+	return len(data) >= FrameHeader && wellFormed(data[:FrameHeader]) && binary.LittleEndian.Uint32(data[4:]) == salt
+}
+
 // ScanOptions configure Scan.
 type ScanOptions struct {
 	Path string // named in a CorruptionError
@@ -480,6 +502,18 @@ func resolve(data []byte, opts ScanOptions, start, bad int, why string, res Scan
 // strictTornSuffix ends the reason of a CorruptionError for a bad last
 // batch that TolerateTornTail mode would have dropped.
 const strictTornSuffix = " (torn tail; Strict mode)"
+
+// NotTorn returns err, from a Strict-mode Scan of data known to hold only
+// whole batches (they were durable before a later write recorded where
+// they end), with the reason of a bad last batch saying why it is not a
+// torn tail: because of what. Other errors are returned as they are.
+func NotTorn(err error, because string) error {
+	var ce *messages.CorruptionError
+	if errors.As(err, &ce) && strings.HasSuffix(ce.Reason, strictTornSuffix) {
+		ce.Reason = strings.TrimSuffix(ce.Reason, strictTornSuffix) + " (not a torn tail: " + because + ")"
+	}
+	return err
+}
 
 // lastNonZero returns the index of the last non-zero byte of b, or -1.
 func lastNonZero(b []byte) int {

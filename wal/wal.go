@@ -196,7 +196,7 @@ func (w *WAL) readCut(seq uint64) (cut, bool, error) {
 	}
 	f, why := parse(buf[:n], 0, segmentSalt(seq))
 	if why != "" || f.t != TypeCut || f.back != 0 || f.batchLen != f.size {
-		return cut{}, false, nil
+		return cut{}, false, nil // a cut is a batch of its own
 	}
 	c, ok := decodeCut(f.payload)
 	return c, ok, nil
@@ -386,13 +386,8 @@ func (w *WAL) replayUpTo(seq uint64, limit segLimit, fn func(uint64, int64, mess
 			return nil
 		})
 	if limit.exact {
-		var ce *messages.CorruptionError
-		switch {
-		case errors.As(err, &ce) && strings.HasSuffix(ce.Reason, strictTornSuffix):
-			// Not a torn tail: the cut says the batches were durable.
-			ce.Reason = fmt.Sprintf("%s (segment %d's cut says the segment held %d bytes of whole batches)",
-				strings.TrimSuffix(ce.Reason, strictTornSuffix), limit.by, limit.n)
-		case err == nil && res.End != limit.n:
+		err = NotTorn(err, fmt.Sprintf("segment %d's cut says the segment held %d bytes of whole batches", limit.by, limit.n))
+		if err == nil && res.End != limit.n {
 			err = &messages.CorruptionError{Path: rel, Offset: res.End,
 				Reason: fmt.Sprintf("the batches end at %d; segment %d's cut says they ended at %d", res.End, limit.by, limit.n)}
 		}
