@@ -51,6 +51,9 @@ type groupState struct {
 	decided bool // acknowledged or failed
 	hotOK   bool // its hot copy is durable
 	waiting bool // its hot copy was rerouted: a staged copy will come
+	// stagedFailed: its staged copy failed while a hot copy was still in
+	// flight, which decides the group alone now.
+	stagedFailed bool
 }
 
 // NewCompleter returns the completer.
@@ -262,8 +265,9 @@ func (c *Completer) settle(ctx context.Context, f *flight) {
 				st.hotOK = true
 				return true, false
 			}
-			// A rerouted group waits for its staged copy.
-			return false, !st.waiting
+			// A rerouted group waits for its staged copy, unless that
+			// failed already.
+			return false, !st.waiting || st.stagedFailed
 		})
 	case kindWAL:
 		for _, g := range f.groups {
@@ -275,8 +279,13 @@ func (c *Completer) settle(ctx context.Context, f *flight) {
 			if f.err == nil {
 				return true, false
 			}
-			// The hot copy may still succeed.
-			return false, st.copies == 1
+			// The hot copy may still succeed (a late one, or a
+			// cancelled batch performed again).
+			if st.copies > 1 {
+				st.stagedFailed = true
+				return false, false
+			}
+			return false, true
 		})
 	}
 	c.feedback(fb)

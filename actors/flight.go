@@ -46,6 +46,9 @@ type flight struct {
 	reply  chan<- IOResult   // kindIO
 
 	start time.Time
+	// retry marks a kindHot flight that performs a cancelled batch again
+	// (Submitter.retryHot): no deadline, same groups and Pending.
+	retry bool
 	// atRisk is how many records a missed deadline would reroute to the
 	// staging WAL (the submitter's, read and written by it only).
 	atRisk int

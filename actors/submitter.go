@@ -63,6 +63,12 @@ type Submitter struct {
 	fbBuf       []feedback // feedback drained before a submission
 	promote     int        // promotion budget from the last PromoteTick
 	runCtx      context.Context
+	// syncAvg is a moving average of a direct batch's write+fdatasync
+	// time, what gathering is bounded by (see gathering).
+	syncAvg time.Duration
+	// gatherTimer wakes Run when the earliest gathering space's wait
+	// ends; created by Run, stopped when it returns.
+	gatherTimer *time.Timer
 }
 
 type barrier struct {
@@ -82,6 +88,11 @@ type spaceState struct {
 	dueSent  bool
 	staged   []messages.Record // durable in the WAL only, by revision
 	flushers []chan<- error
+	// expect is how many writers of the last direct batch to settle have
+	// not been seen in the queue since; until gatherBy, held writes wait
+	// for them (see gathering).
+	expect   int
+	gatherBy time.Time
 }
 
 // Tuning. Each bound says what it protects.
@@ -172,6 +183,9 @@ func (s *Submitter) Run(ctx context.Context) error {
 	if err := s.restart(); err != nil {
 		return err
 	}
+	s.gatherTimer = time.NewTimer(time.Hour)
+	s.gatherTimer.Stop()
+	defer s.gatherTimer.Stop()
 	for {
 		// Feedback may wait in fbBuf: buffered by a submit or a Do of
 		// the last round, or left by a Run that failed. Apply it before
@@ -205,6 +219,8 @@ func (s *Submitter) Run(ctx context.Context) error {
 			}
 		case fb := <-s.ch.feedback:
 			s.fbBuf = append(s.fbBuf, fb)
+		case <-s.gatherTimer.C:
+			// A gathering space's wait ended: dispatch submits it.
 		}
 	}
 }
@@ -253,6 +269,9 @@ func (s *Submitter) take(ctx context.Context, r messages.Request) {
 			}
 			sp.held = append(sp.held, r)
 			s.held++
+			if sp.expect > 0 {
+				sp.expect--
+			}
 			n++
 		case *messages.Barrier:
 			s.barriers = append(s.barriers, barrier{upto: s.nextRev - 1, reply: r.Reply})
@@ -285,6 +304,7 @@ func (s *Submitter) take(ctx context.Context, r messages.Request) {
 // (to its hot file, or staged when it is slow or unusable), the WAL's held
 // groups, then promotions while the budget lasts.
 func (s *Submitter) dispatch(ctx context.Context) error {
+	var now, wake time.Time
 	for _, sp := range s.spaces {
 		if sp.install != nil && !sp.busy {
 			s.install(sp)
@@ -292,9 +312,23 @@ func (s *Submitter) dispatch(ctx context.Context) error {
 		if len(sp.held) == 0 || sp.busy {
 			continue
 		}
+		if sp.expect > 0 {
+			if now.IsZero() {
+				now = s.env.now()
+			}
+			if s.gathering(sp, now) {
+				if wake.IsZero() || sp.gatherBy.Before(wake) {
+					wake = sp.gatherBy
+				}
+				continue
+			}
+		}
 		if err := s.submitHeld(ctx, sp); err != nil {
 			return err
 		}
+	}
+	if !wake.IsZero() && s.gatherTimer != nil {
+		s.gatherTimer.Reset(wake.Sub(now))
 	}
 	if len(s.walHeld) > 0 && s.walErr != nil && diskFull(s.walErr) {
 		// Disk full is not a disk error: try a new segment now, and fail
@@ -329,6 +363,48 @@ func (s *Submitter) dispatch(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// gathering says whether sp's held writes should wait a little longer
+// before going to its hot file: group commit across cohorts.
+//
+// Why: with one batch in flight per file, writers that queue while a batch
+// syncs go out together as soon as it settles, while the writers of the
+// settled batch, acknowledged a moment later, queue behind the new batch's
+// whole sync. N closed-loop writers thus split into two cohorts of N/2
+// that alternate, each write costing two sync cycles (31 records per sync
+// at 64 writers). Waiting for the settled batch's writers to come back
+// merges the cohorts: one sync per cycle carries all N.
+//
+// The wait ends when as many writes have been taken since the settlement
+// as the settled batch held (sp.expect reaches 0), or at sp.gatherBy: half
+// the average sync time after the settlement (a write queued now would
+// otherwise wait a whole sync behind this batch), and at most half the
+// DirectWriteTimeout. With one writer expect is 0 by the time anything is
+// held, so nothing waits. Slow spaces (staged) do not gather.
+func (s *Submitter) gathering(sp *spaceState, now time.Time) bool {
+	if sp.expect <= 0 || sp.slow || !now.Before(sp.gatherBy) || !s.usable(sp) {
+		sp.expect = 0
+		return false
+	}
+	return true
+}
+
+// noteSettled starts gathering for sp after a direct batch of n writes
+// settled in d.
+func (s *Submitter) noteSettled(sp *spaceState, n int, d time.Duration) {
+	if s.syncAvg == 0 {
+		s.syncAvg = d
+	} else {
+		s.syncAvg += (d - s.syncAvg) / 8
+	}
+	wait := min(s.syncAvg/2, s.env.Cfg.DirectWriteTimeout/2)
+	if n < 1 || wait <= 0 {
+		sp.expect = 0
+		return
+	}
+	sp.expect = n
+	sp.gatherBy = s.env.now().Add(wait)
 }
 
 // usable says whether sp's active segment can take a batch.
@@ -728,10 +804,14 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 		sp := s.spaces[f.space]
 		sp.busy = false
 		if fb.err != nil && errors.Is(fb.err, syscall.ECANCELED) {
-			// The deadline cancelled the batch: not a disk error, but
-			// whether its write reached the page cache is unknown, so
-			// the file takes no more batches (the frame rule); the
-			// sealer replaces it. The writers were rerouted.
+			if !sp.slow {
+				sp.slow, sp.fast = true, 0
+			}
+			if f.kind == kindHot && !f.retry && s.retryHot(sp, f) {
+				return nil
+			}
+			// Stopping: the file takes no more batches (the frame
+			// rule: this one's fate is unknown); the sealer replaces it.
 			sp.seg.Failed(f.hot, fb.err)
 			if !sp.slow {
 				sp.slow, sp.fast = true, 0
@@ -765,12 +845,44 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 			s.retireWAL()
 		} else {
 			s.env.Metrics.Unsealed.Add(int64(len(f.groups[0].recs)))
+			if !f.rerouted && !f.retry {
+				s.noteSettled(sp, len(f.groups[0].writes), fb.syncDur)
+			}
 		}
 		if sp.seg.Records() >= s.env.Cfg.SealThreshold || sp.seg.Size() >= s.env.Cfg.SealBytes {
 			s.sealDue(sp)
 		}
 	}
 	return nil
+}
+
+// retryHot performs a hot batch again that a missed deadline cancelled,
+// and reports whether it was submitted.
+//
+// A cancelled op is one that had not started: io_uring's LINK_TIMEOUT
+// cancels only work still queued for a kernel worker (a running write or
+// fdatasync completes late, and its timeout is a notice). The first error
+// of the chain being ECANCELED therefore means that no op of it failed on
+// the disk: the write either never ran or completed whole, and the
+// fdatasync never ran. No fsync error was reported, so the rule never to
+// retry a failed fsync on the same file does not apply, and writing the
+// same bytes at the same offset again is harmless. So the batch is
+// performed again, without a deadline, and the file stays in use; the
+// space stays busy meanwhile (one batch in flight per file: the frame
+// rule). The writers were rerouted to the staging WAL when the deadline
+// passed and are acknowledged from whichever copy is durable first.
+// Before, a cancelled batch failed its file and cost a seal each time.
+func (s *Submitter) retryHot(sp *spaceState, f *flight) bool {
+	if s.runCtx == nil || s.runCtx.Err() != nil {
+		return false // Settle after Run: nothing may be submitted
+	}
+	r := &flight{kind: kindHot, space: f.space, gen: f.gen, hot: f.hot, groups: f.groups, retry: true,
+		rerouted: true} // its groups went to the WAL: no second reroute
+	if err := s.submit(s.runCtx, r, f.hot.Ops()); err != nil {
+		return false
+	}
+	sp.busy = true
+	return true
 }
 
 // stagingLoad is how many records are staged, on their way to the staging
