@@ -729,6 +729,13 @@ func (s *Submitter) install(sp *spaceState) {
 			s.lg.Warn("freeze segment", zap.Uint32("space", uint32(sp.info.ID)), zap.Error(err))
 		}
 	}
+	if old != nil {
+		// The new generation's first batch names where this one's
+		// durable batches end, so that recovery holds a frozen
+		// generation to exactly that end (only the active one may end
+		// torn). No batch of either is in flight (REQUIRES !sp.busy).
+		m.Seg.Follow(old)
+	}
 	sp.seg = m.Seg
 	sp.dueSent = false
 	if sp.slow && old != nil && old.Err() != nil {
