@@ -77,7 +77,7 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 	e.r = actors.ClosingRing(e.r, cache)
 
 	// The manifest: spaces and blocks.
-	man, err := snapshot.Open(segDoer, cfg.Dir)
+	man, err := snapshot.Open(segDoer, cfg.Dir, cfg.WALRecovery)
 	if errors.Is(err, snapshot.ErrNoManifest) {
 		man, err = snapshot.Create(segDoer, cfg.Dir)
 	}
@@ -85,18 +85,22 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 		return rec, fmt.Errorf("manifest: %w", err)
 	}
 	rec.man = man
+	if d := man.Dropped(); d != nil {
+		e.lg.Warn("manifest: torn last edit dropped", zap.String("file", d.Name), zap.Int64("offset", d.Offset))
+	}
 	st := man.State()
 	tail := livetail.NewTail()
 	reg := make(map[SpaceID]SpaceInfo)
 	maxRev := st.MaxRevision()
 	blocks, orphans := 0, 0
 	opened := make(map[SpaceID][]*snapshot.Block)
+	named := make(map[SpaceID]map[uint64]bool) // the blocks the manifest names, by space
 	for _, info := range st.Spaces() {
 		reg[info.ID] = info
 		if err := tail.AddSpace(info, actors.Keyer(info.SpaceSpec)); err != nil {
 			return rec, err
 		}
-		named := make(map[string]bool)
+		named[info.ID] = make(map[uint64]bool)
 		for _, meta := range st.Index(info.ID).Blocks() {
 			b, err := cache.OpenBlockFor(cfg.Dir, meta)
 			if err != nil {
@@ -106,15 +110,10 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 				return rec, err
 			}
 			opened[info.ID] = append(opened[info.ID], b)
-			named[filepath.Base(snapshot.BlockPath(cfg.Dir, info.ID, meta.ID))] = true
+			named[info.ID][meta.ID] = true
 			maxRev = max(maxRev, meta.MaxRev)
 			blocks++
 		}
-		n, err := removeOrphans(e.sd, snapshot.BlockDir(cfg.Dir, info.ID), named)
-		if err != nil {
-			return rec, err
-		}
-		orphans += n
 	}
 	e.registry.Store(&reg)
 
@@ -174,6 +173,33 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 	if retired > 0 {
 		if err := ring.SyncDir(e.sd, hotOpts.Dir); err != nil {
 			return rec, fmt.Errorf("hot: %w", err)
+		}
+	}
+
+	// Blocks the manifest does not name: removed once their records are
+	// shown to be in a live hot generation or a named block (a seal cut
+	// before its edit); otherwise the manifest lost a durable edit.
+	for id, ids := range named {
+		held := func(r messages.Record) (bool, error) {
+			if sg := bySpace[id]; sg != nil {
+				if sg.active != nil && sg.active.Has(r.Revision) {
+					return true, nil
+				}
+				for _, f := range sg.frozen {
+					if f.Has(r.Revision) {
+						return true, nil
+					}
+				}
+			}
+			return sealedAlready(opened[id], reg[id].SpaceSpec, r)
+		}
+		or, err := snapshot.RemoveOrphans(e.sd, cfg.Dir, id, ids, man.Dropped(), held)
+		if err != nil {
+			return rec, fmt.Errorf("space %d: %w", id, err)
+		}
+		orphans += or.Removed
+		for _, p := range or.Unreadable {
+			e.lg.Warn("unreadable block file the manifest does not name removed", zap.String("file", p))
 		}
 	}
 
@@ -301,35 +327,6 @@ func (e *engine) newBlockCache() (*snapshot.Cache, error) {
 		return ring.New(ring.Options{Kind: ring.Std, Workers: 1, Entries: 4})
 	}
 	return actors.NewBlockCache(r, fallback, e.cfg.BlockCacheBytes), nil
-}
-
-// removeOrphans deletes the files in a space's block directory that the
-// manifest does not name: blocks (or temporary files) written before a
-// crash stopped their manifest edit.
-func removeOrphans(d ring.Doer, dir string, named map[string]bool) (int, error) {
-	names, err := ring.ReadDir(d, dir)
-	if errors.Is(err, syscall.ENOENT) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("list %s: %w", dir, err)
-	}
-	n := 0
-	for _, name := range names {
-		if named[name] {
-			continue
-		}
-		if err := ring.Unlink(d, filepath.Join(dir, name)); err != nil {
-			return n, fmt.Errorf("remove orphaned block %s: %w", name, err)
-		}
-		n++
-	}
-	if n > 0 {
-		if err := ring.SyncDir(d, dir); err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 func summary(r *latency.Recorder) LatencySummary {

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"sync/atomic"
@@ -38,6 +39,10 @@ type Sealer struct {
 	// Owned by Run; kept across restarts.
 	man    *snapshot.Manifest
 	spaces map[messages.SpaceID]*sealSpace
+	// held answers, with heldErr, the request a failed Run was serving;
+	// nil when none. Set by the failed Run, used by the next.
+	held    func(error)
+	heldErr error
 }
 
 type sealSpace struct {
@@ -77,16 +82,33 @@ func (s *Sealer) AddSpace(info messages.SpaceInfo, gen uint64, hasActive bool, f
 	s.spaces[info.ID] = &sealSpace{info: info, active: gen, needGen: !hasActive, frozen: frozen}
 }
 
-// Run seals until ctx ends.
-func (s *Sealer) Run(ctx context.Context) error {
+// Run seals until ctx ends. A request that Run was serving when it failed
+// (returned an error, or panicked) is failed with that error by the next
+// Run, the restarted sealer, before anything else: its caller hears of the
+// failure once the supervisor has handled it. Requests still in the inbox
+// wait there for the restarted sealer. Without a restart (the engine
+// stops or fails) the engine answers them (ErrStopped, ErrFailed).
+func (s *Sealer) Run(ctx context.Context) (err error) {
+	if s.held != nil {
+		s.held(fmt.Errorf("sealer failed while serving the request (it was restarted): %w", s.heldErr))
+		s.held, s.heldErr = nil, nil
+	}
+	// fail answers the request being served with an error; nil when none
+	// is (each request is answered once: by its handler, or through fail).
+	var fail func(error)
+	defer func() {
+		if fail == nil || ctx.Err() != nil {
+			return
+		}
+		s.held, s.heldErr = fail, err
+		if err == nil {
+			s.heldErr = errPanicked // the supervisor reports the panic itself
+		}
+	}()
 	s.doer.setRoute(viaSubmitter(ctx, s.ch.Submitter, s.doer))
 	defer s.doer.setRoute(nil)
-	if s.man.Err() != nil {
-		m, err := snapshot.Open(s.doer, s.env.Cfg.Dir)
-		if err != nil {
-			return fmt.Errorf("sealer: reopen the manifest: %w", err)
-		}
-		s.man = m
+	if _, err := s.manifest(); err != nil {
+		return err
 	}
 	// Finish what recovery or a failed run left: spaces without an active
 	// generation, installs in progress, frozen generations.
@@ -125,13 +147,17 @@ func (s *Sealer) Run(ctx context.Context) error {
 		case m := <-s.ch.Sealer:
 			switch m := m.(type) {
 			case CreateSpace:
+				fail = func(err error) { m.Reply <- CreateSpaceReply{Err: err} }
 				id, err := s.createSpace(ctx, m.Spec)
+				fail = nil
 				m.Reply <- CreateSpaceReply{ID: id, Err: err}
 				if err != nil && s.man.Err() != nil {
 					return err
 				}
 			case Flush:
+				fail = func(err error) { m.Reply <- err }
 				err := s.flush(ctx, m.Space)
+				fail = nil
 				m.Reply <- err
 				if err != nil && ctx.Err() == nil && s.man.Err() != nil {
 					return err
@@ -146,7 +172,11 @@ func (s *Sealer) createSpace(ctx context.Context, spec messages.SpaceSpec) (mess
 	if err := spec.Validate(); err != nil {
 		return 0, fmt.Errorf("create space: %w", err)
 	}
-	st := s.man.State()
+	man, err := s.manifest()
+	if err != nil {
+		return 0, fmt.Errorf("create space %q: %w", spec.Name, err)
+	}
+	st := man.State()
 	if info, ok := st.SpaceByName(spec.Name); ok {
 		if info.SpaceSpec != spec {
 			return 0, fmt.Errorf("%w: %q is %d dims × %d bits", messages.ErrSpaceExists,
@@ -159,7 +189,7 @@ func (s *Sealer) createSpace(ctx context.Context, spec messages.SpaceSpec) (mess
 		return info.ID, nil
 	}
 	id := st.NextSpaceID()
-	if _, err := s.man.Apply(snapshot.SpaceCreated{ID: id, Spec: spec}); err != nil {
+	if _, err := man.Apply(snapshot.SpaceCreated{ID: id, Spec: spec}); err != nil {
 		return 0, fmt.Errorf("create space %q: %w", spec.Name, err)
 	}
 	info := messages.SpaceInfo{ID: id, SpaceSpec: spec}
@@ -308,11 +338,16 @@ func (s *Sealer) seal(ctx context.Context, sp *sealSpace, seg *hot.Segment) erro
 // manifest with the generation's seal (invariant 1).
 func (s *Sealer) writeBlock(sp *sealSpace, seg *hot.Segment) (snapshot.BlockMeta, error) {
 	g := seg.Gen()
-	st := s.man.State()
+	man, err := s.manifest()
+	if err != nil {
+		return snapshot.BlockMeta{}, err
+	}
+	st := man.State()
 	if sealed, _ := st.SealedGen(g.Space); g.Gen <= sealed {
-		// A sealer that failed in Apply left an edit that reached the
-		// disk after all (the manifest was reopened since): generations
-		// seal oldest first, so the space's newest block is this one's.
+		// The manifest already seals it: the seal's edit was durable
+		// before a failure that kept the sealer from noting it (or
+		// recovery found it there): generations seal oldest first, so
+		// the space's newest block is this one's.
 		if bs := st.Index(g.Space).Blocks(); g.Gen == sealed && len(bs) > 0 {
 			return bs[0], nil
 		}
@@ -329,16 +364,35 @@ func (s *Sealer) writeBlock(sp *sealSpace, seg *hot.Segment) (snapshot.BlockMeta
 	if err != nil {
 		return snapshot.BlockMeta{}, err
 	}
-	id := s.man.State().NextBlockID()
+	id := st.NextBlockID()
 	meta, err := snapshot.WriteBlock(s.doer, s.env.Cfg.Dir, g.Space, id, entries)
 	if err != nil {
 		return snapshot.BlockMeta{}, err
 	}
 	_, hi := seg.RevRange()
-	if _, err := s.man.Apply(snapshot.BlockAdded{Meta: meta}, snapshot.GenSealed{Space: g.Space, Gen: g.Gen, MaxRev: hi}); err != nil {
+	if _, err := man.Apply(snapshot.BlockAdded{Meta: meta}, snapshot.GenSealed{Space: g.Space, Gen: g.Gen, MaxRev: hi}); err != nil {
 		return snapshot.BlockMeta{}, err
 	}
 	return meta, nil
+}
+
+// errPanicked is the cause a request gets when the sealer panicked while
+// serving it.
+var errPanicked = errors.New("panic")
+
+// manifest returns the manifest, ready for edits. One that failed (an
+// append or sync whose outcome is unknown) is first rolled into a new file
+// holding the state from before the failure (snapshot.Manifest.Recover):
+// the failed file is never written or synced again, and a seal whose edit
+// failed is redone in full (its block written again) from that state.
+func (s *Sealer) manifest() (*snapshot.Manifest, error) {
+	if cause := s.man.Err(); cause != nil {
+		if err := s.man.Recover(); err != nil {
+			return nil, fmt.Errorf("sealer: recover the manifest: %w", err)
+		}
+		s.lg.Warn("manifest rolled into a new file after a failed write", zap.NamedError("failed", cause))
+	}
+	return s.man, nil
 }
 
 // Manifest returns the manifest. REQUIRES: Run is not running.

@@ -68,9 +68,6 @@ func TestPromotionLargerThanSegment(t *testing.T) {
 // to and fdatasynced again after the failure (the fsync rule), which this
 // test checks too.
 func TestManifestSyncErrorDuringSeal(t *testing.T) {
-	t.Skip("engine bug: after an EIO from the manifest's fdatasync during a seal, the sealer reopens the manifest " +
-		"and keeps appending to (and syncing) the same file; after a power loss the sealed block is removed as an " +
-		"orphan and its generation's acknowledged records are lost")
 	for seed := int64(1); seed <= 20; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			disk := NewSimDisk(seed)

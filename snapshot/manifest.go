@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ringpipe/ringpipe/internal/testhook"
 	"github.com/ringpipe/ringpipe/messages"
 	"github.com/ringpipe/ringpipe/ring"
 	"github.com/ringpipe/ringpipe/wal"
@@ -24,6 +25,14 @@ import (
 // removes MANIFEST-<n>. After a crash at any point CURRENT names a complete
 // manifest: the old one (still there, since it is removed only after the
 // switch is durable) or the new one (durable before the switch).
+//
+// The same switch serves two more purposes. Open always ends with one: it
+// never appends to a file it did not write itself, because what reads
+// back from a manifest may be an edit whose fdatasync failed (in another
+// process, or in a sealer that failed), present in the page cache but not
+// on the disk. And Recover, after a failed append, switches to a new file
+// holding the state from before it, instead of syncing the failed file
+// again.
 
 const (
 	currentName    = "CURRENT"
@@ -64,19 +73,36 @@ func parseManifestName(name string) (uint64, bool) {
 //
 // Invariants:
 //  1. state is what MANIFEST-<num> replays to, and every byte of the file
-//     up to off is durable.
+//     up to off is durable — written by this Manifest and synced, never
+//     merely read back: a file another process (or a failed Manifest)
+//     wrote may hold edits that read back from the page cache but never
+//     reached the disk, so Open rewrites what it reads into a new file.
 //  2. After an I/O error the Manifest is failed (err): the fate of the
-//     write is unknown, so nothing more is written; reopening recovers
-//     from what is on disk.
+//     write is unknown, so its file is never written or synced again.
+//     Recover rolls state into a new file; nothing else writes.
+//  3. last is the highest manifest number this Manifest has written or
+//     tried to: a new file always takes a number above it, so that no
+//     file is written twice under one name.
 type Manifest struct {
-	d     ring.Doer
-	dir   string
-	num   uint64 // the live MANIFEST-<num>
-	fd    int32  // MANIFEST-<num>, open for writing; -1 when closed
-	off   int64  // where the next frame goes
-	base  int64  // size of the file after its compacted snapshot
-	state *State
-	err   error // sticky: set by the first failed write
+	d       ring.Doer
+	dir     string
+	num     uint64 // the live MANIFEST-<num>
+	last    uint64
+	fd      int32 // MANIFEST-<num>, open for writing; -1 when closed
+	off     int64 // where the next frame goes
+	base    int64 // size of the file after its compacted snapshot
+	state   *State
+	err     error // sticky: set by the first failed write
+	closed  bool
+	dropped *Dropped // what Open dropped, nil when nothing
+}
+
+// Dropped is a damaged last frame of a manifest that Open dropped in
+// TolerateTornTail mode: the torn write of an edit cut short by a crash,
+// or damage that only looks like one (see recovery's orphan check).
+type Dropped struct {
+	Name   string // the manifest's file name
+	Offset int64  // where the dropped frame starts
 }
 
 // Create makes a new, empty manifest in dir (which must exist) and makes
@@ -88,37 +114,34 @@ func Create(d ring.Doer, dir string) (*Manifest, error) {
 		return nil, fmt.Errorf("snapshot: create manifest: %w", err)
 	}
 	m := &Manifest{d: d, dir: dir, fd: -1, state: NewState()}
-	if err := m.switchTo(1); err != nil {
+	if err := m.switchTo(); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-// Open recovers the manifest of dir: it reads CURRENT, replays the named
-// manifest and opens it for appending. A torn last frame (an Apply cut
-// short by a crash, never acknowledged) is dropped and the manifest is
-// compacted into a clean file at once. Leftover manifests and temporary
-// files of an interrupted compaction are removed. Damage other than a torn
-// tail is a *messages.CorruptionError naming the file (relative to dir) and
-// offset. Without CURRENT the error wraps ErrNoManifest.
-func Open(d ring.Doer, dir string) (*Manifest, error) {
-	num, st, res, err := load(d, dir)
+// Open recovers the manifest of dir: it reads CURRENT and replays the
+// named manifest. A torn last frame (an Apply cut short by a crash, never
+// acknowledged) is dropped in TolerateTornTail mode (see Dropped) and is a
+// *messages.CorruptionError in Strict mode. Open then writes the state into
+// a new manifest, syncs it and switches CURRENT to it (invariant 1): what
+// it read may be an edit whose sync failed, read back from the page cache,
+// and the caller is about to act on it (retire the generation it sealed).
+// Leftover manifests and temporary files of an interrupted compaction are
+// removed. Damage other than a torn tail is a *messages.CorruptionError
+// naming the file (relative to dir) and offset. Without CURRENT the error
+// wraps ErrNoManifest.
+func Open(d ring.Doer, dir string, mode wal.RecoveryMode) (*Manifest, error) {
+	rep, err := scan(d, dir, mode, false)
 	if err != nil {
 		return nil, err
 	}
-	m := &Manifest{d: d, dir: dir, num: num, fd: -1, state: st}
-	if res.Torn || res.Dirty > res.End {
-		// Appending over a torn tail would need it zeroed first; a fresh
-		// file is simpler and as safe.
-		if err := m.switchTo(num + 1); err != nil {
-			return nil, err
-		}
-	} else {
-		fd, err := ring.Open(d, m.path(num), unix.O_WRONLY, 0)
-		if err != nil {
-			return nil, fmt.Errorf("snapshot: open manifest: %w", err)
-		}
-		m.fd, m.off, m.base = fd, res.End, res.End
+	m := &Manifest{d: d, dir: dir, num: rep.num, last: rep.num, fd: -1, state: rep.State}
+	if rep.Result.Torn {
+		m.dropped = &Dropped{Name: rep.Name, Offset: rep.Result.End}
+	}
+	if err := m.switchTo(); err != nil {
+		return nil, err
 	}
 	if err := m.removeStale(); err != nil {
 		m.Close() //nolint:errcheck // the removal error is the one to report
@@ -128,38 +151,45 @@ func Open(d ring.Doer, dir string) (*Manifest, error) {
 }
 
 // Load reads the state of dir's manifest without changing any file (for
-// inspection and verification).
+// inspection and verification), tolerating a torn tail.
 func Load(d ring.Doer, dir string) (*State, error) {
-	_, st, _, err := load(d, dir)
-	return st, err
+	rep, err := scan(d, dir, wal.TolerateTornTail, false)
+	if err != nil {
+		return nil, err
+	}
+	return rep.State, nil
 }
 
-func load(d ring.Doer, dir string) (uint64, *State, wal.ScanResult, error) {
-	var res wal.ScanResult
+// scan reads dir's live manifest in mode; with edits it lists them in the
+// report. It changes no file. On error the report holds what was read
+// before it.
+func scan(d ring.Doer, dir string, mode wal.RecoveryMode, edits bool) (ManifestReport, error) {
+	rep := ManifestReport{State: NewState()}
 	cur, err := ring.ReadFile(d, filepath.Join(dir, currentName))
 	if errors.Is(err, unix.ENOENT) {
-		return 0, nil, res, fmt.Errorf("%w in %s", ErrNoManifest, dir)
+		return rep, fmt.Errorf("%w in %s", ErrNoManifest, dir)
 	}
 	if err != nil {
-		return 0, nil, res, fmt.Errorf("snapshot: read CURRENT: %w", err)
+		return rep, fmt.Errorf("snapshot: read CURRENT: %w", err)
 	}
 	name, ok := strings.CutSuffix(string(cur), "\n")
 	num, ok2 := parseManifestName(name)
 	if !ok || !ok2 {
-		return 0, nil, res, &messages.CorruptionError{Path: currentName, Offset: 0,
+		return rep, &messages.CorruptionError{Path: currentName, Offset: 0,
 			Reason: fmt.Sprintf("CURRENT holds %q, not a manifest name", cur)}
 	}
+	rep.Name, rep.num = name, num
 	data, err := ring.ReadFile(d, filepath.Join(dir, name))
 	if err != nil {
 		// CURRENT names a manifest only once it is durable: a missing
 		// one is damage, not a crash we can produce.
 		if errors.Is(err, unix.ENOENT) {
-			return 0, nil, res, &messages.CorruptionError{Path: name, Offset: 0, Reason: "named by CURRENT but missing"}
+			return rep, &messages.CorruptionError{Path: name, Offset: 0, Reason: "named by CURRENT but missing"}
 		}
-		return 0, nil, res, fmt.Errorf("snapshot: read %s: %w", name, err)
+		return rep, fmt.Errorf("snapshot: read %s: %w", name, err)
 	}
-	st := NewState()
-	res, err = wal.Scan(data, wal.ScanOptions{Path: name, Mode: wal.TolerateTornTail, Salt: uint32(num)},
+	rep.Size = int64(len(data))
+	rep.Result, err = wal.Scan(data, wal.ScanOptions{Path: name, Mode: mode, Salt: uint32(num)},
 		func(off int64, t wal.FrameType, payload []byte) error {
 			bad := func(reason string) error {
 				return &messages.CorruptionError{Path: name, Offset: off, Reason: "manifest: " + reason}
@@ -167,26 +197,31 @@ func load(d ring.Doer, dir string) (uint64, *State, wal.ScanResult, error) {
 			if t != frameEdits {
 				return bad(fmt.Sprintf("frame type %d", t))
 			}
-			edits, err := DecodeEdits(payload)
+			es, err := DecodeEdits(payload)
 			if err != nil {
 				return bad(err.Error())
 			}
-			n, err := st.With(edits...)
+			st, err := rep.State.With(es...)
 			if err != nil {
 				return bad(err.Error())
 			}
-			st = n
+			rep.State = st
+			if edits {
+				for _, e := range es {
+					rep.Edits = append(rep.Edits, EditAt{Off: off, Edit: e})
+				}
+			}
 			return nil
 		})
 	if err != nil {
-		return 0, nil, res, err
+		return rep, err
 	}
-	if res.Frames == 0 {
+	if rep.Result.Frames == 0 {
 		// Every manifest starts with its snapshot, written and synced
 		// before CURRENT names it.
-		return 0, nil, res, &messages.CorruptionError{Path: name, Offset: 0, Reason: "manifest holds no edits"}
+		return rep, &messages.CorruptionError{Path: name, Offset: 0, Reason: "manifest holds no edits"}
 	}
-	return num, st, res, nil
+	return rep, nil
 }
 
 func (m *Manifest) path(n uint64) string { return filepath.Join(m.dir, ManifestName(n)) }
@@ -197,17 +232,17 @@ func (m *Manifest) State() *State { return m.state }
 // Err returns the error that failed the Manifest, or nil.
 func (m *Manifest) Err() error { return m.err }
 
+// Dropped returns the damaged last frame that Open dropped, or nil.
+func (m *Manifest) Dropped() *Dropped { return m.dropped }
+
 // Apply appends edits as one frame, fdatasyncs it and returns the new state:
 // the edits are durable on return, all or nothing. Edits that do not fit
 // the state are refused before anything is written (the Manifest stays
 // usable). An I/O error fails the Manifest: the edits may or may not be
-// durable, and only reopening tells.
+// durable, and the state stays as it was before them (see Recover).
 func (m *Manifest) Apply(edits ...Edit) (*State, error) {
-	if m.err != nil {
-		return nil, m.err
-	}
-	if m.fd < 0 {
-		return nil, errors.New("snapshot: manifest closed")
+	if err := m.usable(); err != nil {
+		return nil, err
 	}
 	if len(edits) == 0 {
 		return m.state, nil
@@ -233,13 +268,53 @@ func (m *Manifest) Apply(edits ...Edit) (*State, error) {
 	return n, nil
 }
 
+func (m *Manifest) usable() error {
+	switch {
+	case m.err != nil:
+		return m.err
+	case m.closed || m.fd < 0:
+		return errors.New("snapshot: manifest closed")
+	}
+	return nil
+}
+
+// Recover makes a failed Manifest usable again without trusting its file:
+// it writes the state as of before the failed write (every edit of it
+// acknowledged, so durable) into a new manifest, syncs it, switches
+// CURRENT to it and removes the failed one, whose last edit may or may
+// not be on the disk (DESIGN.md: never sync a file again after a failed
+// write or sync). The caller applies the failed edits again if it still
+// wants them. A Manifest that has not failed is left as it is. On error
+// the Manifest stays failed and Recover may be called again; each attempt
+// writes a file of a new name.
+func (m *Manifest) Recover() error {
+	if m.err == nil {
+		return nil
+	}
+	if m.closed {
+		return errors.New("snapshot: manifest closed")
+	}
+	if m.fd >= 0 {
+		// The failed file is abandoned; its error is m.err already (Linux
+		// closes the fd whatever close reports).
+		ring.Close(m.d, m.fd) //nolint:errcheck // see above
+		m.fd = -1
+	}
+	m.err = nil
+	return m.switchTo()
+}
+
 // Size returns the live manifest's size in bytes.
 func (m *Manifest) Size() int64 { return m.off }
 
 // NeedsCompaction reports whether the log has grown enough past its last
 // snapshot that Compact would shrink it substantially.
 func (m *Manifest) NeedsCompaction() bool {
-	return m.off > compactMin && m.off > 4*m.base
+	least := int64(compactMin)
+	if n := testhook.ManifestCompactMin(); n > 0 {
+		least = n
+	}
+	return m.off > least && m.off > 4*m.base
 }
 
 // Compact writes the state into a new manifest, switches CURRENT to it and
@@ -247,18 +322,17 @@ func (m *Manifest) NeedsCompaction() bool {
 // Manifest; after a crash either manifest may be the live one, and both
 // hold the same state.
 func (m *Manifest) Compact() error {
-	if m.err != nil {
-		return m.err
+	if err := m.usable(); err != nil {
+		return err
 	}
-	if m.fd < 0 {
-		return errors.New("snapshot: manifest closed")
-	}
-	return m.switchTo(m.num + 1)
+	return m.switchTo()
 }
 
-// switchTo writes State as MANIFEST-<num>, makes CURRENT name it, and then
-// drops the previous one. On error the Manifest is failed.
-func (m *Manifest) switchTo(num uint64) (err error) {
+// switchTo writes State as a new MANIFEST-<last+1>, makes CURRENT name it,
+// and then drops the previous one. On error the Manifest is failed.
+func (m *Manifest) switchTo() (err error) {
+	m.last++
+	num := m.last
 	defer func() {
 		if err != nil {
 			err = fmt.Errorf("snapshot: write %s: %w", ManifestName(num), err)
@@ -292,17 +366,20 @@ func (m *Manifest) switchTo(num uint64) (err error) {
 	if err := ring.WriteFileAtomic(m.d, filepath.Join(m.dir, currentName), []byte(ManifestName(num)+"\n")); err != nil {
 		return err
 	}
-	fd, err := ring.Open(m.d, m.path(num), unix.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
+	// CURRENT names num: it is the live manifest from here on, whatever
+	// fails next.
 	old, oldFD := m.num, m.fd
-	m.num, m.fd, m.off, m.base = num, fd, int64(len(data)), int64(len(data))
+	m.num, m.fd, m.off, m.base = num, -1, int64(len(data)), int64(len(data))
 	if oldFD >= 0 {
 		if err := ring.Close(m.d, oldFD); err != nil {
 			return err
 		}
 	}
+	fd, err := ring.Open(m.d, m.path(num), unix.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	m.fd = fd
 	if old != 0 {
 		// The old manifest is garbage now; a crash before the unlink is
 		// durable leaves it for the next Open to remove.
@@ -343,6 +420,7 @@ func (m *Manifest) removeStale() error {
 // Close closes the manifest's file. The state stays readable; Apply fails.
 // It is idempotent.
 func (m *Manifest) Close() error {
+	m.closed = true
 	if m.fd < 0 {
 		return nil
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ringpipe/ringpipe/messages"
 	"github.com/ringpipe/ringpipe/ring"
+	"github.com/ringpipe/ringpipe/wal"
 )
 
 func spec(name string) messages.SpaceSpec { return messages.SpaceSpec{Name: name, Dims: 2, Bits: 16} }
@@ -82,7 +83,7 @@ func ids(bs []BlockMeta) []uint64 {
 func TestManifestCreateApplyOpen(t *testing.T) {
 	d := newDoer(t)
 	dir := t.TempDir()
-	_, err := Open(d, dir)
+	_, err := Open(d, dir, wal.TolerateTornTail)
 	require.ErrorIs(t, err, ErrNoManifest)
 
 	m, err := Create(d, dir)
@@ -99,7 +100,7 @@ func TestManifestCreateApplyOpen(t *testing.T) {
 	_, err = Create(d, dir)
 	assert.Error(t, err, "Create over an existing manifest")
 
-	m2, err := Open(d, dir)
+	m2, err := Open(d, dir, wal.TolerateTornTail)
 	require.NoError(t, err)
 	checkSomeEdits(t, m2.State())
 	assert.True(t, st.Equal(m2.State()))
@@ -112,7 +113,7 @@ func TestManifestCreateApplyOpen(t *testing.T) {
 	_, ok := st3.SpaceByName("c")
 	assert.True(t, ok)
 	assert.Equal(t, messages.SpaceID(10), st3.NextSpaceID())
-	assert.Equal(t, []string{"CURRENT", "MANIFEST-000001"}, listDir(t, dir))
+	assert.Equal(t, []string{"CURRENT", "MANIFEST-000002"}, listDir(t, dir), "Open rewrote what it read into a new file")
 }
 
 func listDir(t *testing.T, dir string) []string {
@@ -232,7 +233,7 @@ func TestManifestCompact(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, m.Close())
 
-	m2, err := Open(d, dir)
+	m2, err := Open(d, dir, wal.TolerateTornTail)
 	require.NoError(t, err)
 	defer m2.Close()
 	assert.Equal(t, uint64(5000), m2.State().WALRetired())
@@ -310,17 +311,18 @@ func TestManifestTornTail(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, os.WriteFile(path, damage(b, int(last)), 0o644))
 
-			m2, err := Open(d, dir)
+			m2, err := Open(d, dir, wal.TolerateTornTail)
 			require.NoError(t, err)
 			_, ok := m2.State().SpaceByName("torn")
 			assert.False(t, ok, "the torn edit is dropped")
 			assert.Len(t, m2.State().Spaces(), 2)
-			if name == "all zeros" {
-				// Zeros read as the clean end of the log: nothing to repair.
-				assert.Equal(t, []string{"CURRENT", "MANIFEST-000001"}, listDir(t, dir))
-			} else {
-				assert.Equal(t, []string{"CURRENT", "MANIFEST-000002"}, listDir(t, dir), "compacted into a clean file")
+			// Zeros read as the clean end of the log, the rest as a torn
+			// frame; either way Open writes a clean file.
+			assert.Equal(t, name != "all zeros", m2.Dropped() != nil, "dropped: %+v", m2.Dropped())
+			if d := m2.Dropped(); d != nil {
+				assert.Equal(t, Dropped{Name: ManifestName(1), Offset: last}, *d)
 			}
+			assert.Equal(t, []string{"CURRENT", "MANIFEST-000002"}, listDir(t, dir), "compacted into a clean file")
 			_, err = m2.Apply(SpaceCreated{ID: 7, Spec: spec("again")})
 			require.NoError(t, err)
 			require.NoError(t, m2.Close())
@@ -350,7 +352,7 @@ func TestManifestCorruption(t *testing.T) {
 	}
 	corrupt := func(t *testing.T, d ring.Doer, dir, file string) {
 		t.Helper()
-		_, err := Open(d, dir)
+		_, err := Open(d, dir, wal.TolerateTornTail)
 		var ce *messages.CorruptionError
 		require.ErrorAs(t, err, &ce)
 		assert.Equal(t, file, ce.Path)
@@ -380,19 +382,19 @@ func TestManifestCorruption(t *testing.T) {
 	})
 	t.Run("edit that does not fit", func(t *testing.T) {
 		d, dir, _, _ := setup(t)
-		m, err := Open(d, dir)
+		m, err := Open(d, dir, wal.TolerateTornTail)
 		require.NoError(t, err)
 		// Write a valid frame holding an edit the state refuses.
 		m.state = NewState()
 		_, err = m.Apply(SpaceCreated{ID: 1, Spec: spec("a")})
 		require.NoError(t, err)
 		require.NoError(t, m.Close())
-		corrupt(t, d, dir, ManifestName(1))
+		corrupt(t, d, dir, ManifestName(2))
 	})
 	t.Run("no CURRENT", func(t *testing.T) {
 		d, dir, _, _ := setup(t)
 		require.NoError(t, os.Remove(filepath.Join(dir, "CURRENT")))
-		_, err := Open(d, dir)
+		_, err := Open(d, dir, wal.TolerateTornTail)
 		assert.ErrorIs(t, err, ErrNoManifest)
 		assert.NotErrorIs(t, err, messages.ErrCorrupt)
 	})
@@ -407,15 +409,16 @@ func TestManifestRemovesStale(t *testing.T) {
 	require.NoError(t, err)
 	applyAll(t, m, someEdits())
 	require.NoError(t, m.Close())
-	for _, n := range []string{ManifestName(2), ManifestName(2) + ".tmp", "CURRENT.tmp", "MANIFEST-000000", "other"} {
+	for _, n := range []string{ManifestName(2), ManifestName(3) + ".tmp", "CURRENT.tmp", "MANIFEST-000000", "other"} {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, n), []byte("junk"), 0o644))
 	}
-	m2, err := Open(d, dir)
+	m2, err := Open(d, dir, wal.TolerateTornTail)
 	require.NoError(t, err)
 	defer m2.Close()
 	checkSomeEdits(t, m2.State())
 	got := listDir(t, dir)
-	assert.Equal(t, []string{"CURRENT", "MANIFEST-000000", "MANIFEST-000001", "other"}, got)
+	assert.Equal(t, []string{"CURRENT", "MANIFEST-000000", ManifestName(2), "other"}, got,
+		"the junk MANIFEST-000002 replaced by the rewritten manifest, the rest of the junk removed")
 }
 
 func TestEditCodecRoundTrip(t *testing.T) {
