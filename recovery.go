@@ -76,8 +76,10 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 	}()
 	e.r = actors.ClosingRing(e.r, cache)
 
-	// The manifest: spaces and blocks.
-	man, err := snapshot.Open(segDoer, cfg.Dir, cfg.WALRecovery)
+	// The manifest: spaces and blocks. Read changes nothing; nothing acts
+	// on what it read (a sealed generation retired) before Rewrite has
+	// made it durable, below.
+	man, err := snapshot.Read(segDoer, cfg.Dir, cfg.WALRecovery)
 	if errors.Is(err, snapshot.ErrNoManifest) {
 		man, err = snapshot.Create(segDoer, cfg.Dir)
 	}
@@ -85,8 +87,8 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 		return rec, fmt.Errorf("manifest: %w", err)
 	}
 	rec.man = man
-	if d := man.Dropped(); d != nil {
-		e.lg.Warn("manifest: torn last edit dropped", zap.String("file", d.Name), zap.Int64("offset", d.Offset))
+	if t := man.Tail(); t.Torn {
+		e.lg.Warn("manifest: torn last edit dropped", zap.String("file", t.Name), zap.Int64("offset", t.End))
 	}
 	st := man.State()
 	tail := livetail.NewTail()
@@ -94,13 +96,11 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 	maxRev := st.MaxRevision()
 	blocks, orphans := 0, 0
 	opened := make(map[SpaceID][]*snapshot.Block)
-	named := make(map[SpaceID]map[uint64]bool) // the blocks the manifest names, by space
 	for _, info := range st.Spaces() {
 		reg[info.ID] = info
 		if err := tail.AddSpace(info, actors.Keyer(info.SpaceSpec)); err != nil {
 			return rec, err
 		}
-		named[info.ID] = make(map[uint64]bool)
 		for _, meta := range st.Index(info.ID).Blocks() {
 			b, err := cache.OpenBlockFor(cfg.Dir, meta)
 			if err != nil {
@@ -110,7 +110,6 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 				return rec, err
 			}
 			opened[info.ID] = append(opened[info.ID], b)
-			named[info.ID][meta.ID] = true
 			maxRev = max(maxRev, meta.MaxRev)
 			blocks++
 		}
@@ -128,7 +127,8 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 		frozen []*hot.Segment
 	}
 	bySpace := make(map[SpaceID]*spaceGens)
-	hotRecords, retired := 0, 0
+	hotRecords := 0
+	var sealedGens []string // removed once the manifest is rewritten
 	for i, g := range gens {
 		info, ok := reg[g.Space]
 		if !ok {
@@ -137,10 +137,7 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 		}
 		if sealed, _ := st.SealedGen(g.Space); g.Gen <= sealed {
 			// Sealed into a block before a crash cut its retirement short.
-			if err := ring.Unlink(e.sd, filepath.Join(hotOpts.Dir, g.FileName())); err != nil {
-				return rec, fmt.Errorf("hot: remove sealed %s: %w", g.FileName(), err)
-			}
-			retired++
+			sealedGens = append(sealedGens, g.FileName())
 			continue
 		}
 		last := i == len(gens)-1 || gens[i+1].Space != g.Space
@@ -170,16 +167,11 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 			sg.frozen = append(sg.frozen, seg)
 		}
 	}
-	if retired > 0 {
-		if err := ring.SyncDir(e.sd, hotOpts.Dir); err != nil {
-			return rec, fmt.Errorf("hot: %w", err)
-		}
-	}
 
 	// Blocks the manifest does not name: removed once their records are
 	// shown to be in a live hot generation or a named block (a seal cut
 	// before its edit); otherwise the manifest lost a durable edit.
-	for id, ids := range named {
+	for id := range reg {
 		held := func(r messages.Record) (bool, error) {
 			if sg := bySpace[id]; sg != nil {
 				if sg.active != nil && sg.active.Has(r.Revision) {
@@ -193,13 +185,26 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 			}
 			return sealedAlready(opened[id], reg[id].SpaceSpec, r)
 		}
-		or, err := snapshot.RemoveOrphans(e.sd, cfg.Dir, id, ids, man.Dropped(), held)
+		or, err := man.RemoveOrphans(id, held)
 		if err != nil {
 			return rec, fmt.Errorf("space %d: %w", id, err)
 		}
 		orphans += or.Removed
 		for _, p := range or.Unreadable {
 			e.lg.Warn("unreadable block file the manifest does not name removed", zap.String("file", p))
+		}
+	}
+	if err := man.Rewrite(); err != nil {
+		return rec, fmt.Errorf("manifest: %w", err)
+	}
+	for _, name := range sealedGens {
+		if err := ring.Unlink(e.sd, filepath.Join(hotOpts.Dir, name)); err != nil {
+			return rec, fmt.Errorf("hot: remove sealed %s: %w", name, err)
+		}
+	}
+	if len(sealedGens) > 0 {
+		if err := ring.SyncDir(e.sd, hotOpts.Dir); err != nil {
+			return rec, fmt.Errorf("hot: %w", err)
 		}
 	}
 
@@ -273,7 +278,7 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 
 	e.lg.Info("recovered", zap.String("dir", cfg.Dir), zap.Int("spaces", len(reg)), zap.Int("blocks", blocks),
 		zap.Int("orphan_blocks_removed", orphans), zap.Int("hot_generations", len(rec.segs)),
-		zap.Int("hot_records", hotRecords), zap.Int("sealed_generations_retired", retired),
+		zap.Int("hot_records", hotRecords), zap.Int("sealed_generations_retired", len(sealedGens)),
 		zap.Int("wal_records", walRecords), zap.Int("staged", stagedN),
 		zap.Uint64("next_revision", uint64(maxRev+1)))
 	return rec, nil

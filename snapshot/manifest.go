@@ -26,11 +26,11 @@ import (
 // manifest: the old one (still there, since it is removed only after the
 // switch is durable) or the new one (durable before the switch).
 //
-// The same switch serves two more purposes. Open always ends with one: it
-// never appends to a file it did not write itself, because what reads
-// back from a manifest may be an edit whose fdatasync failed (in another
-// process, or in a sealer that failed), present in the page cache but not
-// on the disk. And Recover, after a failed append, switches to a new file
+// The same switch serves two more purposes. Recovery always ends with one
+// (Read, then Rewrite): it never appends to a file it did not write
+// itself, because what reads back from a manifest may be an edit whose
+// fdatasync failed (in another process, or in a sealer that failed),
+// present in the page cache but not on the disk. And Recover, after a failed append, switches to a new file
 // holding the state from before it, instead of syncing the failed file
 // again.
 
@@ -72,11 +72,12 @@ func parseManifestName(name string) (uint64, bool) {
 // never change.
 //
 // Invariants:
-//  1. state is what MANIFEST-<num> replays to, and every byte of the file
-//     up to off is durable — written by this Manifest and synced, never
-//     merely read back: a file another process (or a failed Manifest)
-//     wrote may hold edits that read back from the page cache but never
-//     reached the disk, so Open rewrites what it reads into a new file.
+//  1. Unless pending, state is what MANIFEST-<num> replays to, and every
+//     byte of the file up to off is durable — written by this Manifest
+//     and synced, never merely read back: a file another process (or a
+//     failed Manifest) wrote may hold edits that read back from the page
+//     cache but never reached the disk, so Rewrite writes what Read read
+//     into a new file. While pending (fresh from Read) it takes no edit.
 //  2. After an I/O error the Manifest is failed (err): the fate of the
 //     write is unknown, so its file is never written or synced again.
 //     Recover rolls state into a new file; nothing else writes.
@@ -94,15 +95,18 @@ type Manifest struct {
 	state   *State
 	err     error // sticky: set by the first failed write
 	closed  bool
-	dropped *Dropped // what Open dropped, nil when nothing
+	pending bool // read by Read, not yet rewritten: takes no edit
+	tail    Tail
 }
 
-// Dropped is a damaged last frame of a manifest that Open dropped in
-// TolerateTornTail mode: the torn write of an edit cut short by a crash,
-// or damage that only looks like one (see recovery's orphan check).
-type Dropped struct {
-	Name   string // the manifest's file name
-	Offset int64  // where the dropped frame starts
+// Tail says where the manifest that Read (or Open) read ends: just past
+// its last valid frame, and whether a damaged last frame was dropped
+// there in TolerateTornTail mode (the torn write of an edit cut short by a
+// crash, or damage that only looks like one: see RemoveOrphans).
+type Tail struct {
+	Name string // the manifest's file name, relative to the directory
+	End  int64
+	Torn bool
 }
 
 // Create makes a new, empty manifest in dir (which must exist) and makes
@@ -117,37 +121,63 @@ func Create(d ring.Doer, dir string) (*Manifest, error) {
 	if err := m.switchTo(); err != nil {
 		return nil, err
 	}
+	m.tail = Tail{Name: ManifestName(m.num), End: m.off}
 	return m, nil
 }
 
-// Open recovers the manifest of dir: it reads CURRENT and replays the
-// named manifest. A torn last frame (an Apply cut short by a crash, never
-// acknowledged) is dropped in TolerateTornTail mode (see Dropped) and is a
-// *messages.CorruptionError in Strict mode. Open then writes the state into
-// a new manifest, syncs it and switches CURRENT to it (invariant 1): what
-// it read may be an edit whose sync failed, read back from the page cache,
-// and the caller is about to act on it (retire the generation it sealed).
-// Leftover manifests and temporary files of an interrupted compaction are
-// removed. Damage other than a torn tail is a *messages.CorruptionError
-// naming the file (relative to dir) and offset. Without CURRENT the error
-// wraps ErrNoManifest.
+// Open recovers the manifest of dir: Read, then Rewrite.
 func Open(d ring.Doer, dir string, mode wal.RecoveryMode) (*Manifest, error) {
+	m, err := Read(d, dir, mode)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Rewrite(); err != nil {
+		m.Close() //nolint:errcheck // the rewrite's error is the one to report
+		return nil, err
+	}
+	return m, nil
+}
+
+// Read reads the manifest of dir: it reads CURRENT and replays the named
+// manifest, changing no file. A torn last frame (an Apply cut short by a
+// crash, never acknowledged) is dropped in TolerateTornTail mode (see
+// Tail) and is a *messages.CorruptionError in Strict mode. Damage other
+// than a torn tail is a *messages.CorruptionError naming the file
+// (relative to dir) and offset. Without CURRENT the error wraps
+// ErrNoManifest.
+//
+// The Manifest takes no edit until Rewrite, and its state must not be
+// acted on (a generation retired because it says it is sealed) before
+// then: what it read may be an edit whose sync failed, read back from the
+// page cache (invariant 1). Meanwhile recovery may check the state
+// against the rest of the directory (RemoveOrphans) with every file as the
+// crash left it.
+func Read(d ring.Doer, dir string, mode wal.RecoveryMode) (*Manifest, error) {
 	rep, err := scan(d, dir, mode, false)
 	if err != nil {
 		return nil, err
 	}
-	m := &Manifest{d: d, dir: dir, num: rep.num, last: rep.num, fd: -1, state: rep.State}
-	if rep.Result.Torn {
-		m.dropped = &Dropped{Name: rep.Name, Offset: rep.Result.End}
+	return &Manifest{d: d, dir: dir, num: rep.num, last: rep.num, fd: -1, state: rep.State, pending: true,
+		tail: Tail{Name: rep.Name, End: rep.Result.End, Torn: rep.Result.Torn}}, nil
+}
+
+// Rewrite makes what Read read durable and the Manifest writable: it
+// writes the state into a new manifest, syncs it, switches CURRENT to it,
+// and removes the manifest read, leftover manifests and temporary files of
+// an interrupted compaction. It does nothing on a Manifest that is not
+// fresh from Read.
+func (m *Manifest) Rewrite() error {
+	if !m.pending {
+		return nil
+	}
+	if err := m.usable(); err != nil && !errors.Is(err, errPending) {
+		return err
 	}
 	if err := m.switchTo(); err != nil {
-		return nil, err
+		return err
 	}
-	if err := m.removeStale(); err != nil {
-		m.Close() //nolint:errcheck // the removal error is the one to report
-		return nil, err
-	}
-	return m, nil
+	m.pending = false
+	return m.removeStale()
 }
 
 // Load reads the state of dir's manifest without changing any file (for
@@ -232,8 +262,9 @@ func (m *Manifest) State() *State { return m.state }
 // Err returns the error that failed the Manifest, or nil.
 func (m *Manifest) Err() error { return m.err }
 
-// Dropped returns the damaged last frame that Open dropped, or nil.
-func (m *Manifest) Dropped() *Dropped { return m.dropped }
+// Tail says where the manifest read by Read ended (for Create, the new
+// one).
+func (m *Manifest) Tail() Tail { return m.tail }
 
 // Apply appends edits as one frame, fdatasyncs it and returns the new state:
 // the edits are durable on return, all or nothing. Edits that do not fit
@@ -268,11 +299,18 @@ func (m *Manifest) Apply(edits ...Edit) (*State, error) {
 	return n, nil
 }
 
+// errPending refuses edits to a Manifest fresh from Read.
+var errPending = errors.New("snapshot: manifest read but not rewritten yet (Rewrite)")
+
 func (m *Manifest) usable() error {
 	switch {
 	case m.err != nil:
 		return m.err
-	case m.closed || m.fd < 0:
+	case m.closed:
+		return errors.New("snapshot: manifest closed")
+	case m.pending:
+		return errPending
+	case m.fd < 0:
 		return errors.New("snapshot: manifest closed")
 	}
 	return nil
@@ -291,8 +329,8 @@ func (m *Manifest) Recover() error {
 	if m.err == nil {
 		return nil
 	}
-	if m.closed {
-		return errors.New("snapshot: manifest closed")
+	if m.closed || m.pending {
+		return m.usable()
 	}
 	if m.fd >= 0 {
 		// The failed file is abandoned; its error is m.err already (Linux

@@ -21,9 +21,10 @@ type OrphanReport struct {
 	Foreign    []string // files of names the engine does not write, left alone
 }
 
-// RemoveOrphans removes the files of space's block directory (under the
-// engine directory dir) that the manifest does not name (named holds the
-// ids of the blocks it names), once each is shown to be redundant.
+// RemoveOrphans removes the files of space's block directory that the
+// manifest does not name, once each is shown to be redundant. Recovery
+// calls it between Read and Rewrite, so that what it reports still names
+// the manifest as it was read.
 //
 // A block file the manifest does not name is normally a seal cut short: the
 // block was written, and the crash came before the manifest edit naming it
@@ -32,25 +33,29 @@ type OrphanReport struct {
 // the manifest names (a seal that was redone under another id). held says
 // whether a record is there. A block holding a record held nowhere is the
 // other case: the edit naming it was durable (its generation was retired
-// after it), and the manifest has lost it since — its damaged tail dropped
-// as torn, or its end cut off. Removing the block would lose acknowledged
-// records without a word, so RemoveOrphans reports a
-// *messages.CorruptionError naming the block and removes nothing of the
-// space. It does not re-adopt the block into the manifest: what else the
-// lost edits said (other blocks, removals, retired WAL segments) is unknown,
-// so the manifest's damage is the operator's to see, and the block stays
-// for whoever repairs it.
+// after it), and the manifest has lost it since — its damaged last frame
+// dropped as torn, or its end cut off at a frame boundary. Removing the
+// block would lose acknowledged records without a word, so RemoveOrphans
+// reports a *messages.CorruptionError naming the manifest and where it
+// ends (Tail), with the block in the reason, and removes nothing of the
+// space. It does not re-adopt the block: what else the lost edits said
+// (other blocks, removals, retired WAL segments, spaces) is unknown, so the
+// damage is the operator's to see, and the block stays for whoever repairs
+// the manifest.
 //
 // A block file that cannot be read whole is removed too, and listed in
 // Unreadable for the caller to log: a crash cannot leave one (a block is
 // synced before it is renamed into place), what it held cannot be known,
 // and no edit can name it now. Temporary files of an interrupted block
-// write are removed unread. dropped, when not nil, is the manifest frame
-// Open dropped, named in the error.
-func RemoveOrphans(d ring.Doer, dir string, space messages.SpaceID, named map[uint64]bool, dropped *Dropped,
-	held func(messages.Record) (bool, error)) (OrphanReport, error) {
+// write are removed unread; files of other names are left alone.
+func (m *Manifest) RemoveOrphans(space messages.SpaceID, held func(messages.Record) (bool, error)) (OrphanReport, error) {
 	var rep OrphanReport
-	sdir := BlockDir(dir, space)
+	d := m.d
+	named := make(map[uint64]bool)
+	for _, b := range m.state.Index(space).Blocks() {
+		named[b.ID] = true
+	}
+	sdir := BlockDir(m.dir, space)
 	names, err := ring.ReadDir(d, sdir)
 	if errors.Is(err, unix.ENOENT) {
 		return rep, nil
@@ -88,14 +93,16 @@ func RemoveOrphans(d ring.Doer, dir string, space messages.SpaceID, named map[ui
 			return rep, err
 		}
 		if lost > 0 {
-			why := "a manifest edit naming it was lost after it was durable"
-			if dropped != nil {
-				why += fmt.Sprintf(" (the manifest's last frame, %s at offset %d, was dropped as torn)", dropped.Name, dropped.Offset)
-			}
 			meta := b.Meta()
-			return rep, &messages.CorruptionError{Path: rel, Offset: 0,
-				Reason: fmt.Sprintf("block not named by the manifest holds %d of its %d records (revisions %d..%d) nowhere else: %s",
-					lost, meta.Count, meta.MinRev, meta.MaxRev, why)}
+			reason := fmt.Sprintf("manifest: an edit naming %s was lost: the block holds %d of its %d records "+
+				"(revisions %d..%d) nowhere else, so the edit was durable once (its generation was retired after it)",
+				rel, lost, meta.Count, meta.MinRev, meta.MaxRev)
+			if m.tail.Torn {
+				reason += "; the manifest's damaged last frame, here, was dropped as torn"
+			} else {
+				reason += "; the manifest ends here"
+			}
+			return rep, &messages.CorruptionError{Path: m.tail.Name, Offset: m.tail.End, Reason: reason}
 		}
 		remove = append(remove, name)
 	}

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringpipe/ringpipe/messages"
+	"github.com/ringpipe/ringpipe/wal"
 )
 
 // TestRemoveOrphans: a block the manifest does not name is removed when
@@ -17,33 +19,53 @@ import (
 // corruption, with nothing removed, when one is not (a lost durable edit);
 // temporary files and unreadable blocks go, foreign files stay.
 func TestRemoveOrphans(t *testing.T) {
-	setup := func(t *testing.T) (dir string, lone map[messages.Revision]bool) {
+	// setup writes blocks 1-3 of space 1, names block 1 in the manifest
+	// (torn: followed by half a frame), adds junk and reads the manifest.
+	setup := func(t *testing.T, torn bool) (m *Manifest, dir string, lone map[messages.Revision]bool) {
 		d := newDoer(t)
 		dir = t.TempDir()
+		m, err := Create(d, dir)
+		require.NoError(t, err)
+		_, err = m.Apply(SpaceCreated{ID: 1, Spec: testSpec})
+		require.NoError(t, err)
 		rng := rand.New(rand.NewPCG(1, 1))
 		var rev messages.Revision
 		lone = make(map[messages.Revision]bool)
 		for id := uint64(1); id <= 3; id++ {
 			es := genEntries(t, rng, 200, &rev)
-			_, err := WriteBlock(d, dir, 1, id, es)
+			meta, err := WriteBlock(d, dir, 1, id, es)
 			require.NoError(t, err)
-			if id == 3 {
+			switch id {
+			case 1:
+				_, err = m.Apply(BlockAdded{Meta: meta})
+				require.NoError(t, err)
+			case 3:
 				for _, e := range es[:5] {
 					lone[e.Revision] = true
 				}
 			}
 		}
+		require.NoError(t, m.Close())
+		if torn {
+			f, err := os.OpenFile(filepath.Join(dir, ManifestName(1)), os.O_APPEND|os.O_WRONLY, 0)
+			require.NoError(t, err)
+			_, err = f.Write([]byte{0x20, 0, 0, 0, 0xde, 0xad})
+			require.NoError(t, err)
+			require.NoError(t, f.Close())
+		}
 		sdir := BlockDir(dir, 1)
 		for name, data := range map[string]string{"4.blk": "garbage", "5.blk.tmp": "half", "0006.blk": "x", "notes": "y"} {
 			require.NoError(t, os.WriteFile(filepath.Join(sdir, name), []byte(data), 0o644))
 		}
-		return dir, lone
+		m, err = Read(d, dir, wal.TolerateTornTail)
+		require.NoError(t, err)
+		require.Equal(t, torn, m.Tail().Torn)
+		return m, dir, lone
 	}
-	named := map[uint64]bool{1: true}
 	t.Run("redundant", func(t *testing.T) {
-		dir, _ := setup(t)
+		m, dir, _ := setup(t, false)
 		calls := 0
-		rep, err := RemoveOrphans(newDoer(t), dir, 1, named, nil, func(messages.Record) (bool, error) {
+		rep, err := m.RemoveOrphans(1, func(messages.Record) (bool, error) {
 			calls++
 			return true, nil
 		})
@@ -54,20 +76,29 @@ func TestRemoveOrphans(t *testing.T) {
 		assert.ElementsMatch(t, []string{"blocks/1/0006.blk", "blocks/1/notes"}, rep.Foreign)
 		assert.Equal(t, []string{"0006.blk", "1.blk", "notes"}, listDir(t, BlockDir(dir, 1)))
 	})
-	t.Run("lost edit", func(t *testing.T) {
-		dir, lone := setup(t)
-		before := listDir(t, BlockDir(dir, 1))
-		_, err := RemoveOrphans(newDoer(t), dir, 1, named, &Dropped{Name: ManifestName(7), Offset: 1234},
-			func(r messages.Record) (bool, error) { return !lone[r.Revision], nil })
-		var ce *messages.CorruptionError
-		require.ErrorAs(t, err, &ce)
-		assert.Equal(t, "blocks/1/3.blk", ce.Path)
-		assert.Contains(t, ce.Reason, "5 of its 200 records")
-		assert.Contains(t, ce.Reason, ManifestName(7)+" at offset 1234")
-		assert.Equal(t, before, listDir(t, BlockDir(dir, 1)), "nothing removed")
-	})
+	for _, torn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lost edit/torn=%v", torn), func(t *testing.T) {
+			m, dir, lone := setup(t, torn)
+			before := listDir(t, BlockDir(dir, 1))
+			_, err := m.RemoveOrphans(1, func(r messages.Record) (bool, error) { return !lone[r.Revision], nil })
+			var ce *messages.CorruptionError
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, ManifestName(1), ce.Path, "the damaged file is the manifest")
+			assert.Equal(t, m.Tail().End, ce.Offset, "where it ends")
+			assert.Contains(t, ce.Reason, "blocks/1/3.blk")
+			assert.Contains(t, ce.Reason, "5 of its 200 records")
+			if torn {
+				assert.Contains(t, ce.Reason, "dropped as torn")
+			}
+			assert.Equal(t, before, listDir(t, BlockDir(dir, 1)), "nothing removed")
+			assert.Equal(t, []string{"CURRENT", ManifestName(1), "blocks"}, listDir(t, dir), "the manifest as it was read")
+		})
+	}
 	t.Run("no directory", func(t *testing.T) {
-		rep, err := RemoveOrphans(newDoer(t), t.TempDir(), 1, named, nil, nil)
+		m, err := Create(newDoer(t), t.TempDir())
+		require.NoError(t, err)
+		defer m.Close()
+		rep, err := m.RemoveOrphans(1, nil)
 		require.NoError(t, err)
 		assert.Zero(t, rep.Removed)
 	})

@@ -207,7 +207,7 @@ func TestOpenTrustsOnlyWhatItSyncs(t *testing.T) {
 
 // TestOpenStrict: in Strict mode a torn last frame is a CorruptionError
 // naming the manifest and the frame's offset, and no file changes; in
-// TolerateTornTail mode it is dropped and reported by Dropped.
+// TolerateTornTail mode it is dropped and reported by Tail.
 func TestOpenStrict(t *testing.T) {
 	d := newDoer(t)
 	dir := t.TempDir()
@@ -242,10 +242,8 @@ func TestOpenStrict(t *testing.T) {
 	m2, err := Open(d, dir, wal.TolerateTornTail)
 	require.NoError(t, err)
 	defer m2.Close()
-	require.NotNil(t, m2.Dropped())
-	assert.Equal(t, name, m2.Dropped().Name)
 	assert.Equal(t, last, ce.Offset, "Strict names the torn frame")
-	assert.Equal(t, last, m2.Dropped().Offset, "TolerateTornTail drops it")
+	assert.Equal(t, Tail{Name: name, End: last, Torn: true}, m2.Tail(), "TolerateTornTail drops it")
 	assert.Zero(t, m2.State().WALRetired(), "the torn edit (WAL segment 3 retired) is gone")
 	gen, _ := m2.State().SealedGen(1)
 	assert.Equal(t, uint64(2), gen, "the edits before it are there")
@@ -383,4 +381,38 @@ func (f *failSync) Do(ops ...ring.Op) ([]ring.Completion, error) {
 		cs = append(cs, ring.Completion{Token: op.Token, Code: op.Code, Err: unix.ECANCELED})
 	}
 	return cs, nil
+}
+
+// TestReadThenRewrite: Read changes no file and its Manifest takes no edit;
+// Rewrite makes it writable in a new file, and a second Rewrite does
+// nothing.
+func TestReadThenRewrite(t *testing.T) {
+	d := newDoer(t)
+	dir := t.TempDir()
+	m, err := Create(d, dir)
+	require.NoError(t, err)
+	st := applyAll(t, m, someEdits())
+	require.NoError(t, m.Close())
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "CURRENT.tmp"), []byte("junk"), 0o644))
+	before := listDir(t, dir)
+
+	m, err = Read(d, dir, wal.Strict)
+	require.NoError(t, err)
+	assert.True(t, st.Equal(m.State()))
+	assert.Equal(t, Tail{Name: ManifestName(1), End: m2size(t, d, dir)}, m.Tail())
+	_, err = m.Apply(WALRetired{Seq: 9})
+	assert.ErrorIs(t, err, errPending)
+	assert.ErrorIs(t, m.Compact(), errPending)
+	assert.Equal(t, before, listDir(t, dir), "Read changes nothing")
+
+	require.NoError(t, m.Rewrite())
+	assert.Equal(t, []string{"CURRENT", ManifestName(2)}, listDir(t, dir), "rewritten, leftovers removed")
+	require.NoError(t, m.Rewrite())
+	assert.Equal(t, []string{"CURRENT", ManifestName(2)}, listDir(t, dir), "a second Rewrite does nothing")
+	_, err = m.Apply(WALRetired{Seq: 9})
+	require.NoError(t, err)
+	require.NoError(t, m.Close())
+	got, err := Load(d, dir)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(9), got.WALRetired())
 }
