@@ -359,3 +359,21 @@ func TestFollowGivesWayToAFullBatch(t *testing.T) {
 	_, got = replay(t, d, opts, s1.Gen(), true)
 	assert.Equal(t, recs(4, 1, 2), got)
 }
+
+// FuzzDecodeLinks: the follow frame's payload decoder never panics, and
+// what it accepts encodes back to the same bytes.
+func FuzzDecodeLinks(f *testing.F) {
+	f.Add(encodeLinks(nil, []link{{gen: 1, end: 4096}}))
+	f.Add(encodeLinks(nil, []link{{gen: 7, end: 0}, {gen: 8, end: 64}}))
+	f.Add([]byte{1, 2, 3})
+	f.Add(make([]byte, linkSize*(maxLinks+1)))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ls, ok := decodeLinks(b)
+		if !ok {
+			return
+		}
+		require.NotEmpty(t, ls)
+		require.LessOrEqual(t, len(ls), maxLinks)
+		require.Equal(t, b, encodeLinks(nil, ls))
+	})
+}
