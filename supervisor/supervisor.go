@@ -212,28 +212,19 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	// context's while being stopped (or failed meanwhile, unhandled): a
 	// stop is clean only if every actor finished its work.
 	stopAll := func() error {
+		// Failures that came before the stop (the loop had no turn to
+		// restart them) are the run's, reported as such, not the stop's.
+		s.drainExits(exits, "actor failed")
 		var errs []error
 		for i := len(live) - 1; i >= 0; i-- {
 			if live[i] != nil {
 				live[i].cancel()
 				live[i].wg.Wait()
 				s.emit(Event{Kind: EventStopped, Unit: s.units[i].name})
+				errs = append(errs, s.drainExits(exits, "actor failed while stopping")...)
 			}
 		}
-		for {
-			select {
-			case ex := <-exits:
-				if ex.err != nil && !errors.Is(ex.err, context.Canceled) {
-					u := s.units[ex.unit].name
-					s.lg.Warn("actor failed while stopping", zap.String("unit", u), zap.String("actor", ex.service),
-						zap.Error(ex.err), zap.ByteString("stack", ex.stack))
-					s.emit(Event{Kind: EventFailed, Unit: u, Service: ex.service, Err: ex.err, Stack: ex.stack})
-					errs = append(errs, fmt.Errorf("supervisor: %s failed while stopping: %w", ex.service, ex.err))
-				}
-			default:
-				return errors.Join(errs...)
-			}
-		}
+		return errors.Join(errs...)
 	}
 	for {
 		select {
@@ -288,6 +279,27 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.mu.Unlock()
 			s.lg.Info("actor restarted", zap.String("unit", u.name), zap.Duration("backoff", backoff))
 			live[ex.unit] = s.start(base, ex.unit, exits)
+		}
+	}
+}
+
+// drainExits receives the exits waiting in exits, reports each that is a
+// failure (an error other than its context's) under msg, and returns them.
+func (s *Supervisor) drainExits(exits chan exit, msg string) []error {
+	var errs []error
+	for {
+		select {
+		case ex := <-exits:
+			if ex.err == nil || errors.Is(ex.err, context.Canceled) {
+				continue
+			}
+			u := s.units[ex.unit].name
+			s.lg.Warn(msg, zap.String("unit", u), zap.String("actor", ex.service),
+				zap.Error(ex.err), zap.ByteString("stack", ex.stack))
+			s.emit(Event{Kind: EventFailed, Unit: u, Service: ex.service, Err: ex.err, Stack: ex.stack})
+			errs = append(errs, fmt.Errorf("supervisor: %s: %s: %w", msg, ex.service, ex.err))
+		default:
+			return errs
 		}
 	}
 }

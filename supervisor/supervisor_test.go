@@ -276,7 +276,7 @@ func TestFailureWhileStoppingIsReturned(t *testing.T) {
 	cancel()
 	err := wait(t, done)
 	assert.ErrorIs(t, err, boom)
-	assert.Contains(t, err.Error(), "b failed while stopping")
+	assert.Contains(t, err.Error(), "actor failed while stopping: b")
 }
 
 // TestCleanStopReturnsNil: services that return their context's error
