@@ -132,8 +132,9 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 	for i, g := range gens {
 		info, ok := reg[g.Space]
 		if !ok {
-			e.lg.Warn("hot generation of an unknown space left alone", zap.String("file", g.FileName()))
-			continue
+			// A generation is created only once its space's creation is
+			// durable in the manifest.
+			return rec, man.LostEdit(fmt.Sprintf("creating space %d (hot/%s exists)", g.Space, g.FileName()))
 		}
 		if sealed, _ := st.SealedGen(g.Space); g.Gen <= sealed {
 			// Sealed into a block before a crash cut its retirement short.

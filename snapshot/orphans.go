@@ -94,15 +94,9 @@ func (m *Manifest) RemoveOrphans(space messages.SpaceID, held func(messages.Reco
 		}
 		if lost > 0 {
 			meta := b.Meta()
-			reason := fmt.Sprintf("manifest: an edit naming %s was lost: the block holds %d of its %d records "+
-				"(revisions %d..%d) nowhere else, so the edit was durable once (its generation was retired after it)",
-				rel, lost, meta.Count, meta.MinRev, meta.MaxRev)
-			if m.tail.Torn {
-				reason += "; the manifest's damaged last frame, here, was dropped as torn"
-			} else {
-				reason += "; the manifest ends here"
-			}
-			return rep, &messages.CorruptionError{Path: m.tail.Name, Offset: m.tail.End, Reason: reason}
+			return rep, m.LostEdit(fmt.Sprintf("naming %s: the block holds %d of its %d records (revisions %d..%d) "+
+				"nowhere else, so the edit was durable once (its generation was retired after it)",
+				rel, lost, meta.Count, meta.MinRev, meta.MaxRev))
 		}
 		remove = append(remove, name)
 	}
@@ -147,4 +141,18 @@ func notHeld(b *Block, held func(messages.Record) (bool, error)) (int, error) {
 		return true
 	})
 	return lost, errors.Join(err, herr)
+}
+
+// LostEdit reports that the rest of the directory proves the manifest held
+// an edit, durable once, that it holds no more (what is said
+// "an edit <what> was lost"): a *messages.CorruptionError naming the
+// manifest as Read found it and where it ends, where the edit should be.
+func (m *Manifest) LostEdit(what string) error {
+	reason := "manifest: an edit " + what + " was lost"
+	if m.tail.Torn {
+		reason += "; the manifest's damaged last frame, here, was dropped as torn"
+	} else {
+		reason += "; the manifest ends here"
+	}
+	return &messages.CorruptionError{Path: m.tail.Name, Offset: m.tail.End, Reason: reason}
 }
