@@ -1,5 +1,3 @@
-//go:build ringpipe_suites
-
 package durability
 
 // Suite 5 of issue 5: actor chaos. On the sim backend, 16 writers run the
@@ -29,7 +27,6 @@ import (
 	"fmt"
 	"maps"
 	"math/rand"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -184,13 +181,7 @@ type chaosTotals struct {
 // TestChaosEngineBugFlushLostOnSealerPanic is open (a Flush served when the
 // sealer panics hangs), unless RINGPIPE_ENGINE_BUGS is set. Seals still
 // come every SealThreshold records, so the sealer's points still fire.
-func chaosMix() Mix {
-	m := DefaultMix
-	if os.Getenv("RINGPIPE_ENGINE_BUGS") == "" {
-		m.Flush = 0
-	}
-	return m
-}
+func chaosMix() Mix { return DefaultMix }
 
 // chaosOpTimeout bounds one call: longer than any healthy call under
 // -race on two cores by far (restart backoffs are at most 100 ms).

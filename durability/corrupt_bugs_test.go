@@ -1,5 +1,3 @@
-//go:build ringpipe_suites
-
 package durability
 
 // Regression tests for engine bugs the corruption suite found. Each is
@@ -152,8 +150,6 @@ func TestWALEarlierSegmentTruncated(t *testing.T) {
 // file"). The generation after it now names where it ends (hot's follow
 // frame), so the damage is corruption.
 func TestFrozenGenerationTornTail(t *testing.T) {
-	t.Skip("engine bug: waits for actors/submitter.go install() to call m.Seg.Follow(old) before sp.seg = m.Seg " +
-		"(hot follow frames are written only for generations that follow another)")
 	cfg := func(disk *sim.Disk) ringpipe.Config {
 		c := SimConfig(disk)
 		c.SealThreshold = 4

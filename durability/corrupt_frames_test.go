@@ -1,5 +1,3 @@
-//go:build ringpipe_suites
-
 package durability
 
 import (

@@ -1,5 +1,3 @@
-//go:build ringpipe_suites
-
 package durability
 
 // Suite 4 of issue 5: corruption detection. A workload fills a directory
@@ -614,18 +612,10 @@ func corruptAllowed(out corruptOutcome, class corruptClass, mode ringpipe.Recove
 
 // corruptKnown lists the failing cases that are known engine bugs, each
 // kept as a skipped regression test, by file kind, class and outcome: the
-// suite counts and prints them but does not fail on them.
-var corruptKnown = map[string]string{
-	"manifest torn-looking tail: SILENTLY SERVED":                         "TestManifestTailAfterSeal",
-	"manifest erased tail: SILENTLY SERVED":                               "TestManifestTailAfterSeal",
-	"manifest torn-looking tail: harmless":                                "TestManifestTailAfterSeal (Strict mode does not apply to the manifest)",
-	"wal erased end of an earlier log file: NOT DETECTED":                 "TestWALEarlierSegmentTruncated",
-	"wal erased end of an earlier log file: dropped as a torn tail":       "TestWALEarlierSegmentTruncated",
-	"hot erased end of an earlier log file: NOT DETECTED":                 "TestFrozenGenerationTornTail",
-	"hot erased end of an earlier log file: dropped as a torn tail":       "TestFrozenGenerationTornTail",
-	"hot torn-looking end of an earlier log file: NOT DETECTED":           "TestFrozenGenerationTornTail",
-	"hot torn-looking end of an earlier log file: dropped as a torn tail": "TestFrozenGenerationTornTail",
-}
+// suite counts and prints them but does not fail on them. Empty: every
+// bug the suite found is fixed (TestManifestTailAfterSeal,
+// TestWALEarlierSegmentTruncated, TestFrozenGenerationTornTail).
+var corruptKnown = map[string]string{}
 
 func corruptKnownKey(kind string, class corruptClass, out corruptOutcome) string {
 	return fmt.Sprintf("%s %s: %s", kind, corruptClassNames[class], corruptOutcomeNames[out])

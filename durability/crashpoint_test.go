@@ -1,5 +1,3 @@
-//go:build ringpipe_suites
-
 package durability
 
 import (
@@ -48,7 +46,7 @@ import (
 //     engine's start-up and its clean Stop; the next recovery must find
 //     exactly the state an uncut one finds.
 //
-// One sweep: go test -tags ringpipe_suites -run 'TestCrashPoint(Pipeline|
+// One sweep: go test -run 'TestCrashPoint(Pipeline|
 // Compaction)$' ./durability. A failure names the operation index, the
 // tear pattern and the disk seed. RINGPIPE_SOAK=1 runs 8 tear patterns
 // per point.

@@ -1,5 +1,3 @@
-//go:build ringpipe_suites
-
 package durability
 
 // Regression tests for engine bugs the I/O-error sweep found. Each is

@@ -1,4 +1,4 @@
-//go:build ringpipe_suites && !race
+//go:build !race
 
 package durability
 

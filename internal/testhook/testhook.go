@@ -23,7 +23,8 @@ const (
 	// write completes, without the fdatasync linked after it.
 	AckBeforeSync Bug = 1 << iota
 	// SkipDirSync skips the directory sync after the rename that
-	// installs a file atomically (ring.WriteFileAtomic: CURRENT, blocks).
+	// installs a file atomically (ring.WriteFileAtomic: CURRENT, MANIFEST;
+	// snapshot.WriteBlock: blocks).
 	SkipDirSync
 	// SkipCRC accepts a frame whose payload checksum does not match.
 	SkipCRC
