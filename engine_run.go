@@ -102,7 +102,7 @@ func start(ctx context.Context, cfg Config) (*engine, error) {
 	rec, err := e.recover(ctx)
 	if err != nil {
 		e.closeFiles(rec) //nolint:errcheck // the recovery error is the one to report
-		r.Close() //nolint:errcheck // the recovery error is the one to report
+		r.Close()         //nolint:errcheck // the recovery error is the one to report
 		return nil, fmt.Errorf("ringpipe: start in %s: %w", cfg.Dir, err)
 	}
 	e.sup = supervisor.New(supervisor.Options{Logger: e.lg.Named("supervisor"), OnEvent: e.onEvent,
