@@ -306,12 +306,12 @@ func (e *engine) flush(ctx context.Context, space SpaceID) error {
 	preply := make(chan error, 1)
 	err, werr := ask(e, ctx, e.ch.Submitter, actors.SubmitterMsg(actors.PromoteSpace{Space: space, Reply: preply}), preply)
 	if err = errors.Join(werr, err); err != nil {
-		return fmt.Errorf("flush space %d: %w", space, err)
+		return fmt.Errorf("flush space %d: promote its staged records: %w", space, err)
 	}
 	sreply := make(chan error, 1)
 	err, werr = ask(e, ctx, e.ch.Sealer, actors.SealerMsg(actors.Flush{Space: space, Reply: sreply}), sreply)
 	if err = errors.Join(werr, err); err != nil {
-		return fmt.Errorf("flush space %d: %w", space, err)
+		return fmt.Errorf("flush space %d: seal: %w", space, err)
 	}
 	return nil
 }

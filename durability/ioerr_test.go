@@ -448,8 +448,11 @@ func newIOErrTotals() *ioerrTotals {
 //     (about 20 of ~1,000 persistent runs; replays pass);
 //   - "stuck": in the recovery sweep, one call stuck after the engine
 //     failed under a persistent WAL fsync failure;
+// By design (supervisor.Run, session 4):
 //   - "stop": an actor that failed just before Stop (its restart still
-//     pending) is reported by the supervisor but not returned by Stop.
+//     pending) is reported by the supervisor but not returned by Stop: what
+//     it held was failed, and what it left undone is redone at the next
+//     Start.
 func ioerrKnown(o *ioerrOutcome, rule string) string {
 	switch c := o.hitClass(); {
 	case rule == "swallowed" && strings.HasPrefix(c, "stat spare "):
@@ -461,7 +464,7 @@ func ioerrKnown(o *ioerrOutcome, rule string) string {
 	case rule == "stuck" && o.fault.Persist:
 		return "open: a call stuck after the engine failed under a persistent fault"
 	case rule == "stop":
-		return "open: a failure pending a restart when Stop began is logged, not returned"
+		return "by design: a failure pending a restart when Stop began is logged, not returned"
 	}
 	return ""
 }
