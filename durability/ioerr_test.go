@@ -448,6 +448,7 @@ func newIOErrTotals() *ioerrTotals {
 //     (about 20 of ~1,000 persistent runs; replays pass);
 //   - "stuck": in the recovery sweep, one call stuck after the engine
 //     failed under a persistent WAL fsync failure;
+//
 // By design (supervisor.Run, session 4):
 //   - "stop": an actor that failed just before Stop (its restart still
 //     pending) is reported by the supervisor but not returned by Stop: what
