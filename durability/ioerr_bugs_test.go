@@ -107,18 +107,14 @@ func TestManifestSyncErrorDuringSeal(t *testing.T) {
 // TestCallDuringEscalationReturns: once an actor passes its restart limit
 // every call must return (ErrFailed, or the error that failed it), not
 // wait for its context. A CreateSpace, Sync or Flush that entered the
-// engine before the escalation waits in ask/waitReply on its reply, ctx
-// and e.supDone; but e.supDone closes only after e.senders.Wait(), which
-// waits for that very caller to leave: it hangs until its context ends.
-// (The race detector also flags senders.Add in enter running concurrently
-// with that Wait.) Found by TestIOErrorSweep ("fsync failure persistent
-// from op 34": create space hung 15 s after "restart limit exceeded").
+// engine before the escalation used to wait on its reply while holding
+// the intake, and the escalation waited for the intake to empty before
+// it answered anyone: the call hung until its context ended (and -race
+// flagged senders.Add against that Wait). Callers now leave the intake
+// once the request is handed over. Found by TestIOErrorSweep ("fsync
+// failure persistent from op 34": create space hung 15 s).
 func TestCallDuringEscalationReturns(t *testing.T) {
-	disk := NewSimDisk(1)
-	ctx, cancel := context.WithTimeout(context.Background(), ioerrTimeout)
-	defer cancel()
-	e, err := ringpipe.Start(ctx, SimConfig(disk))
-	require.NoError(t, err)
+	disk, ctx, e := ioerrStartSim(t)
 	defer func() { _ = e.Stop(ctx) }()
 	// Every manifest operation fails: the sealer fails at the first
 	// CreateSpace, and every restart fails to reopen the manifest, until
@@ -137,18 +133,14 @@ func TestCallDuringEscalationReturns(t *testing.T) {
 	t.Fatal("the engine never escalated")
 }
 
-// TestCloseErrorReachesStop: an EIO from closing a log file at Stop is
-// logged ("close") and dropped: Stop returns nil. DESIGN.md §5 wants every
+// TestCloseErrorReachesStop: an EIO from closing a log file at Stop must
+// be returned by Stop (it used to be logged and dropped). DESIGN.md §5 wants every
 // failure to reach the caller (a close error on a written file can mean
 // lost data on some filesystems). Found by TestIOErrorSweep ("did not
 // reach a caller": close hot, wal, manifest, block, LOCK and directory
 // fds, once each).
 func TestCloseErrorReachesStop(t *testing.T) {
-	disk := NewSimDisk(1)
-	ctx, cancel := context.WithTimeout(context.Background(), ioerrTimeout)
-	defer cancel()
-	e, err := ringpipe.Start(ctx, SimConfig(disk))
-	require.NoError(t, err)
+	disk, ctx, e := ioerrStartSim(t)
 	sp, err := e.CreateSpace(ctx, Specs[0])
 	require.NoError(t, err)
 	_, err = e.Put(ctx, sp, ringpipe.Point{1}, []byte("v"))
@@ -162,16 +154,12 @@ func TestCloseErrorReachesStop(t *testing.T) {
 // TestRotateAfterFailedCreate: a failed directory sync while hot.Create
 // recycles a spare (renamed into place as the next generation) fails the
 // sealer; the restarted sealer creates the same generation again, which
-// now exists: "file exists", at every later rotation. The space can never
-// rotate or seal again (Flush fails forever; its hot segment fills). Found
+// used to fail with "file exists" at every later rotation (the space could
+// never rotate or seal again); hot.Create now replaces its own leftover. Found
 // by TestIOErrorSweep ("fsync failure once" at a /db/hot directory sync:
 // "flush space 2: ... hot: create ...: file exists").
 func TestRotateAfterFailedCreate(t *testing.T) {
-	disk := NewSimDisk(1)
-	ctx, cancel := context.WithTimeout(context.Background(), ioerrTimeout)
-	defer cancel()
-	e, err := ringpipe.Start(ctx, SimConfig(disk))
-	require.NoError(t, err)
+	disk, ctx, e := ioerrStartSim(t)
 	defer func() { assert.NoError(t, e.Stop(ctx)) }()
 	sp, err := e.CreateSpace(ctx, Specs[0])
 	require.NoError(t, err)
@@ -199,17 +187,13 @@ func TestRotateAfterFailedCreate(t *testing.T) {
 // TestFlushWhileDiskFull: with the disk full (ENOSPC on every op from
 // now on) a Flush of a space with staged records must fail with ENOSPC,
 // as writes do, not wait: its promotion step keeps failing with ENOSPC
-// (retried at the next tick, by design) and the flusher is answered only
-// once the space's staged records are promoted, which never happens while
-// the disk is full. Found by TestIOErrorSweep ("ENOSPC persistent" from
+// (retried at the next tick, by design), and the flusher used to be
+// answered only once the space's staged records were promoted, which
+// never happens while the disk is full. Found by TestIOErrorSweep ("ENOSPC persistent" from
 // ops 132-142 of the running engine, without -race: "flush space 2:
 // context deadline exceeded").
 func TestFlushWhileDiskFull(t *testing.T) {
-	disk := NewSimDisk(1)
-	ctx, cancel := context.WithTimeout(context.Background(), ioerrTimeout)
-	defer cancel()
-	e, err := ringpipe.Start(ctx, SimConfig(disk))
-	require.NoError(t, err)
+	disk, ctx, e := ioerrStartSim(t)
 	defer func() { _ = e.Stop(ctx) }()
 	sp, err := e.CreateSpace(ctx, Specs[0])
 	require.NoError(t, err)
@@ -224,4 +208,17 @@ func TestFlushWhileDiskFull(t *testing.T) {
 	err = e.Flush(fctx, sp)
 	require.False(t, errors.Is(err, context.DeadlineExceeded), "Flush hung while the disk is full")
 	assert.ErrorIs(t, err, syscall.ENOSPC)
+}
+
+// ioerrStartSim starts an engine on a fresh simulated disk (seed 1), with
+// calls bounded by ioerrTimeout. Stopping it is the caller's (the tests
+// differ in what they require of Stop).
+func ioerrStartSim(t *testing.T) (*sim.Disk, context.Context, *ringpipe.Engine) {
+	t.Helper()
+	disk := NewSimDisk(1)
+	ctx, cancel := context.WithTimeout(context.Background(), ioerrTimeout)
+	t.Cleanup(cancel)
+	e, err := ringpipe.Start(ctx, SimConfig(disk))
+	require.NoError(t, err)
+	return disk, ctx, e
 }
