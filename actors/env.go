@@ -212,6 +212,15 @@ func viaSubmitter(ctx context.Context, sub chan<- SubmitterMsg, d *Doer) doFunc 
 	}
 }
 
+// SealHint asks the sealer to replace generation Gen of Space (it is full,
+// past its seal threshold, or failed). Hints are idempotent: the sealer
+// ignores one whose generation is no longer the active one, so the
+// submitter may send a hint again until the generation is replaced.
+type SealHint struct {
+	Space messages.SpaceID
+	Gen   uint64
+}
+
 // Channels are the inboxes that join the actors. The engine makes them
 // once; they outlive actor restarts.
 type Channels struct {
@@ -219,9 +228,9 @@ type Channels struct {
 	Submitter chan SubmitterMsg
 	Publisher chan PublisherMsg
 	Sealer    chan SealerMsg
-	// SealDue carries space ids from the submitter to the sealer without
+	// SealDue carries seal hints from the submitter to the sealer without
 	// blocking the submitter (a full channel is retried later).
-	SealDue chan messages.SpaceID
+	SealDue chan SealHint
 	// Failed is closed by the engine when it fails (the restart limit was
 	// passed): sends to actors that may be gone stop waiting.
 	Failed    chan struct{}
@@ -247,8 +256,13 @@ const (
 	// publish; beyond it the completer waits (and the ring fills).
 	publisherCapacity = 1024
 	// sealDueCapacity holds sealing hints; a full channel drops nothing
-	// because the submitter re-sends the hint after the next batch.
+	// because the submitter re-sends the hint (see Submitter.sealDue).
 	sealDueCapacity = 64
+	// sealHintResend is how long the submitter waits for the hinted
+	// generation to be replaced before it sends the hint again: a hint
+	// taken by a sealer that then failed, or postponed because the disk
+	// was full, is not lost.
+	sealHintResend = 50 * time.Millisecond
 	// maxChainOps is the most ops one flight may have: an op's token is
 	// the flight's id shifted left by 8 plus the op's index.
 	maxChainOps = 255
@@ -262,7 +276,7 @@ func NewChannels(queueCap, ringCap int) *Channels {
 		Submitter: make(chan SubmitterMsg, controlCapacity),
 		Publisher: make(chan PublisherMsg, publisherCapacity),
 		Sealer:    make(chan SealerMsg, controlCapacity),
-		SealDue:   make(chan messages.SpaceID, sealDueCapacity),
+		SealDue:   make(chan SealHint, sealDueCapacity),
 		Failed:    make(chan struct{}),
 		// feedbackCapacity: the completer sends at most two feedback
 		// messages per chain (a reroute notice and the settlement) and

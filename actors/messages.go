@@ -67,6 +67,16 @@ type PromoteSpace struct {
 	Reply chan<- error // room for one
 }
 
+// ReplaceFailed tells the submitter that the sealer could not replace the
+// active generation of Space because the disk is full (Err): the space's
+// flushers, which wait for a segment to promote into, get Err. The sealer
+// tries again at the next hint.
+type ReplaceFailed struct {
+	Space messages.SpaceID
+	Err   error
+}
+
+func (ReplaceFailed) submitterMsg()  {}
 func (SubmitIO) submitterMsg()       {}
 func (InstallSegment) submitterMsg() {}
 func (SegmentStatus) submitterMsg()  {}

@@ -126,18 +126,27 @@ func (s *Sealer) Run(ctx context.Context) (err error) {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case id := <-s.ch.SealDue:
+		case h := <-s.ch.SealDue:
+			id := h.Space
 			sp := s.spaces[id]
-			if sp == nil {
-				continue
+			if sp == nil || (sp.next == nil && sp.waiting == nil && h.Gen != sp.active) {
+				continue // unknown space, or a stale hint: its generation was replaced
 			}
 			err := s.rotate(ctx, sp)
+			if diskFull(err) {
+				// The space's flushers wait for a segment to promote
+				// into: they get the error rather than wait for room.
+				if err := send(ctx, s.ch.Submitter, SubmitterMsg(ReplaceFailed{Space: id, Err: err})); err != nil {
+					return err
+				}
+			}
 			if err == nil {
 				err = s.sealFrozen(ctx, sp)
 			}
 			if diskFull(err) {
 				// Not a failed disk: the seal is retried at the next
-				// hint, and writes go on meanwhile.
+				// hint (the submitter sends it again while the
+				// generation stays active), and writes go on meanwhile.
 				s.lg.Warn("seal postponed: disk full", zap.Uint32("space", uint32(id)), zap.Error(err))
 				continue
 			}

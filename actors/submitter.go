@@ -85,7 +85,7 @@ type spaceState struct {
 	slow     bool // route writes to the staging WAL
 	fast     int  // consecutive fast syncs while slow
 	install  *InstallSegment
-	dueSent  bool
+	dueAt    time.Time         // when the last seal hint for seg was sent; zero: none
 	staged   []messages.Record // durable in the WAL only, by revision
 	flushers []chan<- error
 	// expect is how many writers of the last direct batch to settle have
@@ -355,7 +355,13 @@ func (s *Submitter) dispatch(ctx context.Context) error {
 		if s.promote <= 0 && len(sp.flushers) == 0 {
 			break
 		}
-		if len(sp.staged) == 0 || sp.busy || !s.usable(sp) {
+		if len(sp.staged) == 0 || sp.busy {
+			continue
+		}
+		if !s.usable(sp) {
+			if sp.seg != nil && sp.install == nil && (sp.seg.Err() != nil || sp.seg.Immutable()) {
+				s.sealDue(sp) // again, if the first hint was lost
+			}
 			continue
 		}
 		if err := s.submitPromotion(ctx, sp); err != nil {
@@ -710,6 +716,10 @@ func (s *Submitter) control(ctx context.Context, m SubmitterMsg) error {
 		}
 		m.Reply <- before - s.promote
 		s.promote = 0
+	case ReplaceFailed:
+		if sp := s.spaces[m.Space]; sp != nil && !s.usable(sp) {
+			s.failFlushers(sp, m.Err)
+		}
 	case PromoteSpace:
 		sp := s.spaces[m.Space]
 		if sp == nil || len(sp.staged) == 0 {
@@ -740,7 +750,7 @@ func (s *Submitter) install(sp *spaceState) {
 		m.Seg.Follow(old)
 	}
 	sp.seg = m.Seg
-	sp.dueSent = false
+	sp.dueAt = time.Time{}
 	if sp.slow && old != nil && old.Err() != nil {
 		// A failed file's replacement starts fast.
 		sp.slow, sp.fast = false, 0
@@ -750,15 +760,22 @@ func (s *Submitter) install(sp *spaceState) {
 	m.Reply <- old
 }
 
-// sealDue hints the sealer that sp's active segment should be sealed.
+// sealDue hints the sealer that sp's active segment should be replaced
+// and sealed. The hint is sent again every sealHintResend until the
+// segment is replaced (install clears dueAt): a sealer that took it and
+// then failed, or postponed it because the disk was full, forgets it.
 func (s *Submitter) sealDue(sp *spaceState) {
-	if sp.dueSent || sp.install != nil {
+	if sp.install != nil || sp.seg == nil {
+		return
+	}
+	now := s.env.now()
+	if !sp.dueAt.IsZero() && now.Sub(sp.dueAt) < sealHintResend {
 		return
 	}
 	select {
-	case s.ch.SealDue <- sp.info.ID:
-		sp.dueSent = true
-	default: // re-sent after the next batch
+	case s.ch.SealDue <- SealHint{Space: sp.info.ID, Gen: sp.seg.Gen().Gen}:
+		sp.dueAt = now
+	default: // re-sent at the next batch or promotion tick
 	}
 }
 

@@ -27,7 +27,6 @@ import (
 	"fmt"
 	"maps"
 	"math/rand"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -178,24 +177,11 @@ type chaosTotals struct {
 	figures                              Figures
 }
 
-// chaosMix is the writers' mix: DefaultMix, with Flush left out (seals
-// still come every SealThreshold records, so the sealer's points still
-// fire). TestChaosEngineBugFlushLostOnSealerPanic is fixed, but Flush is
-// left out unless RINGPIPE_ENGINE_BUGS is set: open engine bug
-// (session 4), `RINGPIPE_ENGINE_BUGS=1 go test -run 'TestChaos$'
-// ./durability -seed 1 -v`: after injected failures a Flush waits forever
-// in its first step ("flush space 3: promote its staged records: context
-// deadline exceeded") with every actor idle: the space's staged records
-// are never promoted. Likely: a seal hint (SealDue) taken by a sealer
-// that then failed is never sent again (the submitter's dueSent stays
-// set), so a segment that cannot take the promotion is never replaced.
-func chaosMix() Mix {
-	m := DefaultMix
-	if os.Getenv("RINGPIPE_ENGINE_BUGS") == "" {
-		m.Flush = 0
-	}
-	return m
-}
+// chaosMix is the writers' mix: DefaultMix, Flush included. (Flush was
+// left out in session 4 while a Flush could wait forever after injected
+// failures: a seal hint taken by a sealer that then failed was never sent
+// again; TestFlushWhileHotDirFull.)
+func chaosMix() Mix { return DefaultMix }
 
 // chaosOpTimeout bounds one call: longer than any healthy call under
 // -race on two cores by far (restart backoffs are at most 100 ms).

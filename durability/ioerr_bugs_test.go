@@ -222,3 +222,43 @@ func ioerrStartSim(t *testing.T) (*sim.Disk, context.Context, *ringpipe.Engine) 
 	require.NoError(t, err)
 	return disk, ctx, e
 }
+
+// TestFlushWhileHotDirFull: the space's hot file fails with ENOSPC and no
+// replacement can be created (every op under hot/ fails), so its writes
+// go to the staging WAL. Flush must return the disk's error, not wait for
+// a segment to promote into (it used to, until its deadline: the sweep's
+// "hung" runs under persistent ENOSPC). Once the disk has room again, the
+// next Flush must succeed: the seal hint the sealer postponed is sent
+// again (it used to be sent once, so the space was never replaced — the
+// chaos suite's Flush hang, RINGPIPE_ENGINE_BUGS=1 -seed 1, session 4).
+func TestFlushWhileHotDirFull(t *testing.T) {
+	disk, ctx, e := ioerrStartSim(t)
+	defer func() { _ = e.Stop(ctx) }()
+	sp, err := e.CreateSpace(ctx, Specs[0])
+	require.NoError(t, err)
+	disk.Inject(sim.Fault{Kind: sim.ENOSPC, Persist: true, At: disk.OpCount() + 1, Path: simDir + "/hot"})
+	acked := map[uint32]string{}
+	for i := range 20 {
+		v := fmt.Sprintf("v%d", i)
+		if _, err := e.Put(ctx, sp, ringpipe.Point{uint32(i)}, []byte(v)); err == nil {
+			acked[uint32(i)] = v
+		} else {
+			require.ErrorIs(t, err, syscall.ENOSPC, "put %d", i)
+		}
+	}
+	require.NotEmpty(t, acked, "no write was staged while the hot directory was full")
+	fctx, fcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer fcancel()
+	err = e.Flush(fctx, sp)
+	require.False(t, errors.Is(err, context.DeadlineExceeded), "Flush hung while the hot directory was full")
+	require.ErrorIs(t, err, syscall.ENOSPC)
+
+	disk.ClearFaults()
+	require.NoError(t, e.Flush(fctx, sp), "Flush once the disk has room again")
+	for p, v := range acked {
+		r, err := e.Get(ctx, sp, ringpipe.Point{p})
+		require.NoError(t, err, "point %d", p)
+		assert.Equal(t, v, string(r.Value), "point %d", p)
+	}
+	assert.Positive(t, e.Stats().SealedBlocks, "Flush sealed nothing")
+}

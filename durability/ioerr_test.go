@@ -40,6 +40,8 @@ import (
 	"flag"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
@@ -153,6 +155,7 @@ type ioerrOutcome struct {
 	finalErr    error    // the fault-free Start after the power loss
 	report      Report
 	hung        bool     // a call ran into its timeout
+	dump        string   // where the goroutines of a hung or stuck run were written
 	stuck       bool     // a call the watchdog released after the engine failed
 	stopAt      uint64   // ring ops before Stop was called
 	startOps    uint64   // ring ops when Start returned
@@ -211,26 +214,35 @@ func ioerrRun(t *testing.T, sc ioerrScenario, f *sim.Fault, lg *zap.Logger) (out
 	note(err)
 	if err == nil {
 		// The watchdog: once the engine has failed for good (ErrFailed),
-		// a call still waiting is stuck (TestCallDuringEscalationReturns);
-		// release it at once instead of after ioerrTimeout, and count it.
+		// it stops its actors and answers every call they held; a call
+		// still waiting ioerrStuckGrace later is stuck
+		// (TestCallDuringEscalationReturns): release it then instead of
+		// after the run's timeout, and count it.
 		wctx, wcancel := context.WithCancel(ctx)
 		var fired atomic.Bool
 		wdone := make(chan struct{})
 		go func() {
 			defer close(wdone)
-			tick := time.NewTicker(time.Millisecond)
+			tick := time.NewTicker(5 * time.Millisecond)
 			defer tick.Stop()
 			for {
 				select {
 				case <-wctx.Done():
 					return
 				case <-tick.C:
-					if e.Telemetry().Failed {
-						fired.Store(true)
-						wcancel()
-						return
-					}
 				}
+				if !e.Telemetry().Failed {
+					continue
+				}
+				grace := time.NewTimer(ioerrStuckGrace)
+				defer grace.Stop()
+				select {
+				case <-wctx.Done():
+				case <-grace.C:
+					fired.Store(true)
+					wcancel()
+				}
+				return
 			}
 		}()
 		stuck := func(err error) {
@@ -274,10 +286,20 @@ func ioerrRun(t *testing.T, sc ioerrScenario, f *sim.Fault, lg *zap.Logger) (out
 			// reports only its first error).
 			out.hung = true
 		}
-		if out.hung && lg != nil {
-			// A replay: show where the engine is stuck.
-			buf := make([]byte, 1<<20)
-			t.Logf("a call hung; goroutines:\n%s", buf[:runtime.Stack(buf, true)])
+		if out.hung || out.stuck {
+			// Show where the engine is stuck: in the log of a replay,
+			// else in a file named by the fault (replays are timing-
+			// dependent; the sweep's own run is the evidence).
+			buf := make([]byte, 4<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			if lg != nil {
+				t.Logf("a call hung; goroutines:\n%s", buf)
+			} else if f != nil {
+				path := filepath.Join(os.TempDir(), strings.ReplaceAll(fmt.Sprintf("ringpipe-ioerr-hang-%s-%d-persist%v.txt", f.Kind, f.At, f.Persist), " ", "_"))
+				if err := os.WriteFile(path, buf, 0o644); err == nil {
+					out.dump = path
+				}
+			}
 		}
 		out.stopAt = disk.OpCount()
 		sctx, scancel := context.WithTimeout(context.Background(), ioerrTimeout)
@@ -442,12 +464,11 @@ func newIOErrTotals() *ioerrTotals {
 // failure. Rules: "swallowed", "stop", "fsync rule", "stuck", "hung",
 // "recovery", "oracle".
 //
-// Open (session 4), each seen only with a persistent fault or with timing
-// that a replay does not reproduce:
-//   - "hung": under a persistent ENOSPC a call can wait until its deadline
-//     (about 20 of ~1,000 persistent runs; replays pass);
-//   - "stuck": in the recovery sweep, one call stuck after the engine
-//     failed under a persistent WAL fsync failure;
+// Fixed in session 5 (no allowance left): "hung" under a persistent
+// ENOSPC (a Flush waited for a segment the sealer could not create;
+// TestFlushWhileHotDirFull) and "stuck" (the watchdog released calls the
+// instant the engine failed, before the engine answered them; it now
+// waits ioerrStuckGrace).
 //
 // By design (supervisor.Run, session 4):
 //   - "stop": an actor that failed just before Stop (its restart still
@@ -460,10 +481,6 @@ func ioerrKnown(o *ioerrOutcome, rule string) string {
 		return "benign: hot recycling skips a spare it cannot stat and creates a fresh file"
 	case rule == "swallowed" && strings.HasPrefix(c, "rename spare "):
 		return "hot recycling falls back to a fresh file when renaming a spare fails (to verify)"
-	case rule == "hung" && o.fault.Persist:
-		return "open: a call hangs under a persistent fault (timing-dependent)"
-	case rule == "stuck" && o.fault.Persist:
-		return "open: a call stuck after the engine failed under a persistent fault"
 	case rule == "stop":
 		return "by design: a failure pending a restart when Stop began is logged, not returned"
 	}
@@ -523,11 +540,11 @@ func (tt *ioerrTotals) add(name string, o ioerrOutcome) string {
 	if o.stuck {
 		tt.stuck++
 	}
-	check("stuck", o.stuck, "a call was stuck after the engine failed")
+	check("stuck", o.stuck, "a call was stuck after the engine failed (goroutines in "+o.dump+")")
 	if o.hung {
 		tt.hung++
 	}
-	check("hung", o.hung, fmt.Sprintf("a call waited until the run's deadline (first error: %v)", o.firstErr))
+	check("hung", o.hung, fmt.Sprintf("a call waited until the run's deadline (first error: %v; goroutines in %s)", o.firstErr, o.dump))
 	if o.finalErr != nil {
 		tt.recovery++
 	}
@@ -760,6 +777,10 @@ func TestIOErrorSweep(t *testing.T) {
 // runs with -race on two cores; a healthy call takes a small fraction of
 // it. A call that runs into it has hung.
 const ioerrTimeout = 15 * time.Second
+
+// ioerrStuckGrace is how long a call may still wait once the engine has
+// failed: it stops its actors and answers what they held in milliseconds.
+const ioerrStuckGrace = 2 * time.Second
 
 // ioerrPersistTimeout bounds the faulted phase of a run with a persistent
 // fault (without -race only; see ioerr_race_test.go).
