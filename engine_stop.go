@@ -190,7 +190,11 @@ func (e *engine) closeFiles(rec *recovered) error {
 	case e.sub != nil:
 		actors.DrainSubmitter(e.ch)
 		for _, d := range e.doers {
-			d.SettleOrphans()
+			for _, err := range d.SettleOrphans() {
+				// Nothing was acknowledged against it: the work is
+				// redone at the next Start.
+				e.lg.Warn("background I/O cut short by Stop failed", zap.Error(err))
+			}
 		}
 		for _, s := range e.sub.Segments() {
 			segs = append(segs, s)

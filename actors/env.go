@@ -20,9 +20,11 @@ package actors
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -129,11 +131,16 @@ func (d *Doer) orphan(ops []ring.Op, reply <-chan IOResult) {
 // submitted and never answered is left alone (closing an fd that may have
 // been closed already could close another file). REQUIRES: the actors have
 // stopped (d reaps its ring itself).
-func (d *Doer) SettleOrphans() {
+//
+// It returns the errors of the answered ops: background work whose actor
+// was stopped before it saw them (the work is redone at the next Start,
+// which is why nothing else depends on them), for the engine to log.
+func (d *Doer) SettleOrphans() []error {
 	d.mu.Lock()
 	orphans := d.orphans
 	d.orphans = nil
 	d.mu.Unlock()
+	var errs []error
 	for _, o := range orphans {
 		if o.reply != nil {
 			select {
@@ -141,9 +148,15 @@ func (d *Doer) SettleOrphans() {
 				if errors.Is(r.Err, errNotPerformed) {
 					break // as if never sent: do its closes below
 				}
+				if r.Err != nil {
+					errs = append(errs, r.Err)
+				}
 				for i, c := range r.Completions {
 					if i < len(o.ops) && o.ops[i].Code == ring.OpOpen && c.Err == nil && c.Res >= 0 {
 						ring.Close(d, int32(c.Res)) //nolint:errcheck // best effort at stop
+					}
+					if c.Err != nil && !errors.Is(c.Err, syscall.ECANCELED) && i < len(o.ops) {
+						errs = append(errs, fmt.Errorf("%s %s: %w", o.ops[i].Code, o.ops[i].Path, c.Err))
 					}
 				}
 				continue
@@ -157,6 +170,7 @@ func (d *Doer) SettleOrphans() {
 			}
 		}
 	}
+	return errs
 }
 
 type doFunc func(ops []ring.Op) ([]ring.Completion, error)

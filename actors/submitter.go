@@ -1036,12 +1036,15 @@ func (s *Submitter) FailPending(err error) {
 
 // Settle applies the feedback the completer sent after Run returned, so
 // that no file still counts a batch in flight when the engine closes it.
+// A failed batch's writers got the error from the completer; a failed
+// promotion's records are still in the staging WAL, so the error is
+// logged (the next Start redoes the promotion; nothing else waits for it).
 // REQUIRES: Run and the completer are not running.
 func (s *Submitter) Settle() {
 	s.bufferFeedback()
 	for _, fb := range s.fbBuf {
 		if err := s.handleFeedback(fb); err != nil {
-			s.lg.Debug("feedback after stop", zap.Error(err))
+			s.lg.Warn("background I/O cut short by Stop failed", zap.Error(err))
 		}
 	}
 	s.fbBuf = s.fbBuf[:0]
