@@ -39,6 +39,9 @@ type uringRing struct {
 	sqMu   sync.Mutex // owns the submission side of low
 	reapMu sync.Mutex // owns the completion side of low: one reaper at a time
 	cqes   []uring.CQE
+	// asyncWrites sets IOSQE_ASYNC on writes (benchmarks only: see
+	// BenchmarkDurableAppend). Set before the first Submit.
+	asyncWrites bool
 	// waiter parks a reaper in Go's poller while the CQ is empty; nil
 	// when the poller refused the ring fd (a reaper then blocks in
 	// io_uring_enter). Used under reapMu.
@@ -400,8 +403,9 @@ func armDeadlines(c *uchain) int {
 }
 
 // prep fills the SQE(s) of slot s: the op, and its LINK_TIMEOUT after it.
+// It returns the op's SQE (for tests).
 // REQUIRES: r.sqMu held and enough free SQEs.
-func (r *uringRing) prep(s *uslot, linked bool) {
+func (r *uringRing) prep(s *uslot, linked bool) *uring.SQE {
 	op := &s.op
 	sqe := r.low.GetSQE()
 	kop, _ := kernelOp(op.Code)
@@ -410,6 +414,9 @@ func (r *uringRing) prep(s *uslot, linked bool) {
 	sqe.UserData = userData(kindOp, s.id)
 	if linked {
 		sqe.Flags |= uring.SQELink
+	}
+	if r.asyncWrites && isTransfer(op.Code) && !isRead(op.Code) {
+		sqe.Flags |= uring.SQEAsync
 	}
 	off := uint64(op.Offset)
 	if op.Offset >= 0 {
@@ -427,6 +434,9 @@ func (r *uringRing) prep(s *uslot, linked bool) {
 		sqe.Addr = addrOf(b)
 		sqe.Len = uint32(len(b))
 		sqe.Off = off
+		if op.DSync {
+			sqe.OpFlags = unix.RWF_DSYNC
+		}
 	case OpReadv, OpWritev:
 		rest := trimBufs(op.Bufs, s.done)
 		s.iov = s.iov[:0]
@@ -441,6 +451,9 @@ func (r *uringRing) prep(s *uslot, linked bool) {
 		sqe.Addr = uint64(uintptr(unsafe.Pointer(unsafe.SliceData(s.iov))))
 		sqe.Len = uint32(len(s.iov))
 		sqe.Off = off
+		if op.DSync {
+			sqe.OpFlags = unix.RWF_DSYNC
+		}
 	case OpFdatasync:
 		sqe.OpFlags = uring.FsyncDatasync
 	case OpFallocate:
@@ -465,7 +478,7 @@ func (r *uringRing) prep(s *uslot, linked bool) {
 		sqe.Len = op.Mode
 	}
 	if !s.lt {
-		return
+		return sqe
 	}
 	sqe.Flags |= uring.SQELink
 	s.ts = unix.NsecToTimespec(op.Deadline.Nanoseconds())
@@ -480,6 +493,7 @@ func (r *uringRing) prep(s *uslot, linked bool) {
 		// timeout from the chain when the op completes).
 		lt.Flags |= uring.SQELink
 	}
+	return sqe
 }
 
 // atFDCWD is AT_FDCWD as the kernel reads it from a __u32 field.
@@ -696,7 +710,7 @@ func (r *uringRing) finish(s *uslot, res int64, err error) {
 		return
 	}
 	s.finished = true
-	if s.op.Code == OpFsync || s.op.Code == OpFdatasync {
+	if s.op.IsSync() {
 		r.stats.Syncs++
 	}
 	c := Completion{Token: s.op.Token, Code: s.op.Code, Res: res, Err: err,

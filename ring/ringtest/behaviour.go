@@ -599,6 +599,8 @@ func testBadMalformed(t *testing.T, h Harness) {
 		{"writev with too many buffers", []ring.Op{{Code: ring.OpWritev, FD: fd, Bufs: make([][]byte, ring.MaxIovecs+1)}}, 0},
 		{"writev at a negative offset", []ring.Op{{Code: ring.OpWritev, FD: fd, Bufs: [][]byte{{1}}, Offset: -1}}, 0},
 		{"negative deadline", []ring.Op{{Code: ring.OpNop, Deadline: -time.Second}}, 0},
+		{"DSync on a read", []ring.Op{nop, {Code: ring.OpRead, FD: fd, Buf: make([]byte, 8), DSync: true}}, 1},
+		{"DSync on an fdatasync", []ring.Op{{Code: ring.OpFdatasync, FD: fd, DSync: true}}, 0},
 		{"last op linked", []ring.Op{nop, {Code: ring.OpNop, Link: true}}, 1},
 		{"open without a path", []ring.Op{{Code: ring.OpOpen}}, 0},
 		{"rename without a target", []ring.Op{{Code: ring.OpRename, Path: e.path("f")}}, 0},
