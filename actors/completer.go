@@ -236,9 +236,9 @@ func (c *Completer) settle(ctx context.Context, f *flight) {
 	now := c.env.now()
 	fb := feedback{kind: fbSettled, f: f, err: f.err}
 	if f.kind != kindIO && f.err == nil {
-		// The write and its fdatasync are one linked chain, settled
-		// together: the chain's time is the sync's latency as a writer
-		// sees it (the write into the page cache is a small part).
+		// The batch is one DSync write: its time is the sync's latency
+		// as a writer sees it (the write into the page cache is a small
+		// part).
 		fb.syncDur = now.Sub(f.start)
 		c.env.Metrics.SyncLatency.Record(fb.syncDur)
 	}
