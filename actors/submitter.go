@@ -869,9 +869,10 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 // retryHot performs a hot batch again that a missed deadline cancelled,
 // and reports whether it was submitted.
 //
-// A cancelled op is one that had not started: io_uring's LINK_TIMEOUT
-// cancels only work still queued for a kernel worker (a running DSync
-// write completes late, and its timeout is a notice). The batch's write
+// A cancelled op is one that had not started: a deadline cancels only
+// work still queued (as io_uring's LINK_TIMEOUT does, and sim's Queued
+// fault; the uring backend's deadlines only give notice), and a running
+// DSync write completes late. The batch's write
 // being ECANCELED therefore means that it never ran: nothing failed on the
 // disk and no sync ran. No fsync error was reported, so the rule never to
 // retry a failed fsync on the same file does not apply, and writing the

@@ -113,7 +113,10 @@ type Op struct {
 	Link bool
 	// Deadline, when positive, is how long the Op may run before a notice
 	// Completion says that it is late (invariant 4). It is measured from
-	// the moment the Op is started, as io_uring's LINK_TIMEOUT is.
+	// the moment the backend takes the Op on: Submit (uring; a linked Op's
+	// wait for its predecessors counts), a worker starting its chain (std),
+	// the Op starting on the virtual clock (sim). Only sim cancels an Op
+	// that its deadline finds still waiting to start.
 	Deadline time.Duration
 }
 

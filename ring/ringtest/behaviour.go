@@ -245,11 +245,13 @@ func testDeadlineFires(t *testing.T, h Harness) {
 }
 
 // testDeadlineRunningSync checks invariant 4 for an fdatasync that is
-// already running when its deadline passes: on io_uring it runs in a
-// kernel worker, where LINK_TIMEOUT cannot cancel it (the timeout
-// completes with -EALREADY, not -ETIME), and the notice must come all the
-// same, or a stalled sync is never noticed. Real backends only: the
-// sync's own duration (several MiB dirty) is what outlasts the deadline.
+// already running when its deadline passes (on io_uring, in a kernel
+// worker, where nothing can cancel it): the notice must come all the
+// same, or a stalled sync is never noticed. (The io_uring backend once
+// took its deadlines from LINK_TIMEOUT and missed exactly this case: the
+// timeout completes with -EALREADY there, not -ETIME.) Real backends only:
+// the sync's own duration (several MiB dirty) is what outlasts the
+// deadline.
 func testDeadlineRunningSync(t *testing.T, h Harness) {
 	if !h.Real {
 		t.Skip("needs a real disk: the sync must outlast its deadline while running")
