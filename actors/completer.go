@@ -236,19 +236,20 @@ func (c *Completer) settle(ctx context.Context, f *flight) {
 	now := c.env.now()
 	fb := feedback{kind: fbSettled, f: f, err: f.err}
 	if f.kind != kindIO && f.err == nil {
-		// The write and its fdatasync are one linked chain, settled
-		// together: the chain's time is the sync's latency as a writer
-		// sees it (the write into the page cache is a small part).
+		// The batch is one DSync write: its time is the sync's latency
+		// as a writer sees it (the write into the page cache is a small
+		// part).
 		fb.syncDur = now.Sub(f.start)
 		c.env.Metrics.SyncLatency.Record(fb.syncDur)
 	}
+	var pub []PublisherMsg
 	switch f.kind {
 	case kindIO:
 		f.reply <- IOResult{Completions: f.comps}
 		return
 	case kindPromote:
 		if f.err == nil {
-			c.publish(ctx, Appended{Space: f.space, Gen: f.gen, Records: f.recs})
+			pub = append(pub, Appended{Space: f.space, Gen: f.gen, Records: f.recs})
 		}
 	case kindHot:
 		if f.err != nil && errors.Is(f.err, syscall.ECANCELED) && !f.rerouted && c.ringErr == nil {
@@ -260,7 +261,7 @@ func (c *Completer) settle(ctx context.Context, f *flight) {
 			}
 			c.feedback(feedback{kind: fbReroute, f: f})
 		}
-		fb.done = c.settleGroups(ctx, f, func(g *group, st *groupState) (ack, fail bool) {
+		fb.done, pub = c.settleGroups(f, func(g *group, st *groupState) (ack, fail bool) {
 			if f.err == nil {
 				st.hotOK = true
 				return true, false
@@ -275,7 +276,7 @@ func (c *Completer) settle(ctx context.Context, f *flight) {
 				fb.stage = append(fb.stage, g.recs...)
 			}
 		}
-		fb.done = c.settleGroups(ctx, f, func(g *group, st *groupState) (ack, fail bool) {
+		fb.done, pub = c.settleGroups(f, func(g *group, st *groupState) (ack, fail bool) {
 			if f.err == nil {
 				return true, false
 			}
@@ -288,13 +289,24 @@ func (c *Completer) settle(ctx context.Context, f *flight) {
 			return false, true
 		})
 	}
+	// The submitter hears first, the publisher last: a goroutine this one
+	// wakes waits in its P's runnext slot, which the next one it wakes
+	// takes over, and the slot runs first when this one parks. Writers
+	// wait for the publisher (it acknowledges them), the submitter's next
+	// batch only for the feedback; with the publisher woken first, the
+	// submitter ran first and cost every Put its wake-up (issue 4, stage
+	// timings at one writer). Nothing orders the two: Appended messages
+	// reach the publisher's inbox before this goroutine reaps any later
+	// completion, so before any Sealed that follows this feedback.
 	c.feedback(fb)
+	for _, m := range pub {
+		c.publish(ctx, m)
+	}
 }
 
 // settleGroups applies decide to each group of a settled flight and
-// returns the groups decided now.
-func (c *Completer) settleGroups(ctx context.Context, f *flight, decide func(*group, *groupState) (ack, fail bool)) []*group {
-	var done []*group
+// returns the groups decided now and the messages for the publisher.
+func (c *Completer) settleGroups(f *flight, decide func(*group, *groupState) (ack, fail bool)) (done []*group, pub []PublisherMsg) {
 	var failed []*group
 	for _, g := range f.groups {
 		st := c.groups[g]
@@ -305,7 +317,7 @@ func (c *Completer) settleGroups(ctx context.Context, f *flight, decide func(*gr
 				// Acknowledged from the WAL already: the records are
 				// now also in their generation, which the tail must
 				// know to drop them when it is sealed.
-				c.publish(ctx, Appended{Space: g.space, Gen: f.gen, Records: g.recs})
+				pub = append(pub, Appended{Space: g.space, Gen: f.gen, Records: g.recs})
 			}
 		case ack:
 			st.decided = true
@@ -314,7 +326,7 @@ func (c *Completer) settleGroups(ctx context.Context, f *flight, decide func(*gr
 			if f.kind == kindWAL {
 				gen = livetail.StagedGeneration
 			}
-			c.publish(ctx, Appended{Space: g.space, Gen: gen, Records: g.recs, Acks: g.writes, Staged: f.kind == kindWAL})
+			pub = append(pub, Appended{Space: g.space, Gen: gen, Records: g.recs, Acks: g.writes, Staged: f.kind == kindWAL})
 		case fail:
 			st.decided = true
 			done = append(done, g)
@@ -333,9 +345,9 @@ func (c *Completer) settleGroups(ctx context.Context, f *flight, decide func(*gr
 				ws = append(ws, g.writes...)
 			}
 		}
-		c.publish(ctx, FailAcks{Writes: ws, Err: f.err})
+		pub = append(pub, FailAcks{Writes: ws, Err: f.err})
 	}
-	return done
+	return done, pub
 }
 
 // publish sends m to the publisher, which never blocks on the completer.

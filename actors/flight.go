@@ -74,7 +74,7 @@ type feedback struct {
 	kind feedbackKind
 	f    *flight
 	err  error
-	// syncDur is the flight's fdatasync time (settled hot and promote
+	// syncDur is the flight's durable-write time (settled hot and promote
 	// flights), the hysteresis signal for routing.
 	syncDur time.Duration
 	// stage is what a settled WAL flight leaves for promotion: the

@@ -19,8 +19,8 @@ import (
 
 // Submitter owns the submission side: it drains the write queue in
 // batches, assigns revisions, groups each batch's records by space and
-// submits one write linked to one fdatasync per touched hot segment (group
-// commit), with DirectWriteTimeout as its deadline. A space whose hot file
+// submits one DSync write (durable on completion) per touched hot segment
+// (group commit), with DirectWriteTimeout as its deadline. A space whose hot file
 // missed a deadline is slow: its writes go to the staging WAL until
 // promotions into its hot file show fast syncs again. It also owns the
 // staging WAL and the records staged in it, promotes them when the
@@ -63,7 +63,7 @@ type Submitter struct {
 	fbBuf       []feedback // feedback drained before a submission
 	promote     int        // promotion budget from the last PromoteTick
 	runCtx      context.Context
-	// syncAvg is a moving average of a direct batch's write+fdatasync
+	// syncAvg is a moving average of a direct batch's durable write
 	// time, what gathering is bounded by (see gathering).
 	syncAvg time.Duration
 	// gatherTimer wakes Run when the earliest gathering space's wait
@@ -886,12 +886,12 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 // retryHot performs a hot batch again that a missed deadline cancelled,
 // and reports whether it was submitted.
 //
-// A cancelled op is one that had not started: io_uring's LINK_TIMEOUT
-// cancels only work still queued for a kernel worker (a running write or
-// fdatasync completes late, and its timeout is a notice). The first error
-// of the chain being ECANCELED therefore means that no op of it failed on
-// the disk: the write either never ran or completed whole, and the
-// fdatasync never ran. No fsync error was reported, so the rule never to
+// A cancelled op is one that had not started: a deadline cancels only
+// work still queued (as io_uring's LINK_TIMEOUT does, and sim's Queued
+// fault; the uring backend's deadlines only give notice), and a running
+// DSync write completes late. The batch's write
+// being ECANCELED therefore means that it never ran: nothing failed on the
+// disk and no sync ran. No fsync error was reported, so the rule never to
 // retry a failed fsync on the same file does not apply, and writing the
 // same bytes at the same offset again is harmless. So the batch is
 // performed again, without a deadline, and the file stays in use; the
@@ -1067,9 +1067,9 @@ func (s *Submitter) Segments() []*hot.Segment {
 // WAL returns the staging WAL. REQUIRES: Run is not running.
 func (s *Submitter) WAL() *wal.WAL { return s.wal }
 
-// plantedOps drops the fdatasync from a batch's write+sync chain when the
-// harness self-check plants AckBeforeSync (testhook); otherwise it returns
-// ops as they are.
+// plantedOps drops the sync from a batch (a write's DSync, or an fdatasync
+// linked to it) when the harness self-check plants AckBeforeSync
+// (testhook); otherwise it returns ops as they are.
 func plantedOps(ops []ring.Op) []ring.Op {
 	if !testhook.Planted(testhook.AckBeforeSync) {
 		return ops
@@ -1077,6 +1077,7 @@ func plantedOps(ops []ring.Op) []ring.Op {
 	out := ops[:0:0]
 	for _, op := range ops {
 		if op.Code != ring.OpFdatasync && op.Code != ring.OpFsync {
+			op.DSync = false
 			out = append(out, op)
 		}
 	}

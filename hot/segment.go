@@ -263,24 +263,21 @@ type Segment struct {
 	batch wal.Batch
 }
 
-// Pending is a batch prepared for writing: perform Ops (the write linked to
-// an fdatasync, or the write alone with RWF_DSYNC), then call Committed or
-// Failed. The write's buffer belongs to the segment.
+// Pending is a batch prepared for writing: perform Ops, then call
+// Committed or Failed. The write's buffer belongs to the segment.
 type Pending struct {
-	Write   ring.Op
-	Sync    ring.Op
+	Write   ring.Op // the batch, a DSync write: durable once it completes
 	Off     int64
 	Len     int
 	revs    []messages.Revision
 	follows bool // the batch starts with the follow frame
 }
 
-// Ops returns the batch's write linked to its fdatasync.
-func (p *Pending) Ops() []ring.Op {
-	w := p.Write
-	w.Link = true
-	return []ring.Op{w, p.Sync}
-}
+// Ops returns the batch's one op: a write with DSync (RWF_DSYNC), durable
+// on completion, as a write linked to an fdatasync would be but in one
+// kernel hand-off (BenchmarkDurableAppendInterleaved in package ring). An
+// error from it may be the sync's: the file is then failed for good.
+func (p *Pending) Ops() []ring.Op { return []ring.Op{p.Write} }
 
 var (
 	// ErrImmutable is returned by appends to a rotated generation.
@@ -770,8 +767,7 @@ func (s *Segment) Prepare(recs []messages.Record) (*Pending, error) {
 	// sit at the end; the next batch overwrites it.
 	room := s.opts.SegmentSize - s.off - int64(p.Len)
 	s.buf = wal.AppendEndMarker(s.buf)[:p.Len+int(min(room, wal.EndMarkerSize))]
-	p.Write = ring.Op{Code: ring.OpWrite, FD: s.fd, Buf: s.buf, Offset: s.off}
-	p.Sync = ring.Op{Code: ring.OpFdatasync, FD: s.fd}
+	p.Write = ring.Op{Code: ring.OpWrite, FD: s.fd, Buf: s.buf, Offset: s.off, DSync: true}
 	s.pending = p
 	return p, nil
 }

@@ -55,9 +55,9 @@ const (
 	OpOpen                    // Path, Flags (O_*), Mode → Res is the new fd
 	OpClose                   // FD
 	OpRead                    // FD, Buf, Offset (-1: current position) → Res bytes read
-	OpWrite                   // FD, Buf, Offset (-1: current position) → Res bytes written
+	OpWrite                   // FD, Buf, Offset (-1: current position), DSync → Res bytes written
 	OpReadv                   // FD, Bufs, Offset → Res bytes read
-	OpWritev                  // FD, Bufs, Offset → Res bytes written
+	OpWritev                  // FD, Bufs, Offset, DSync → Res bytes written
 	OpFsync                   // FD (a directory fd syncs its entries)
 	OpFdatasync               // FD
 	OpFallocate               // FD, Offset, Length, Flags (FALLOC_FL_*)
@@ -99,12 +99,24 @@ type Op struct {
 	Buf    []byte   // OpRead and OpWrite; owned by the ring until completion
 	Bufs   [][]byte // OpReadv and OpWritev; owned by the ring until completion
 
+	// DSync makes an OpWrite or OpWritev complete only once the bytes it
+	// wrote, and the metadata needed to read them, are durable: the
+	// guarantee of the write followed by an fdatasync of the file, in one
+	// Op (RWF_DSYNC, per-write O_DSYNC). io_uring performs it as one SQE
+	// and one CQE, in one kernel worker hand-off instead of a linked
+	// chain's two. Its error may come from the sync: then the file must be
+	// treated as one whose fdatasync failed (DESIGN.md "Errors from the
+	// disk"). It counts in Stats.Syncs.
+	DSync bool
 	// Link makes the next Op of the same Submit call start only after this
 	// one succeeded. The last Op of a batch must not set Link.
 	Link bool
 	// Deadline, when positive, is how long the Op may run before a notice
 	// Completion says that it is late (invariant 4). It is measured from
-	// the moment the Op is started, as io_uring's LINK_TIMEOUT is.
+	// the moment the backend takes the Op on: Submit (uring; a linked Op's
+	// wait for its predecessors counts), a worker starting its chain (std),
+	// the Op starting on the virtual clock (sim). Only sim cancels an Op
+	// that its deadline finds still waiting to start.
 	Deadline time.Duration
 }
 
@@ -145,7 +157,7 @@ type Info struct {
 type Stats struct {
 	Submitted      uint64 // Ops accepted by Submit
 	Completed      uint64 // final Completions reaped
-	Syncs          uint64 // OpFsync and OpFdatasync performed
+	Syncs          uint64 // OpFsync, OpFdatasync and DSync writes performed
 	ShortIORetries uint64 // remainders resubmitted after a short read or write
 	DeadlinesFired uint64 // Deadline notices sent
 	CQOverflows    uint64 // times the kernel's CQ overflowed and was flushed (uring)
@@ -210,6 +222,9 @@ func Validate(ops []Op) error {
 		if op.Deadline < 0 {
 			return bad("negative deadline")
 		}
+		if op.DSync && op.Code != OpWrite && op.Code != OpWritev {
+			return bad("DSync on an op that does not write")
+		}
 		switch op.Code {
 		case OpRead, OpWrite:
 			if op.Buf == nil {
@@ -243,6 +258,12 @@ func Validate(ops []Op) error {
 		return &OpError{Index: n - 1, Code: ops[n-1].Code, Err: "last op of a batch is linked"}
 	}
 	return nil
+}
+
+// IsSync reports whether op makes data durable: an fsync, an fdatasync or
+// a DSync write.
+func (op *Op) IsSync() bool {
+	return op.Code == OpFsync || op.Code == OpFdatasync || op.DSync
 }
 
 // MaxIovecs is the most buffers one OpReadv or OpWritev may carry. It is

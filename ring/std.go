@@ -130,7 +130,7 @@ func (r *stdRing) runChain(chain []*stdOp) {
 			so.timer.Stop()
 		}
 		r.stats.ShortIORetries += retries
-		if so.op.Code == OpFsync || so.op.Code == OpFdatasync {
+		if so.op.IsSync() {
 			r.stats.Syncs++
 		}
 		if err == nil && (so.op.Code == OpWrite || so.op.Code == OpWritev) && res < so.op.Size() {

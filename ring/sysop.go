@@ -3,6 +3,7 @@ package ring
 import (
 	"os"
 	"sort"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -62,9 +63,15 @@ func execSync(op *Op) (res int64, names []string, retries uint64, err error) {
 	return 0, nil, 0, unix.EINVAL
 }
 
+// noRWFDSync is set once the kernel has refused pwritev2 with RWF_DSYNC
+// (Linux before 4.7, or a seccomp profile without pwritev2): DSync writes
+// are then a pwritev followed by an fdatasync.
+var noRWFDSync atomic.Bool
+
 // transfer performs a read or write, resubmitting the remainder after a
 // short transfer. A read stops at end of file; a write that makes no
-// progress fails with ErrNoProgress.
+// progress fails with ErrNoProgress. A DSync write is a pwritev2 with
+// RWF_DSYNC, or a pwritev and an fdatasync where the kernel lacks it.
 func transfer(op *Op) (int64, []string, uint64, error) {
 	bufs := op.Bufs
 	if op.Code == OpRead || op.Code == OpWrite {
@@ -74,17 +81,30 @@ func transfer(op *Op) (int64, []string, uint64, error) {
 	want := op.Size()
 	var done int64
 	var retries uint64
+	syncAfter := false // a DSync write done without RWF_DSYNC
 	for done < want {
 		rest := trimBufs(bufs, done)
 		var n int
 		var err error
 		switch {
+		case write && op.DSync && !noRWFDSync.Load():
+			off := int64(-1)
+			if op.Offset >= 0 {
+				off = op.Offset + done
+			}
+			n, err = unix.Pwritev2(int(op.FD), rest, off, unix.RWF_DSYNC)
+			if err == unix.EOPNOTSUPP || err == unix.ENOSYS {
+				noRWFDSync.Store(true)
+				continue
+			}
 		case op.Offset < 0 && write:
 			n, err = unix.Writev(int(op.FD), rest)
+			syncAfter = op.DSync
 		case op.Offset < 0:
 			n, err = unix.Readv(int(op.FD), rest)
 		case write:
 			n, err = unix.Pwritev(int(op.FD), rest, op.Offset+done)
+			syncAfter = op.DSync
 		default:
 			n, err = unix.Preadv(int(op.FD), rest, op.Offset+done)
 		}
@@ -103,6 +123,11 @@ func transfer(op *Op) (int64, []string, uint64, error) {
 		done += int64(n)
 		if done < want {
 			retries++
+		}
+	}
+	if syncAfter {
+		if err := unix.Fdatasync(int(op.FD)); err != nil {
+			return done, nil, retries, errno(err)
 		}
 	}
 	return done, nil, retries, nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -16,16 +17,27 @@ import (
 //
 // Every Op gets a slot that holds, until the Op's chain has settled, all
 // the memory the kernel reads or writes for it: the buffers, the iovec
-// array, the timespec of its deadline and its NUL-terminated paths. The Go
-// heap does not move objects, so keeping them reachable from the slot is
-// enough (RING-NOTES.md, "Buffers").
+// array and its NUL-terminated paths. The Go heap does not move objects,
+// so keeping them reachable from the slot is enough (RING-NOTES.md,
+// "Buffers").
 //
-// A chain (Ops linked by Link, or one unlinked Op) settles once every CQE
-// it will produce has arrived: one per Op plus one per LINK_TIMEOUT. Only
-// then are its Completions delivered, in chain order. This is where short
+// A chain (Ops linked by Link, or one unlinked Op) settles once the CQE of
+// each of its Ops has arrived. Only then are its Completions delivered, in
+// chain order. This is where short
 // transfers are continued: the remainder and the cancelled rest of the
 // chain are resubmitted as a new chain, and the caller sees one Completion
 // per Op as if the transfer had been whole (invariant 3).
+//
+// A Deadline is a Go timer per Op, armed when Submit accepts it, not an
+// IORING_OP_LINK_TIMEOUT: when it fires before the Op's CQE, the notice is
+// queued and a nop wakes the reaper; the Op runs on and completes Late. A
+// link timeout cost every Op a second SQE and CQE, and its disarming (the
+// Op completing first, which is the rule) is task work that only the
+// submitting thread runs, so the chain settled once that thread, often
+// asleep in the Go scheduler, had been woken to post the timeout's CQE:
+// about 6% of a one-writer Put (BenchmarkPutOneWriter). It could cancel
+// an Op still queued for a kernel worker; nothing needs that: a notice is
+// what the engine acts on (invariant 4 allows either).
 //
 // Locks, always taken in this order: reapMu, then sqMu, then mu. sqMu and
 // reapMu are never both waited on: the submission side only TryLocks
@@ -39,6 +51,9 @@ type uringRing struct {
 	sqMu   sync.Mutex // owns the submission side of low
 	reapMu sync.Mutex // owns the completion side of low: one reaper at a time
 	cqes   []uring.CQE
+	// asyncWrites sets IOSQE_ASYNC on writes (benchmarks only: see
+	// BenchmarkDurableAppend). Set before the first Submit.
+	asyncWrites bool
 	// waiter parks a reaper in Go's poller while the CQ is empty; nil
 	// when the poller refused the ring fd (a reaper then blocks in
 	// io_uring_enter). Used under reapMu.
@@ -64,16 +79,14 @@ type uslot struct {
 	chain *uchain
 	done  int64 // bytes transferred by earlier parts of a continued transfer
 
-	res       int32 // the CQE's result, once arrived
-	arrived   bool
-	lt        bool // a LINK_TIMEOUT follows the op in the SQ
-	ltArrived bool
-	late      bool // the deadline fired: a notice was sent
-	finished  bool
+	res      int32 // the CQE's result, once arrived
+	arrived  bool
+	late     bool        // the deadline fired: a notice was sent
+	finished bool        // its final Completion is in ready
+	timer    *time.Timer // the Deadline, until the op finishes
 
 	// Kernel-visible memory.
 	iov   []unix.Iovec
-	ts    unix.Timespec
 	path  []byte
 	path2 []byte
 }
@@ -81,14 +94,13 @@ type uslot struct {
 // uchain is a run of linked slots submitted together.
 type uchain struct {
 	slots   []*uslot
-	waiting int // CQEs still to arrive before the chain settles
+	waiting int // CQEs still to arrive before the chain settles; under mu
 }
 
 // user_data layout: the slot id in the low 32 bits, the kind above.
 const (
 	kindOp       = 0
-	kindTimeout  = 1
-	kindInternal = 2
+	kindInternal = 2 // a nop that wakes the reaper, or a cancel
 )
 
 func userData(kind uint64, id uint32) uint64 { return kind<<32 | uint64(id) }
@@ -97,7 +109,7 @@ func userData(kind uint64, id uint32) uint64 { return kind<<32 | uint64(id) }
 // start (Linux 5.6 has them all). Others are emulated when missing.
 var requiredOps = []uint8{
 	uring.OpNop, uring.OpReadv, uring.OpWritev, uring.OpFsync, uring.OpRead, uring.OpWrite,
-	uring.OpLinkTimeout, uring.OpAsyncCancel, uring.OpOpenat, uring.OpClose,
+	uring.OpAsyncCancel, uring.OpOpenat, uring.OpClose,
 }
 
 func newURing(opts Options) (Ring, error) {
@@ -157,7 +169,8 @@ func (r *uringRing) Stats() Stats {
 	return r.stats
 }
 
-// units returns the CQE units op reserves: its own CQE and its timeout's.
+// opUnits returns the capacity units op reserves: its CQE, and its
+// Deadline notice's place in ready (whose wake-up nop takes a CQE too).
 func opUnits(op *Op) int {
 	if op.Deadline > 0 {
 		return 2
@@ -205,7 +218,7 @@ func (r *uringRing) Submit(ops []Op) error {
 	chainSQEs := 0
 	for i := range ops {
 		units += opUnits(&ops[i])
-		chainSQEs += opUnits(&ops[i])
+		chainSQEs++
 		if chainSQEs > int(r.info.Entries) {
 			return &OpError{Index: i, Code: ops[i].Code, Err: "linked chain longer than the submission queue"}
 		}
@@ -239,12 +252,16 @@ func (r *uringRing) Submit(ops []Op) error {
 		}
 		r.nextID++
 		r.slots[s.id] = s
+		if d := ops[i].Deadline; d > 0 {
+			s.timer = time.AfterFunc(d, func() { r.deadline(s) })
+		}
 		s.chain = ch
 		ch.slots = append(ch.slots, s)
 		if k, ok := kernelOp(ops[i].Code); !ok || !r.supported[k] {
 			emulate = true
 		}
 		if !ops[i].Link {
+			ch.waiting = len(ch.slots)
 			if emulate {
 				echains = append(echains, ch)
 			} else {
@@ -275,6 +292,26 @@ func (r *uringRing) Submit(ops []Op) error {
 		return nil
 	}
 	return r.submitChains(kchains)
+}
+
+// deadline runs on a timer goroutine when s's Deadline passes: unless s
+// finished, it queues the notice and wakes the reaper.
+func (r *uringRing) deadline(s *uslot) {
+	r.sqMu.Lock()
+	defer r.sqMu.Unlock()
+	r.mu.Lock()
+	if s.finished || s.late || r.closed {
+		// Closing cancels s: it completes without a notice.
+		r.mu.Unlock()
+		return
+	}
+	s.late = true
+	r.stats.DeadlinesFired++
+	r.ready = append(r.ready, Completion{Token: s.op.Token, Code: s.op.Code, Deadline: true})
+	r.cond.Broadcast()
+	r.mu.Unlock()
+	// An error means the ring is failing; Reap reports it.
+	_ = r.wakeReaper()
 }
 
 // wakeReaper submits an internal nop, whose CQE wakes a blocked Reap.
@@ -331,10 +368,7 @@ func (r *uringRing) finishLocked(s *uslot, res int64, err error) {
 // REQUIRES: r.sqMu held, r.mu not held.
 func (r *uringRing) submitChains(chains []*uchain) error {
 	for _, c := range chains {
-		r.mu.Lock()
-		need := uint32(armDeadlines(c))
-		r.mu.Unlock()
-		if r.low.SQFree() < need {
+		if r.low.SQFree() < uint32(len(c.slots)) {
 			if err := r.enterSubmit(); err != nil {
 				return err
 			}
@@ -366,9 +400,6 @@ func (r *uringRing) enterSubmit() error {
 				// We hold sqMu: fill the continuations now; the loop
 				// submits them.
 				for _, c := range conts {
-					r.mu.Lock()
-					armDeadlines(c)
-					r.mu.Unlock()
 					for i, s := range c.slots {
 						r.prep(s, i < len(c.slots)-1)
 					}
@@ -380,28 +411,9 @@ func (r *uringRing) enterSubmit() error {
 	}
 }
 
-// armDeadlines decides which ops of c get a LINK_TIMEOUT (those with a
-// Deadline whose notice has not been sent: a continuation of a late op
-// gets none), sets how many CQEs the chain waits for, and returns it as
-// the SQEs it needs. s.late is the reaper's, so this runs under mu, not in
-// prep, which holds only sqMu.
-// REQUIRES: r.mu held.
-func armDeadlines(c *uchain) int {
-	n := 0
-	for _, s := range c.slots {
-		s.lt = s.op.Deadline > 0 && !s.late
-		n++
-		if s.lt {
-			n++
-		}
-	}
-	c.waiting = n
-	return n
-}
-
-// prep fills the SQE(s) of slot s: the op, and its LINK_TIMEOUT after it.
+// prep fills the SQE of slot s and returns it (for tests).
 // REQUIRES: r.sqMu held and enough free SQEs.
-func (r *uringRing) prep(s *uslot, linked bool) {
+func (r *uringRing) prep(s *uslot, linked bool) *uring.SQE {
 	op := &s.op
 	sqe := r.low.GetSQE()
 	kop, _ := kernelOp(op.Code)
@@ -410,6 +422,9 @@ func (r *uringRing) prep(s *uslot, linked bool) {
 	sqe.UserData = userData(kindOp, s.id)
 	if linked {
 		sqe.Flags |= uring.SQELink
+	}
+	if r.asyncWrites && isTransfer(op.Code) && !isRead(op.Code) {
+		sqe.Flags |= uring.SQEAsync
 	}
 	off := uint64(op.Offset)
 	if op.Offset >= 0 {
@@ -427,6 +442,9 @@ func (r *uringRing) prep(s *uslot, linked bool) {
 		sqe.Addr = addrOf(b)
 		sqe.Len = uint32(len(b))
 		sqe.Off = off
+		if op.DSync {
+			sqe.OpFlags = unix.RWF_DSYNC
+		}
 	case OpReadv, OpWritev:
 		rest := trimBufs(op.Bufs, s.done)
 		s.iov = s.iov[:0]
@@ -441,6 +459,9 @@ func (r *uringRing) prep(s *uslot, linked bool) {
 		sqe.Addr = uint64(uintptr(unsafe.Pointer(unsafe.SliceData(s.iov))))
 		sqe.Len = uint32(len(s.iov))
 		sqe.Off = off
+		if op.DSync {
+			sqe.OpFlags = unix.RWF_DSYNC
+		}
 	case OpFdatasync:
 		sqe.OpFlags = uring.FsyncDatasync
 	case OpFallocate:
@@ -464,22 +485,7 @@ func (r *uringRing) prep(s *uslot, linked bool) {
 		sqe.Addr = addrOf(s.path)
 		sqe.Len = op.Mode
 	}
-	if !s.lt {
-		return
-	}
-	sqe.Flags |= uring.SQELink
-	s.ts = unix.NsecToTimespec(op.Deadline.Nanoseconds())
-	lt := r.low.GetSQE()
-	lt.Opcode = uring.OpLinkTimeout
-	lt.Fd = -1
-	lt.Addr = uint64(uintptr(unsafe.Pointer(&s.ts)))
-	lt.Len = 1
-	lt.UserData = userData(kindTimeout, s.id)
-	if linked {
-		// The chain goes on after the timed op (the kernel unlinks the
-		// timeout from the chain when the op completes).
-		lt.Flags |= uring.SQELink
-	}
+	return sqe
 }
 
 // atFDCWD is AT_FDCWD as the kernel reads it from a __u32 field.
@@ -615,26 +621,8 @@ func (r *uringRing) process(cqe uring.CQE) *uchain {
 	if s == nil {
 		return nil // cannot happen: slots live until their chain settles
 	}
-	switch kind {
-	case kindTimeout:
-		s.ltArrived = true
-		// -ECANCELED: the op completed first and the timeout was
-		// disarmed. Anything else means the timer fired while the op
-		// was in flight: -ETIME when it cancelled the op, -EALREADY when
-		// the op was running in a kernel worker (an fsync always is by
-		// then: it cannot be cancelled), -ENOENT when the op completed
-		// between the timer and the cancel (which runs later, as task
-		// work). Only -ETIME was taken for a notice once, so a running
-		// fsync never missed its deadline on this backend.
-		if cqe.Res != -int32(unix.ECANCELED) && !s.late {
-			s.late = true
-			r.stats.DeadlinesFired++
-			r.ready = append(r.ready, Completion{Token: s.op.Token, Code: s.op.Code, Deadline: true})
-		}
-	case kindOp:
-		s.arrived = true
-		s.res = cqe.Res
-	}
+	s.arrived = true
+	s.res = cqe.Res
 	s.chain.waiting--
 	if s.chain.waiting > 0 {
 		return nil
@@ -671,9 +659,9 @@ func (r *uringRing) settle(c *uchain) *uchain {
 			// chain, which the kernel cancelled.
 			s.done = got
 			r.stats.ShortIORetries++
-			next := &uchain{slots: c.slots[i:]}
+			next := &uchain{slots: c.slots[i:], waiting: len(c.slots) - i}
 			for _, t := range next.slots {
-				t.chain, t.arrived, t.ltArrived, t.res = next, false, false, 0
+				t.chain, t.arrived, t.res = next, false, 0
 			}
 			for _, t := range c.slots[:i] {
 				delete(r.slots, t.id)
@@ -696,7 +684,10 @@ func (r *uringRing) finish(s *uslot, res int64, err error) {
 		return
 	}
 	s.finished = true
-	if s.op.Code == OpFsync || s.op.Code == OpFdatasync {
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	if s.op.IsSync() {
 		r.stats.Syncs++
 	}
 	c := Completion{Token: s.op.Token, Code: s.op.Code, Res: res, Err: err,

@@ -94,7 +94,9 @@ func TestCrashWALRecovery(t *testing.T) {
 		// A batch written without its sync, then a power loss: torn.
 		p, err := w.Prepare(recs(50, 12, 1))
 		require.NoError(t, err)
-		_, err = ring.Do1(d, p.Write)
+		unsynced := p.Write
+		unsynced.DSync = false
+		_, err = ring.Do1(d, unsynced)
 		require.NoError(t, err)
 		disk := d.(*ring.Sync).Ring().(*sim.Ring).Disk()
 		disk.PowerLoss(rand.New(rand.NewSource(3)))

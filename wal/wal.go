@@ -45,13 +45,11 @@ type SegmentInfo struct {
 	Active  bool // the segment appends go to
 }
 
-// Pending is a batch prepared for writing: the caller performs Write and
-// Sync (linked: Sync must run after Write succeeded, or Write may instead
-// use RWF_DSYNC), then reports the outcome with Committed or Failed. The
-// buffer inside Write belongs to the WAL and must not be changed.
+// Pending is a batch prepared for writing: the caller performs Ops, then
+// reports the outcome with Committed or Failed. The buffer inside Write
+// belongs to the WAL and must not be changed.
 type Pending struct {
-	Write ring.Op // writes the batch at its offset in the active segment
-	Sync  ring.Op // fdatasyncs the segment
+	Write ring.Op // writes the batch at its offset in the active segment, DSync
 	Seq   uint64  // the segment written
 	Off   int64   // where the batch starts in it
 	Len   int     // bytes of the batch
@@ -60,13 +58,11 @@ type Pending struct {
 	MinRev, MaxRev messages.Revision
 }
 
-// Ops returns the batch's operations linked in order, ready for Submit or
-// Doer.Do.
-func (p *Pending) Ops() []ring.Op {
-	w := p.Write
-	w.Link = true
-	return []ring.Op{w, p.Sync}
-}
+// Ops returns the batch's operations, ready for Submit or Doer.Do: one
+// write with DSync (RWF_DSYNC), durable on completion, as a write linked to
+// an fdatasync would be but in one kernel hand-off. An error from it may be
+// the sync's: the WAL is then failed (invariant 4).
+func (p *Pending) Ops() []ring.Op { return []ring.Op{p.Write} }
 
 // WAL is the staging write-ahead log: a directory of segments <seq>.log,
 // each preallocated, appended to in batches, replayed in order on Open and
@@ -586,8 +582,7 @@ func (w *WAL) Prepare(recs []messages.Record) (*Pending, error) {
 	w.buf = w.batch.Finish()
 	seg := &w.segs[len(w.segs)-1]
 	p.Seq, p.Off, p.Len = seg.Seq, w.off, len(w.buf)
-	p.Write = ring.Op{Code: ring.OpWrite, FD: w.fd, Buf: w.buf, Offset: w.off}
-	p.Sync = ring.Op{Code: ring.OpFdatasync, FD: w.fd}
+	p.Write = ring.Op{Code: ring.OpWrite, FD: w.fd, Buf: w.buf, Offset: w.off, DSync: true}
 	w.pending = p
 	return p, nil
 }

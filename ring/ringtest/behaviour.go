@@ -245,11 +245,13 @@ func testDeadlineFires(t *testing.T, h Harness) {
 }
 
 // testDeadlineRunningSync checks invariant 4 for an fdatasync that is
-// already running when its deadline passes: on io_uring it runs in a
-// kernel worker, where LINK_TIMEOUT cannot cancel it (the timeout
-// completes with -EALREADY, not -ETIME), and the notice must come all the
-// same, or a stalled sync is never noticed. Real backends only: the
-// sync's own duration (several MiB dirty) is what outlasts the deadline.
+// already running when its deadline passes (on io_uring, in a kernel
+// worker, where nothing can cancel it): the notice must come all the
+// same, or a stalled sync is never noticed. (The io_uring backend once
+// took its deadlines from LINK_TIMEOUT and missed exactly this case: the
+// timeout completes with -EALREADY there, not -ETIME.) Real backends only:
+// the sync's own duration (several MiB dirty) is what outlasts the
+// deadline.
 func testDeadlineRunningSync(t *testing.T, h Harness) {
 	if !h.Real {
 		t.Skip("needs a real disk: the sync must outlast its deadline while running")
@@ -599,6 +601,8 @@ func testBadMalformed(t *testing.T, h Harness) {
 		{"writev with too many buffers", []ring.Op{{Code: ring.OpWritev, FD: fd, Bufs: make([][]byte, ring.MaxIovecs+1)}}, 0},
 		{"writev at a negative offset", []ring.Op{{Code: ring.OpWritev, FD: fd, Bufs: [][]byte{{1}}, Offset: -1}}, 0},
 		{"negative deadline", []ring.Op{{Code: ring.OpNop, Deadline: -time.Second}}, 0},
+		{"DSync on a read", []ring.Op{nop, {Code: ring.OpRead, FD: fd, Buf: make([]byte, 8), DSync: true}}, 1},
+		{"DSync on an fdatasync", []ring.Op{{Code: ring.OpFdatasync, FD: fd, DSync: true}}, 0},
 		{"last op linked", []ring.Op{nop, {Code: ring.OpNop, Link: true}}, 1},
 		{"open without a path", []ring.Op{{Code: ring.OpOpen}}, 0},
 		{"rename without a target", []ring.Op{{Code: ring.OpRename, Path: e.path("f")}}, 0},

@@ -42,6 +42,11 @@ func Run(t *testing.T, h Harness) {
 		t.Run("ReadDir", func(t *testing.T) { testReadDir(t, h) })
 		t.Run("Lock", func(t *testing.T) { testLock(t, h) })
 	})
+	t.Run("DSync", func(t *testing.T) {
+		t.Run("Write", func(t *testing.T) { testDSyncWrite(t, h) })
+		t.Run("ShortWrite", func(t *testing.T) { testDSyncShortWrite(t, h) })
+		t.Run("Deadline", func(t *testing.T) { testDSyncDeadline(t, h) })
+	})
 	t.Run("Link", func(t *testing.T) {
 		t.Run("Order", func(t *testing.T) { testLinkOrder(t, h) })
 		t.Run("FailureCancelsRest", func(t *testing.T) { testLinkFailure(t, h) })

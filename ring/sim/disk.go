@@ -178,6 +178,56 @@ func (in *inode) sync() {
 	clear(in.dirty)
 }
 
+// syncRange is the sync half of a DSync write of n bytes at off: like
+// Linux's RWF_DSYNC (fdatasync of that range) it makes durable the pages
+// holding [off, off+n) and the size the write reached, and leaves the
+// file's other dirty pages as they were, so that code relying on a DSync
+// write to persist an earlier, unsynced write elsewhere in the file loses
+// it at a power loss, as it would on Linux. A pending truncation or
+// extension (never seen on a log being appended to) syncs the whole file:
+// the journal commit that makes a size change durable carries it all.
+func (in *inode) syncRange(off, n int64) {
+	for _, ch := range in.pending {
+		if ch.isSize {
+			in.sync()
+			return
+		}
+	}
+	if n > 0 {
+		p0, p1 := off/pageSize, (off+n-1)/pageSize
+		for idx := p0; idx <= p1; idx++ {
+			if _, ok := in.dirty[idx]; !ok {
+				continue
+			}
+			if p := in.cur.pages[idx]; p != nil {
+				cp := *p
+				in.dur.pages[idx] = &cp
+			} else {
+				delete(in.dur.pages, idx)
+			}
+			delete(in.dirty, idx)
+		}
+		// The pending writes keep only their bytes outside those pages
+		// (invariant 1: the rest is in dur now).
+		lo, hi := p0*pageSize, (p1+1)*pageSize
+		var kept []change
+		for _, ch := range in.pending {
+			end := ch.off + int64(len(ch.data))
+			if ch.off < lo {
+				kept = append(kept, change{off: ch.off, data: ch.data[:min(end, lo)-ch.off]})
+			}
+			if end > hi {
+				from := max(ch.off, hi)
+				kept = append(kept, change{off: from, data: ch.data[from-ch.off:]})
+			}
+		}
+		in.pending = kept
+	}
+	if in.cur.size > in.dur.size {
+		in.dur.size = in.cur.size
+	}
+}
+
 // Fate is what a power loss (or a failed fsync) did to one sector of a
 // not-yet-durable write, or to one not-yet-durable size change.
 type Fate int

@@ -23,6 +23,12 @@ const dirSize = 4096
 // REQUIRES: d.mu held.
 func (r *Ring) exec(so *simOp) (res int64, names []string, err error, again bool) {
 	op := &so.op
+	if so.syncing {
+		if err := r.syncHalf(so); err != nil {
+			return 0, nil, err, false // as io_uring reports it: -EIO, no byte count
+		}
+		return so.xfer, nil, nil, false
+	}
 	first := !so.started
 	so.started = true
 	if first {
@@ -232,6 +238,19 @@ func gather(bufs [][]byte, skip, n int64) []byte {
 	return out
 }
 
+// syncHalf is the sync half of a DSync write (see startSyncHalf): an
+// fdatasync of the bytes written, failing as an fdatasync does. Its error
+// is the write's.
+func (r *Ring) syncHalf(so *simOp) error {
+	switch so.pl.kind {
+	case EIO:
+		return unix.EIO
+	case ENOSPC:
+		return unix.ENOSPC
+	}
+	return r.syncFile(so.f, so.pl.kind == FsyncFail, so.off, so.xfer)
+}
+
 // fsync is OpFsync and OpFdatasync: both make a file's data and size
 // durable; on a directory fd they make its entries durable.
 func (r *Ring) fsync(so *simOp, first bool) error {
@@ -239,8 +258,13 @@ func (r *Ring) fsync(so *simOp, first bool) error {
 	if f == nil {
 		return unix.EBADF
 	}
+	return r.syncFile(f, first && so.pl.kind == FsyncFail, 0, -1)
+}
+
+// syncFile syncs f (only the pages of [off, off+n) and the size when
+// n >= 0: a DSync write's), or fails as a sync does when fail is set.
+func (r *Ring) syncFile(f *fdesc, fail bool, off, n int64) error {
 	r.stats.Syncs++
-	fail := first && so.pl.kind == FsyncFail
 	switch {
 	case f.in.dir && fail:
 		return unix.EIO
@@ -252,6 +276,8 @@ func (r *Ring) fsync(so *simOp, first bool) error {
 		var rep LossReport
 		f.in.settle(r.d.rng, &rep)
 		return unix.EIO
+	case n >= 0:
+		f.in.syncRange(off, n)
 	default:
 		f.in.sync()
 	}

@@ -28,7 +28,8 @@ const (
 	// NoProgress makes a write or writev transfer nothing: it fails with
 	// ring.ErrNoProgress.
 	NoProgress
-	// FsyncFail fails an fsync or fdatasync with EIO. As on Linux, the
+	// FsyncFail fails an fsync or fdatasync with EIO (the sync half of a
+	// DSync write too, whose Completion then carries the EIO). As on Linux, the
 	// file's dirty data is then marked clean while its fate on the disk is
 	// unknown: each not-yet-durable sector is applied, dropped or torn in
 	// the durable bytes, and a later successful sync does not repair it.
@@ -62,8 +63,10 @@ func (k FaultKind) String() string {
 	return fmt.Sprintf("FaultKind(%d)", int(k))
 }
 
-// Fault is a fault-injection rule. An Op matches it when the Op's kind is
-// one the rule applies to, its index (see Disk.OpCount) is at least At, its
+// Fault is a fault-injection rule. A DSync write is two ops to the rules,
+// each with its own index: the write, then an OpFdatasync of the same file
+// (which a rule for fdatasyncs hits, and Hits lists as one).
+// An Op matches it when the Op's kind is one the rule applies to, its index (see Disk.OpCount) is at least At, its
 // code is in Ops (nil: any), its path starts with Path (an fd's path is the
 // one it was opened with) and it runs on Ring (nil: any ring). A matching Op
 // is hit with probability Prob (0 means always). A rule without Persist is

@@ -69,6 +69,12 @@ type simOp struct {
 	off     int64  // absolute offset of a read or write, fixed at its first execution
 	xfer    int64  // bytes transferred so far (a continued short write)
 	started bool   // executed at least once
+
+	// syncing: a DSync write whose write half is done is in its sync half,
+	// an fdatasync of the bytes written with an op index and faults of its
+	// own (pl is the sync half's from then on). fresh: the sync half's
+	// planned delay is still to be added to its latency.
+	syncing, fresh bool
 }
 
 // event is a point on the virtual clock at which an Op completes or its
@@ -209,9 +215,18 @@ func (r *Ring) schedule(so *simOp) {
 	case ring.OpFsync, ring.OpFdatasync:
 		base = d.lat.Sync
 	}
+	if so.syncing {
+		base = d.lat.Sync
+	}
 	lat := base
 	if base > 0 {
 		lat += time.Duration(d.rng.Int63n(int64(base)))
+	}
+	if so.fresh {
+		// A sync half waits for nothing: its op is running already, so
+		// a Queued fault only delays it (nothing can cancel it now).
+		so.fresh = false
+		lat += so.pl.delay + so.pl.queue
 	}
 	if !so.started {
 		if q := so.pl.queue; q > 0 && so.deadline > 0 && d.now+q > so.deadline && !so.noticed {
@@ -329,6 +344,10 @@ func (r *Ring) advance(max int) {
 			r.schedule(so)
 			continue
 		}
+		if err == nil && so.op.DSync && !so.syncing {
+			r.startSyncHalf(so)
+			continue
+		}
 		r.finish(so, ring.Completion{Res: res, Names: names, Err: err})
 		failed := err != nil || (isRead(so.op.Code) && res < so.op.Size())
 		if so.next == nil {
@@ -340,6 +359,21 @@ func (r *Ring) advance(max int) {
 			r.start(so.next)
 		}
 	}
+}
+
+// startSyncHalf begins the sync half of a DSync write whose bytes are
+// written: an fdatasync of them, which takes the next op index and is
+// matched against the fault rules as an OpFdatasync on the file (so a
+// rule for fdatasyncs hits it, and Hits lists it as one), then runs on the
+// clock like one.
+// REQUIRES: d.mu held.
+func (r *Ring) startSyncHalf(so *simOp) {
+	d := r.d
+	d.ops++
+	half := &simOp{op: ring.Op{Code: ring.OpFdatasync, FD: so.op.FD}, idx: d.ops}
+	so.pl = d.planFaults(r, half, so.f.path)
+	so.syncing, so.fresh = true, true
+	r.schedule(so)
 }
 
 // finish makes the final Completion of so ready.

@@ -44,6 +44,7 @@ const (
 	probeOpSupport  = 1 << 0
 	maxProbeOps     = 256
 	SQELink         = 1 << 2 // IOSQE_IO_LINK
+	SQEAsync        = 1 << 4 // IOSQE_ASYNC: go straight to a kernel worker
 	FsyncDatasync   = 1 << 0 // IORING_FSYNC_DATASYNC
 	AsyncCancelAny  = 1 << 2 // IORING_ASYNC_CANCEL_ANY
 	AsyncCancelAll  = 1 << 0 // IORING_ASYNC_CANCEL_ALL

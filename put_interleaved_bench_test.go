@@ -1,0 +1,77 @@
+package ringpipe_test
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/ringpipe/ringpipe"
+	"github.com/ringpipe/ringpipe/internal/baseline"
+)
+
+// BenchmarkPutOneWriter is issue 4's one-writer latency target in one
+// process: a Put on the io_uring engine, a Put on the std engine and an
+// append to internal/baseline's SyncLoop (pwrite+fdatasync per record),
+// taken in turn, one each per round, each round starting one later. It
+// reports each one's median in µs and the engines' medians over
+// SyncLoop's: on a disk shared with other work the three then see the
+// same drift, which sequential benchmarks do not.
+//
+//	go test -run '^$' -bench PutOneWriter -benchtime 3000x .
+//
+// b.N counts rounds.
+func BenchmarkPutOneWriter(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), benchTimeout)
+	defer cancel()
+	type target struct {
+		name string
+		put  func(i int) error
+		lat  []time.Duration
+	}
+	var ts []*target
+	for _, be := range benchBackends {
+		e, space := startEngine(ctx, b, be.backend, nil)
+		defer stopEngine(b, e)
+		ts = append(ts, &target{name: be.name, put: func(i int) error {
+			_, err := e.Put(ctx, space, ringpipe.Point{uint32(i)}, benchValue(i))
+			return err
+		}})
+	}
+	l, err := baseline.OpenSyncLoop(filepath.Join(b.TempDir(), "log"), ringpipe.DefaultPreallocate)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	ts = append(ts, &target{name: "syncloop", put: func(i int) error { return l.Append(benchValue(i)) }})
+	// Warm up: first writes allocate, open and fault in what later ones reuse.
+	for i := 0; i < 50; i++ {
+		for _, t := range ts {
+			if err := t.put(i); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for k := range ts {
+			t := ts[(i+k)%len(ts)]
+			t0 := time.Now()
+			if err := t.put(1000 + i); err != nil {
+				b.Fatal(err)
+			}
+			t.lat = append(t.lat, time.Since(t0))
+		}
+	}
+	b.StopTimer()
+	p50 := map[string]float64{}
+	for _, t := range ts {
+		slices.Sort(t.lat)
+		p50[t.name] = float64(t.lat[len(t.lat)/2]) / float64(time.Microsecond)
+		b.ReportMetric(p50[t.name], t.name+"-p50-µs")
+	}
+	for _, be := range benchBackends {
+		b.ReportMetric(p50[be.name]/p50["syncloop"], be.name+"/syncloop")
+	}
+}

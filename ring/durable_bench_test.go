@@ -1,0 +1,279 @@
+package ring_test
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ringpipe/ringpipe/ring"
+)
+
+// BenchmarkDurableAppend is the engine's write path reduced to one ring:
+// one durable append of a batch into a preallocated log, submitted and
+// reaped before the next (one writer), in every way the ring can make it
+// durable:
+//
+//	link        a write linked to an fdatasync (two SQEs, two CQEs)
+//	dsync       one write with DSync (RWF_DSYNC: one SQE, one CQE)
+//	link-async  link with IOSQE_ASYNC on the write (uring only)
+//	dsync-async dsync with IOSQE_ASYNC (uring only)
+//	syscall     pwrite+fdatasync on the calling goroutine, no ring at all
+//	            (the reference: what bench's syncloop does)
+//
+// for a batch of one 100-byte record (an OpWrite) and of 32 (an OpWritev
+// of 32 buffers), on io_uring and std:
+//
+//	go test -run '^$' -bench DurableAppend -benchtime 3000x ./ring
+//
+// Appends are sequential, as the engine's are, so that consecutive writes
+// share pages; the file is preallocated with fallocate mode 0, as hot
+// segments and WAL segments are.
+func BenchmarkDurableAppend(b *testing.B) {
+	for _, size := range []struct {
+		name    string
+		records int
+	}{{"100B", 1}, {"32x100B", 32}} {
+		b.Run(size.name, func(b *testing.B) {
+			b.Run("syscall", func(b *testing.B) { benchSyscallAppend(b, size.records) })
+			for _, v := range []struct {
+				name         string
+				dsync, async bool
+			}{{"link", false, false}, {"dsync", true, false}, {"link-async", false, true}, {"dsync-async", true, true}} {
+				b.Run(v.name, func(b *testing.B) {
+					onBackends(b, func(b *testing.B, r ring.Ring, pool *ring.BufPool, dir string) {
+						if v.async && !ring.SetAsyncWrites(r, true) {
+							b.Skip("IOSQE_ASYNC is io_uring's")
+						}
+						benchRingAppend(b, r, pool, dir, size.records, v.dsync)
+					})
+				})
+			}
+		})
+	}
+}
+
+// durableRecord is the record size of BenchmarkDurableAppend: bench's
+// value size.
+const durableRecord = 100
+
+// benchRingAppend appends b.N batches of records durably through r.
+func benchRingAppend(b *testing.B, r ring.Ring, pool *ring.BufPool, dir string, records int, dsync bool) {
+	d := ring.NewSync(r)
+	fd := openFile(b, d, dir+"/log", unix.O_RDWR|unix.O_CREAT)
+	defer ring.Close(d, fd)
+	batch := int64(records * durableRecord)
+	span := max(int64(b.N), 1) * batch
+	if err := ring.Fallocate(d, fd, 0, span, false); err != nil {
+		b.Fatal(err)
+	}
+	mem := getBuf(b, pool, records*durableRecord)
+	bufs := make([][]byte, records)
+	for j := range bufs {
+		bufs[j] = mem[j*durableRecord : (j+1)*durableRecord]
+	}
+	write := ring.Op{Code: ring.OpWrite, FD: fd, Buf: mem}
+	if records > 1 {
+		write = ring.Op{Code: ring.OpWritev, FD: fd, Bufs: bufs}
+	}
+	ops := make([]ring.Op, 0, 2)
+	cq := make([]ring.Completion, 2)
+	before := r.Stats().Syncs
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		w := write
+		w.Offset = int64(i) * batch
+		ops = ops[:0]
+		if dsync {
+			w.DSync = true
+			ops = append(ops, w)
+		} else {
+			w.Link = true
+			ops = append(ops, w, ring.Op{Code: ring.OpFdatasync, FD: fd})
+		}
+		roundTrip(b, r, ops, cq)
+	}
+	b.StopTimer()
+	if got := r.Stats().Syncs - before; got != uint64(b.N) {
+		b.Fatalf("Stats.Syncs counted %d syncs for %d durable appends", got, b.N)
+	}
+	perSecond(b, b.N*records, "records/s")
+}
+
+// benchSyscallAppend is benchRingAppend with plain system calls.
+func benchSyscallAppend(b *testing.B, records int) {
+	fd, err := unix.Open(b.TempDir()+"/log", unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(fd)
+	batch := int64(records * durableRecord)
+	if err := unix.Fallocate(fd, 0, 0, max(int64(b.N), 1)*batch); err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, batch)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		n, err := unix.Pwrite(fd, buf, int64(i)*batch)
+		if err != nil || n != len(buf) {
+			b.Fatal(fmt.Errorf("pwrite: %d bytes, %w", n, err))
+		}
+		if err := unix.Fdatasync(fd); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	perSecond(b, b.N*records, "records/s")
+}
+
+// BenchmarkDurableAppendInterleaved runs the variants of
+// BenchmarkDurableAppend round-robin, one append each in turn, and reports
+// each one's median latency (µs): on a shared, noisy disk the variants then
+// see the same drift, which sequential sub-benchmarks do not.
+//
+//	go test -run '^$' -bench DurableAppendInterleaved -benchtime 2000x ./ring
+//
+// b.N counts rounds (one append of every variant).
+func BenchmarkDurableAppendInterleaved(b *testing.B) {
+	for _, size := range []struct {
+		name    string
+		records int
+	}{{"100B", 1}, {"32x100B", 32}} {
+		b.Run(size.name, func(b *testing.B) { benchInterleaved(b, size.records) })
+	}
+}
+
+// appender is one variant of benchInterleaved: append does one durable
+// append of the i-th batch.
+type appender struct {
+	name   string
+	append func(i int)
+	lat    []time.Duration
+}
+
+func benchInterleaved(b *testing.B, records int) {
+	batch := int64(records * durableRecord)
+	span := max(int64(b.N), 1) * batch
+	pool := ring.NewBufPool()
+	defer pool.Close()
+	var as []*appender
+
+	// The reference: plain system calls.
+	sfd, err := unix.Open(b.TempDir()+"/log", unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(sfd)
+	if err := unix.Fallocate(sfd, 0, 0, span); err != nil {
+		b.Fatal(err)
+	}
+	sbuf := make([]byte, batch)
+	as = append(as, &appender{name: "syscall", append: func(i int) {
+		if _, err := unix.Pwrite(sfd, sbuf, int64(i)*batch); err != nil {
+			b.Fatal(err)
+		}
+		if err := unix.Fdatasync(sfd); err != nil {
+			b.Fatal(err)
+		}
+	}})
+
+	for _, kind := range []ring.Kind{ring.URing, ring.Std} {
+		for _, v := range []struct {
+			name         string
+			dsync, async bool
+			deadline     time.Duration
+		}{{"link", false, false, 0}, {"dsync", true, false, 0}, {"link-async", false, true, 0}, {"dsync-async", true, true, 0},
+			{"link-deadline", false, false, 2 * time.Millisecond}, {"dsync-deadline", true, false, 2 * time.Millisecond}} {
+			r, err := ring.New(ring.Options{Kind: kind, Entries: benchEntries})
+			if err != nil {
+				b.Skipf("%s backend unavailable: %v", kind, err)
+			}
+			defer r.Close()
+			if v.async && !ring.SetAsyncWrites(r, true) {
+				continue // IOSQE_ASYNC is io_uring's
+			}
+			d := ring.NewSync(r)
+			fd := openFile(b, d, b.TempDir()+"/log", unix.O_RDWR|unix.O_CREAT)
+			defer ring.Close(d, fd)
+			if err := ring.Fallocate(d, fd, 0, span, false); err != nil {
+				b.Fatal(err)
+			}
+			mem := getBuf(b, pool, int(batch))
+			bufs := make([][]byte, records)
+			for j := range bufs {
+				bufs[j] = mem[j*durableRecord : (j+1)*durableRecord]
+			}
+			write := ring.Op{Code: ring.OpWrite, FD: fd, Buf: mem}
+			if records > 1 {
+				write = ring.Op{Code: ring.OpWritev, FD: fd, Bufs: bufs}
+			}
+			ops := make([]ring.Op, 0, 2)
+			cq := make([]ring.Completion, 2)
+			dsync, deadline := v.dsync, v.deadline
+			as = append(as, &appender{name: v.name + "/" + kind.String(), append: func(i int) {
+				w := write
+				w.Offset = int64(i) * batch
+				w.Deadline = deadline
+				ops = ops[:0]
+				if dsync {
+					w.DSync = true
+					ops = append(ops, w)
+				} else {
+					w.Link = true
+					ops = append(ops, w, ring.Op{Code: ring.OpFdatasync, FD: fd, Deadline: deadline})
+				}
+				// A deadline that passes while the op waits for a kernel
+				// worker cancels it: do it again, as the engine does.
+				for cancelledRoundTrip(b, r, ops, cq) {
+				}
+			}})
+		}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for k := range as {
+			a := as[(i+k)%len(as)] // each round starts one variant later
+			t0 := time.Now()
+			a.append(i)
+			a.lat = append(a.lat, time.Since(t0))
+		}
+	}
+	b.StopTimer()
+	for _, a := range as {
+		slices.Sort(a.lat)
+		b.ReportMetric(float64(a.lat[len(a.lat)/2].Nanoseconds())/1e3, a.name+"-p50-µs")
+	}
+}
+
+// cancelledRoundTrip is roundTrip that reports, instead of failing, a batch
+// whose ops a deadline cancelled (ECANCELED on a Late op, nothing else
+// failed): nothing of it was performed.
+func cancelledRoundTrip(b *testing.B, r ring.Ring, ops []ring.Op, cq []ring.Completion) bool {
+	if err := r.Submit(ops); err != nil {
+		b.Fatal(err)
+	}
+	cancelled := false
+	for left := len(ops); left > 0; {
+		n, err := r.Reap(cq)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, c := range cq[:n] {
+			if c.Deadline {
+				continue
+			}
+			left--
+			switch {
+			case c.Err == nil:
+			case errors.Is(c.Err, unix.ECANCELED):
+				cancelled = true
+			default:
+				b.Fatalf("%s: %v", c.Code, c.Err)
+			}
+		}
+	}
+	return cancelled
+}
