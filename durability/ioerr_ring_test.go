@@ -129,7 +129,11 @@ type watchedRing struct {
 	inflight   map[uint64][]ring.Op // token → submitted ops not yet completed, oldest first
 }
 
-func ioerrIsSync(c ring.Opcode) bool  { return c == ring.OpFsync || c == ring.OpFdatasync }
+func ioerrIsSync(c ring.Opcode) bool { return c == ring.OpFsync || c == ring.OpFdatasync }
+
+// ioerrSyncs says whether op syncs its file: an fsync, an fdatasync, or a
+// DSync write (durable on completion: its failure may be the sync's).
+func ioerrSyncs(op *ring.Op) bool     { return ioerrIsSync(op.Code) || (ioerrIsWrite(op.Code) && op.DSync) }
 func ioerrIsWrite(c ring.Opcode) bool { return c == ring.OpWrite || c == ring.OpWritev }
 
 // opPath is the path an op works on: its own, or its fd's.
@@ -154,7 +158,7 @@ func (r *watchedRing) Submit(ops []ring.Op) error {
 		if ioerrIsSync(op.Code) || ioerrIsWrite(op.Code) {
 			if why, ok := r.poisonFD[op.FD]; ok {
 				w.violations = append(w.violations, fmt.Sprintf("%s on fd %d (%s) after %s on that fd", op.Code, op.FD, p, why))
-			} else if why, ok := r.poisonPath[p]; ok && ioerrIsSync(op.Code) && ioerrFileClass(p) != "dir" {
+			} else if why, ok := r.poisonPath[p]; ok && ioerrSyncs(&op) && ioerrFileClass(p) != "dir" {
 				w.violations = append(w.violations, fmt.Sprintf("%s on %s (fd %d, reopened) after %s on that file", op.Code, p, op.FD, why))
 			}
 		}
@@ -251,7 +255,7 @@ func (r *watchedRing) observe(cs []ring.Completion) {
 		}
 		why := fmt.Sprintf("a failed %s (%v)", op.Code, c.Err)
 		r.poisonFD[op.FD] = why
-		if ioerrIsSync(op.Code) {
+		if ioerrSyncs(&op) {
 			w.failedSyncs++
 			r.poisonPath[p] = why
 		}
