@@ -63,37 +63,14 @@ const durableRecord = 100
 // benchRingAppend appends b.N batches of records durably through r.
 func benchRingAppend(b *testing.B, r ring.Ring, pool *ring.BufPool, dir string, records int, dsync bool) {
 	d := ring.NewSync(r)
-	fd := openFile(b, d, dir+"/log", unix.O_RDWR|unix.O_CREAT)
-	defer ring.Close(d, fd)
-	batch := int64(records * durableRecord)
-	span := max(int64(b.N), 1) * batch
-	if err := ring.Fallocate(d, fd, 0, span, false); err != nil {
-		b.Fatal(err)
-	}
-	mem := getBuf(b, pool, records*durableRecord)
-	bufs := make([][]byte, records)
-	for j := range bufs {
-		bufs[j] = mem[j*durableRecord : (j+1)*durableRecord]
-	}
-	write := ring.Op{Code: ring.OpWrite, FD: fd, Buf: mem}
-	if records > 1 {
-		write = ring.Op{Code: ring.OpWritev, FD: fd, Bufs: bufs}
-	}
+	l := newDurableLog(b, d, pool, dir+"/log", records, max(b.N, 1))
+	defer ring.Close(d, l.fd)
 	ops := make([]ring.Op, 0, 2)
 	cq := make([]ring.Completion, 2)
 	before := r.Stats().Syncs
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		w := write
-		w.Offset = int64(i) * batch
-		ops = ops[:0]
-		if dsync {
-			w.DSync = true
-			ops = append(ops, w)
-		} else {
-			w.Link = true
-			ops = append(ops, w, ring.Op{Code: ring.OpFdatasync, FD: fd})
-		}
+		ops = l.appendOps(ops[:0], i, dsync, 0)
 		roundTrip(b, r, ops, cq)
 	}
 	b.StopTimer()
@@ -101,6 +78,46 @@ func benchRingAppend(b *testing.B, r ring.Ring, pool *ring.BufPool, dir string, 
 		b.Fatalf("Stats.Syncs counted %d syncs for %d durable appends", got, b.N)
 	}
 	perSecond(b, b.N*records, "records/s")
+}
+
+// durableLog is a preallocated log file and the write op of one batch of
+// records (one buffer, or one per record when there are several).
+type durableLog struct {
+	fd    int32
+	batch int64
+	write ring.Op
+}
+
+// newDurableLog creates path with room for appends batches of records.
+func newDurableLog(b *testing.B, d ring.Doer, pool *ring.BufPool, path string, records, appends int) *durableLog {
+	l := &durableLog{fd: openFile(b, d, path, unix.O_RDWR|unix.O_CREAT), batch: int64(records * durableRecord)}
+	if err := ring.Fallocate(d, l.fd, 0, int64(appends)*l.batch, false); err != nil {
+		b.Fatal(err)
+	}
+	mem := getBuf(b, pool, int(l.batch))
+	l.write = ring.Op{Code: ring.OpWrite, FD: l.fd, Buf: mem}
+	if records > 1 {
+		bufs := make([][]byte, records)
+		for j := range bufs {
+			bufs[j] = mem[j*durableRecord : (j+1)*durableRecord]
+		}
+		l.write = ring.Op{Code: ring.OpWritev, FD: l.fd, Bufs: bufs}
+	}
+	return l
+}
+
+// appendOps appends to dst the ops of the i-th batch's durable append: one
+// DSync write, or a write linked to an fdatasync; each with deadline.
+func (l *durableLog) appendOps(dst []ring.Op, i int, dsync bool, deadline time.Duration) []ring.Op {
+	w := l.write
+	w.Offset = int64(i) * l.batch
+	w.Deadline = deadline
+	if dsync {
+		w.DSync = true
+		return append(dst, w)
+	}
+	w.Link = true
+	return append(dst, w, ring.Op{Code: ring.OpFdatasync, FD: l.fd, Deadline: deadline})
 }
 
 // benchSyscallAppend is benchRingAppend with plain system calls.
@@ -196,35 +213,13 @@ func benchInterleaved(b *testing.B, records int) {
 				continue // IOSQE_ASYNC is io_uring's
 			}
 			d := ring.NewSync(r)
-			fd := openFile(b, d, b.TempDir()+"/log", unix.O_RDWR|unix.O_CREAT)
-			defer ring.Close(d, fd)
-			if err := ring.Fallocate(d, fd, 0, span, false); err != nil {
-				b.Fatal(err)
-			}
-			mem := getBuf(b, pool, int(batch))
-			bufs := make([][]byte, records)
-			for j := range bufs {
-				bufs[j] = mem[j*durableRecord : (j+1)*durableRecord]
-			}
-			write := ring.Op{Code: ring.OpWrite, FD: fd, Buf: mem}
-			if records > 1 {
-				write = ring.Op{Code: ring.OpWritev, FD: fd, Bufs: bufs}
-			}
+			l := newDurableLog(b, d, pool, b.TempDir()+"/log", records, max(b.N, 1))
+			defer ring.Close(d, l.fd)
 			ops := make([]ring.Op, 0, 2)
 			cq := make([]ring.Completion, 2)
 			dsync, deadline := v.dsync, v.deadline
 			as = append(as, &appender{name: v.name + "/" + kind.String(), append: func(i int) {
-				w := write
-				w.Offset = int64(i) * batch
-				w.Deadline = deadline
-				ops = ops[:0]
-				if dsync {
-					w.DSync = true
-					ops = append(ops, w)
-				} else {
-					w.Link = true
-					ops = append(ops, w, ring.Op{Code: ring.OpFdatasync, FD: fd, Deadline: deadline})
-				}
+				ops = l.appendOps(ops[:0], i, dsync, deadline)
 				// A deadline that passes while the op waits for a kernel
 				// worker cancels it: do it again, as the engine does.
 				for cancelledRoundTrip(b, r, ops, cq) {
