@@ -40,8 +40,6 @@ import (
 	"flag"
 	"fmt"
 	"maps"
-	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
@@ -155,7 +153,7 @@ type ioerrOutcome struct {
 	finalErr    error    // the fault-free Start after the power loss
 	report      Report
 	hung        bool     // a call ran into its timeout
-	dump        string   // where the goroutines of a hung or stuck run were written
+	dump        string   // where the goroutines of a hung or stuck run were written ("goroutines in PATH")
 	stuck       bool     // a call the watchdog released after the engine failed
 	stopAt      uint64   // ring ops before Stop was called
 	startOps    uint64   // ring ops when Start returned
@@ -290,15 +288,11 @@ func ioerrRun(t *testing.T, sc ioerrScenario, f *sim.Fault, lg *zap.Logger) (out
 			// Show where the engine is stuck: in the log of a replay,
 			// else in a file named by the fault (replays are timing-
 			// dependent; the sweep's own run is the evidence).
-			buf := make([]byte, 4<<20)
-			buf = buf[:runtime.Stack(buf, true)]
 			if lg != nil {
-				t.Logf("a call hung; goroutines:\n%s", buf)
+				buf := make([]byte, 4<<20)
+				t.Logf("a call hung; goroutines:\n%s", buf[:runtime.Stack(buf, true)])
 			} else if f != nil {
-				path := filepath.Join(os.TempDir(), strings.ReplaceAll(fmt.Sprintf("ringpipe-ioerr-hang-%s-%d-persist%v.txt", f.Kind, f.At, f.Persist), " ", "_"))
-				if err := os.WriteFile(path, buf, 0o644); err == nil {
-					out.dump = path
-				}
+				out.dump = dumpGoroutinesTo(strings.ReplaceAll(fmt.Sprintf("ringpipe-ioerr-hang-%s-%d-persist%v.txt", f.Kind, f.At, f.Persist), " ", "_"))
 			}
 		}
 		out.stopAt = disk.OpCount()
@@ -544,11 +538,11 @@ func (tt *ioerrTotals) add(name string, o ioerrOutcome) string {
 	if o.stuck {
 		tt.stuck++
 	}
-	check("stuck", o.stuck, "a call was stuck after the engine failed (goroutines in "+o.dump+")")
+	check("stuck", o.stuck, "a call was stuck after the engine failed ("+o.dump+")")
 	if o.hung {
 		tt.hung++
 	}
-	check("hung", o.hung, fmt.Sprintf("a call waited until the run's deadline (first error: %v; goroutines in %s)", o.firstErr, o.dump))
+	check("hung", o.hung, fmt.Sprintf("a call waited until the run's deadline (first error: %v; %s)", o.firstErr, o.dump))
 	if o.finalErr != nil {
 		tt.recovery++
 	}

@@ -353,9 +353,15 @@ func (s *syncBuffer) Bytes() []byte {
 }
 
 // dumpGoroutines writes every goroutine's stack to a file named after seed
-// in the temporary directory (a hang's evidence) and returns its path.
+// in the temporary directory (a hang's evidence) and says where.
 func dumpGoroutines(seed int64) string {
-	path := filepath.Join(os.TempDir(), fmt.Sprintf("ringpipe-hang-seed%d.txt", seed))
+	return dumpGoroutinesTo(fmt.Sprintf("ringpipe-hang-seed%d.txt", seed))
+}
+
+// dumpGoroutinesTo writes every goroutine's stack to the file name in the
+// temporary directory and says where ("goroutines in PATH"), or why not.
+func dumpGoroutinesTo(name string) string {
+	path := filepath.Join(os.TempDir(), name)
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Sprintf("(goroutine dump: %v)", err)
