@@ -93,7 +93,16 @@ func checkValue(tb testing.TB, r ringpipe.Record, i int) {
 // REQUIRES: the caller stops the engine (stopEngine).
 func startEngine(ctx context.Context, tb testing.TB, backend ringpipe.Backend, lg *zap.Logger) (*ringpipe.Engine, ringpipe.SpaceID) {
 	tb.Helper()
-	e, err := ringpipe.Start(ctx, ringpipe.Config{Dir: tb.TempDir(), Backend: backend, Logger: lg})
+	return startEngineConfig(ctx, tb, ringpipe.Config{Backend: backend, Logger: lg})
+}
+
+// startEngineConfig is startEngine with more of the Config than the
+// backend and logger; Dir is a fresh temporary directory.
+func startEngineConfig(ctx context.Context, tb testing.TB, cfg ringpipe.Config) (*ringpipe.Engine, ringpipe.SpaceID) {
+	tb.Helper()
+	backend := cfg.Backend
+	cfg.Dir = tb.TempDir()
+	e, err := ringpipe.Start(ctx, cfg)
 	if err != nil {
 		if backend == ringpipe.BackendURing && strings.Contains(err.Error(), "io_uring") {
 			tb.Skipf("io_uring backend unavailable on this kernel, uring benchmark skipped: %v", err)

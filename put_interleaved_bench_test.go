@@ -31,13 +31,21 @@ func BenchmarkPutOneWriter(b *testing.B) {
 		lat  []time.Duration
 	}
 	var ts []*target
+	var engines []string
 	for _, be := range benchBackends {
-		e, space := startEngine(ctx, b, be.backend, nil)
-		defer stopEngine(b, e)
-		ts = append(ts, &target{name: be.name, put: func(i int) error {
-			_, err := e.Put(ctx, space, ringpipe.Point{uint32(i)}, benchValue(i))
-			return err
-		}})
+		for _, direct := range []bool{false, true} {
+			name := be.name
+			if direct {
+				name += "-direct" // Config.DirectIO
+			}
+			engines = append(engines, name)
+			e, space := startEngineConfig(ctx, b, ringpipe.Config{Backend: be.backend, DirectIO: direct})
+			defer stopEngine(b, e)
+			ts = append(ts, &target{name: name, put: func(i int) error {
+				_, err := e.Put(ctx, space, ringpipe.Point{uint32(i)}, benchValue(i))
+				return err
+			}})
+		}
 	}
 	l, err := baseline.OpenSyncLoop(filepath.Join(b.TempDir(), "log"), ringpipe.DefaultPreallocate)
 	if err != nil {
@@ -71,7 +79,7 @@ func BenchmarkPutOneWriter(b *testing.B) {
 		p50[t.name] = float64(t.lat[len(t.lat)/2]) / float64(time.Microsecond)
 		b.ReportMetric(p50[t.name], t.name+"-p50-µs")
 	}
-	for _, be := range benchBackends {
-		b.ReportMetric(p50[be.name]/p50["syncloop"], be.name+"/syncloop")
+	for _, name := range engines {
+		b.ReportMetric(p50[name]/p50["syncloop"], name+"/syncloop")
 	}
 }

@@ -117,7 +117,8 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 	e.registry.Store(&reg)
 
 	// Hot generations.
-	hotOpts := hot.Options{Dir: filepath.Join(cfg.Dir, "hot"), SegmentSize: cfg.Preallocate, Mode: cfg.WALRecovery}
+	hotOpts := hot.Options{Dir: filepath.Join(cfg.Dir, "hot"), SegmentSize: cfg.Preallocate, Mode: cfg.WALRecovery,
+		Direct: cfg.DirectIO}
 	gens, err := hot.List(segDoer, hotOpts.Dir)
 	if err != nil {
 		return rec, fmt.Errorf("hot: %w", err)

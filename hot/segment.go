@@ -133,7 +133,19 @@ type Options struct {
 	// MaxSpares is how many retired files Retire keeps for Create to
 	// reuse; default DefaultMaxSpares, negative for none (Retire deletes).
 	MaxSpares int
+	// Direct writes batches through a second fd opened with O_DIRECT (see
+	// Direct I/O in the package comment). SegmentSize must then be a
+	// multiple of Sector. Where the file system refuses O_DIRECT (EINVAL,
+	// as tmpfs does) the segment writes through its buffered fd instead;
+	// Segment.Direct says which.
+	Direct bool
 }
+
+// Sector is the unit of a direct segment's writes: every batch starts and
+// ends on a multiple of it, and every write covers whole sectors. 512 bytes
+// is the logical block size O_DIRECT requires of the disks we run on, and
+// the unit of sim's power-loss tearing.
+const Sector = 512
 
 // DefaultMaxSpares is Options.MaxSpares' default.
 const DefaultMaxSpares = 2
@@ -153,6 +165,9 @@ func (o *Options) fill() error {
 	}
 	if o.SegmentSize < 4096 || o.SegmentSize%wal.FrameAlign != 0 {
 		return fmt.Errorf("hot: SegmentSize %d: want a multiple of %d, at least 4096", o.SegmentSize, wal.FrameAlign)
+	}
+	if o.Direct && o.SegmentSize%Sector != 0 {
+		return fmt.Errorf("hot: SegmentSize %d: direct segments need a multiple of %d", o.SegmentSize, Sector)
 	}
 	return nil
 }
@@ -247,6 +262,7 @@ type Segment struct {
 	gen  Gen
 
 	fd        int32 // -1 once closed
+	dfd       int32 // O_DIRECT fd batches are written through (Options.Direct), else -1
 	off       int64 // where the next batch goes
 	records   int
 	revs      map[messages.Revision]struct{}
@@ -260,6 +276,7 @@ type Segment struct {
 	follows   []link // invariant 5
 
 	buf   []byte // encodes batches; reused once the previous batch is done
+	dbuf  []byte // a direct write's copy of buf, Sector-aligned
 	batch wal.Batch
 }
 
@@ -336,6 +353,10 @@ func Create(d ring.Doer, opts Options, g Gen) (*Segment, error) {
 	if err := ring.SyncDir(d, opts.Dir); err != nil {
 		s.closeFD()
 		return nil, fmt.Errorf("hot: create %s: sync directory: %w", s.rel(), err)
+	}
+	if err := s.openDirect(); err != nil {
+		s.closeFD()
+		return nil, err
 	}
 	return s, nil
 }
@@ -427,14 +448,49 @@ func (s *Segment) recycle() (ok bool, err error) {
 		}
 		s.fd = fd
 		s.recycled = true
-		return true, nil
+		return true, s.openDirect()
 	}
 	return false, nil
 }
 
 func newSegment(d ring.Doer, opts Options, g Gen) *Segment {
-	return &Segment{d: d, opts: opts, gen: g, fd: -1, revs: make(map[messages.Revision]struct{})}
+	return &Segment{d: d, opts: opts, gen: g, fd: -1, dfd: -1, revs: make(map[messages.Revision]struct{})}
 }
+
+// openDirect opens the O_DIRECT fd of a segment that takes appends, when
+// Options.Direct asks for one; a file system that refuses O_DIRECT
+// (EINVAL) leaves the segment writing through its buffered fd.
+func (s *Segment) openDirect() error {
+	if !s.opts.Direct || s.dfd >= 0 {
+		return nil
+	}
+	fd, err := ring.Open(s.d, s.path(), unix.O_WRONLY|unix.O_DIRECT, 0)
+	if errors.Is(err, unix.EINVAL) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("hot: open %s for direct I/O: %w", s.rel(), err)
+	}
+	s.dfd = fd
+	return nil
+}
+
+// closeDirect closes the O_DIRECT fd, which only appends use.
+func (s *Segment) closeDirect() error {
+	if s.dfd < 0 {
+		return nil
+	}
+	fd := s.dfd
+	s.dfd = -1
+	if err := ring.Close(s.d, fd); err != nil {
+		return fmt.Errorf("hot: close %s (direct): %w", s.rel(), err)
+	}
+	return nil
+}
+
+// Direct reports whether appends go through an O_DIRECT fd (Options.Direct
+// and a file system that takes it).
+func (s *Segment) Direct() bool { return s.dfd >= 0 }
 
 func (s *Segment) preallocate() error {
 	err := ring.Fallocate(s.d, s.fd, 0, s.opts.SegmentSize, false)
@@ -448,6 +504,7 @@ func (s *Segment) preallocate() error {
 }
 
 func (s *Segment) closeFD() {
+	s.closeDirect() //nolint:errcheck // an earlier error is the one reported
 	if s.fd >= 0 {
 		ring.Close(s.d, s.fd) //nolint:errcheck // an earlier error is the one reported
 		s.fd = -1
@@ -508,6 +565,9 @@ func Open(d ring.Doer, opts Options, g Gen, immutable bool, fn func(off int64, r
 	if err == nil && !immutable {
 		// A crash may have cut the creation short of its preallocation.
 		err = s.preallocate()
+		if err == nil {
+			err = s.openDirect()
+		}
 	}
 	if err != nil {
 		s.closeFD()
@@ -747,6 +807,9 @@ func (s *Segment) Prepare(recs []messages.Record) (*Pending, error) {
 			r := recs[i]
 			s.batch.AddFunc(wal.TypeRecord, func(dst []byte) []byte { return wal.EncodeRecord(dst, r) })
 		}
+		if s.dfd >= 0 {
+			s.batch.PadTo(s.off, Sector)
+		}
 		need := s.batch.Len()
 		s.buf = s.batch.Finish()
 		if s.off+int64(need) <= s.opts.SegmentSize {
@@ -766,10 +829,33 @@ func (s *Segment) Prepare(recs []messages.Record) (*Pending, error) {
 	// holds), so that stale bytes of a recycled file's old lives never
 	// sit at the end; the next batch overwrites it.
 	room := s.opts.SegmentSize - s.off - int64(p.Len)
-	s.buf = wal.AppendEndMarker(s.buf)[:p.Len+int(min(room, wal.EndMarkerSize))]
-	p.Write = ring.Op{Code: ring.OpWrite, FD: s.fd, Buf: s.buf, Offset: s.off, DSync: true}
+	if s.dfd >= 0 && s.off%Sector == 0 {
+		p.Write = s.directWrite(p.Len, room)
+	} else {
+		// Buffered; on a direct segment only the first batch after
+		// opening a file whose end is not on a sector, which the batch's
+		// padding puts right.
+		s.buf = wal.AppendEndMarker(s.buf)[:p.Len+int(min(room, wal.EndMarkerSize))]
+		p.Write = ring.Op{Code: ring.OpWrite, FD: s.fd, Buf: s.buf, Offset: s.off, DSync: true}
+	}
 	s.pending = p
 	return p, nil
+}
+
+// directWrite returns the O_DIRECT write of the batch in s.buf (n bytes,
+// padded to end on a sector) and of one more sector, which starts with
+// the end marker, where the file has room for it: whole sectors from a
+// Sector-aligned buffer. The next batch starts in that sector; no write
+// covers a sector that holds an acknowledged batch.
+func (s *Segment) directWrite(n int, room int64) ring.Op {
+	size := n + int(min(room, Sector))
+	if cap(s.dbuf) < size {
+		s.dbuf = ring.AlignedBuf(max(size, 2*cap(s.dbuf)), Sector)
+	}
+	b := s.dbuf[:size]
+	copy(b, s.buf)
+	clear(b[n:])
+	return ring.Op{Code: ring.OpWrite, FD: s.dfd, Buf: b, Offset: s.off, DSync: true}
 }
 
 // Committed records that p's write and sync completed.
@@ -840,6 +926,7 @@ func (s *Segment) Rotate() (*Segment, error) {
 	}
 	s.immutable = true
 	next.Follow(s)
+	s.closeDirect() //nolint:errcheck // every write through it was DSync and has settled
 	return next, nil
 }
 
@@ -854,6 +941,7 @@ func (s *Segment) Freeze() error {
 		return ErrBusy
 	}
 	s.immutable = true
+	s.closeDirect() //nolint:errcheck // every write through it was DSync and has settled
 	return nil
 }
 
@@ -905,13 +993,14 @@ func (s *Segment) Close() error {
 	if s.pending != nil {
 		return ErrBusy
 	}
+	derr := s.closeDirect()
 	if s.fd < 0 {
-		return nil
+		return derr
 	}
 	fd := s.fd
 	s.fd = -1
 	if err := ring.Close(s.d, fd); err != nil {
 		return fmt.Errorf("hot: close %s: %w", s.rel(), err)
 	}
-	return nil
+	return derr
 }

@@ -231,3 +231,13 @@ func mmapAnon(size int) ([]byte, error) {
 // addr returns the address of b's first byte (of its capacity, so that a
 // zero-length buffer still has one).
 func addr(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
+
+// AlignedBuf returns a zeroed n-byte slice of the Go heap whose first byte
+// is align-aligned (align a power of two), as O_DIRECT transfers need. The
+// Go heap does not move objects, so the ring may hold its address as long
+// as the Op keeps it reachable.
+func AlignedBuf(n, align int) []byte {
+	b := make([]byte, n+align)
+	skip := (align - int(uintptr(unsafe.Pointer(unsafe.SliceData(b)))&uintptr(align-1))) & (align - 1)
+	return b[skip : skip+n : skip+n]
+}

@@ -134,6 +134,11 @@ type FrameType uint8
 const (
 	// TypeRecord is a frame holding one EncodeRecord payload.
 	TypeRecord FrameType = 1
+	// TypePad is the frame layer's own: padding that Batch.PadTo adds so
+	// that a batch ends on a sector boundary (O_DIRECT writers). Its
+	// payload is zeros and Scan never hands it to a callback. Binaries
+	// older than pad frames read one as a frame of an unknown type.
+	TypePad FrameType = 0xff
 )
 
 const (
@@ -228,6 +233,26 @@ func (b *Batch) AddFunc(t FrameType, enc func(dst []byte) []byte) {
 	binary.LittleEndian.PutUint32(hdr[20:], uint32(h-b.start))
 	b.buf = append(b.buf, make([]byte, align(len(b.buf))-len(b.buf))...)
 	b.frames = append(b.frames, h)
+}
+
+// PadTo adds a pad frame (TypePad) so that the batch, written at offset
+// base of its file, ends at a multiple of align: an O_DIRECT writer's
+// batches then start and end on sector boundaries, so no write ever
+// rewrites a sector that holds an earlier, acknowledged batch. A batch
+// that already ends there gets nothing; a gap too small for a frame
+// header is widened by align.
+// REQUIRES: base is FrameAlign-aligned; align is a multiple of
+// FrameAlign.
+func (b *Batch) PadTo(base int64, align int) {
+	end := base + int64(b.Len())
+	gap := int((int64(align) - end%int64(align)) % int64(align))
+	if gap == 0 {
+		return
+	}
+	if gap < FrameHeader {
+		gap += align
+	}
+	b.AddFunc(TypePad, func(dst []byte) []byte { return append(dst, make([]byte, gap-FrameHeader)...) })
 }
 
 // Finish completes the batch (every header gets the batch length and its
@@ -412,6 +437,9 @@ func Scan(data []byte, opts ScanOptions, fn func(off int64, t FrameType, payload
 		}
 		// The batch is complete: hand it over.
 		for _, p := range pending {
+			if p.f.t == TypePad {
+				continue // the frame layer's own (Batch.PadTo)
+			}
 			if fn != nil {
 				if err := fn(int64(p.off), p.f.t, p.f.payload); err != nil {
 					res.End = int64(start)

@@ -303,3 +303,29 @@ func BenchmarkFrameDecode(b *testing.B) {
 		})
 	}
 }
+
+// TestPadTo: a padded batch ends on the alignment from any 8-aligned base,
+// whatever its size (gaps too small for a header included), and a scan
+// hands over its frames without the pad.
+func TestPadTo(t *testing.T) {
+	for base := int64(0); base < 1024; base += 8 {
+		for n := 0; n < 600; n += 7 {
+			var b Batch
+			b.Begin(make([]byte, base), 5)
+			b.Add(TypeRecord, make([]byte, n))
+			b.PadTo(base, 512)
+			data := b.Finish()
+			require.Zero(t, len(data)%512, "base %d, payload %d", base, n)
+			require.Less(t, len(data)-int(base), FrameSize(n)+512+FrameHeader, "base %d, payload %d: padded by at most a sector and a header", base, n)
+			var types []FrameType
+			res, err := Scan(data[base:], ScanOptions{Mode: Strict, Salt: 5}, func(_ int64, ft FrameType, _ []byte) error {
+				types = append(types, ft)
+				return nil
+			})
+			require.NoError(t, err)
+			assert.Equal(t, []FrameType{TypeRecord}, types, "base %d, payload %d", base, n)
+			assert.Equal(t, 1, res.Frames)
+			assert.Equal(t, int64(len(data))-base, res.End)
+		}
+	}
+}

@@ -16,6 +16,13 @@ import (
 // by an end marker. It returns the image after every write (images[0] is
 // base) and the batch boundaries.
 func life(base []byte, salt uint32, sizes []int, seed uint64) (images [][]byte, starts []int) {
+	return paddedLife(base, salt, sizes, seed, 0)
+}
+
+// paddedLife is life as an O_DIRECT writer does it when pad > 0: each batch
+// is padded (Batch.PadTo) to end on a multiple of pad, and each write is the
+// batch followed by a whole pad-sized unit that starts with the end marker.
+func paddedLife(base []byte, salt uint32, sizes []int, seed uint64, pad int) (images [][]byte, starts []int) {
 	rng := rand.New(rand.NewPCG(seed, 3))
 	img := append([]byte(nil), base...)
 	images = append(images, append([]byte(nil), img...))
@@ -31,10 +38,19 @@ func life(base []byte, salt uint32, sizes []int, seed uint64) (images [][]byte, 
 			}
 			b.Add(FrameType(1+(i+j)%3), p)
 		}
-		w := AppendEndMarker(b.Finish())
+		if pad > 0 {
+			b.PadTo(int64(off), pad)
+		}
+		w := b.Finish()
+		n := len(w)
+		w = AppendEndMarker(w)
+		if pad > 0 {
+			w = append(w, make([]byte, n+pad-len(w))...)
+		}
+		tail := len(w) - n // the marker (and its unit's padding)
 		w = w[:min(len(w), len(img)-off)]
 		copy(img[off:], w)
-		off += len(w) - EndMarkerSize
+		off += len(w) - tail
 		images = append(images, append([]byte(nil), img...))
 	}
 	return images, append(starts, off)
@@ -93,12 +109,23 @@ func TestRecycledLogReplaysNewLifeOnly(t *testing.T) {
 // repair ([End, Dirty) zeroed) and another append the log reads back
 // exactly, in Strict mode.
 func TestRecycledTornEverySector(t *testing.T) {
+	for _, pad := range []int{0, 512} {
+		t.Run(fmt.Sprintf("pad=%d", pad), func(t *testing.T) { testRecycledTornEverySector(t, pad) })
+	}
+}
+
+func testRecycledTornEverySector(t *testing.T, pad int) {
 	base := oldLives(32 << 10)
 	sizes := []int{2, 3, 9}
-	imgs, starts := life(base, 21, sizes, 7)
+	imgs, starts := paddedLife(base, 21, sizes, 7, pad)
 	before, after := imgs[len(imgs)-2], imgs[len(imgs)-1]
 	lastStart, lastEnd := starts[2], starts[3]
 	writeEnd := lastEnd + EndMarkerSize
+	if pad > 0 {
+		require.Zero(t, lastStart%pad, "padded batches start on a sector")
+		require.Zero(t, lastEnd%pad, "padded batches end on a sector")
+		writeEnd = lastEnd + pad
+	}
 	for s := lastStart &^ 511; s < writeEnd; s += 512 {
 		for _, kind := range []string{"lost", "zero", "garbage", "cut"} {
 			name := fmt.Sprintf("%s sector at %d", kind, s)
