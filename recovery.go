@@ -212,7 +212,8 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 
 	// The staging WAL: what no live hot generation holds is staged again.
 	staged := make(map[SpaceID][]messages.Record)
-	walOpts := wal.Options{Dir: filepath.Join(cfg.Dir, "wal"), SegmentSize: cfg.Preallocate, Mode: cfg.WALRecovery}
+	walOpts := wal.Options{Dir: filepath.Join(cfg.Dir, "wal"), SegmentSize: cfg.Preallocate, Mode: cfg.WALRecovery,
+		Direct: cfg.DirectIO}
 	walRecords := 0
 	w, err := wal.Open(walDoer, walOpts, func(_ uint64, _ int64, r messages.Record) error {
 		walRecords++

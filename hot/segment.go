@@ -141,11 +141,8 @@ type Options struct {
 	Direct bool
 }
 
-// Sector is the unit of a direct segment's writes: every batch starts and
-// ends on a multiple of it, and every write covers whole sectors. 512 bytes
-// is the logical block size O_DIRECT requires of the disks we run on, and
-// the unit of sim's power-loss tearing.
-const Sector = 512
+// Sector is the unit of a direct segment's writes (wal.Sector).
+const Sector = wal.Sector
 
 // DefaultMaxSpares is Options.MaxSpares' default.
 const DefaultMaxSpares = 2
@@ -848,13 +845,7 @@ func (s *Segment) Prepare(recs []messages.Record) (*Pending, error) {
 // Sector-aligned buffer. The next batch starts in that sector; no write
 // covers a sector that holds an acknowledged batch.
 func (s *Segment) directWrite(n int, room int64) ring.Op {
-	size := n + int(min(room, Sector))
-	if cap(s.dbuf) < size {
-		s.dbuf = ring.AlignedBuf(max(size, 2*cap(s.dbuf)), Sector)
-	}
-	b := s.dbuf[:size]
-	copy(b, s.buf)
-	clear(b[n:])
+	b := wal.DirectBuf(&s.dbuf, s.buf[:n], n+int(min(room, Sector)))
 	return ring.Op{Code: ring.OpWrite, FD: s.dfd, Buf: b, Offset: s.off, DSync: true}
 }
 
@@ -940,8 +931,10 @@ func (s *Segment) Freeze() error {
 	case s.pending != nil:
 		return ErrBusy
 	}
+	// No I/O here: the submitter freezes from its own loop, and a
+	// segment's Doer may be one that goes through the submitter. The
+	// O_DIRECT fd, which takes no more writes, closes with the segment.
 	s.immutable = true
-	s.closeDirect() //nolint:errcheck // every write through it was DSync and has settled
 	return nil
 }
 

@@ -59,7 +59,18 @@ func checkOldOrNew(t *testing.T, d ring.Doer, old, batch []messages.Record, acke
 	require.NoError(t, w.Close())
 }
 
-func TestCrashWALAppend(t *testing.T) {
+func TestCrashWALAppend(t *testing.T) { testCrashWALAppend(t) }
+
+// TestCrashWALAppendDirect is TestCrashWALAppend with O_DIRECT writes of
+// padded batches (Options.Direct).
+func TestCrashWALAppendDirect(t *testing.T) {
+	saved := crashOpts
+	crashOpts.Direct = true
+	defer func() { crashOpts = saved }()
+	testCrashWALAppend(t)
+}
+
+func testCrashWALAppend(t *testing.T) {
 	for _, n := range []int{1, 8, 24} { // within a segment, several sectors, a roll
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			crashEvery(t, func(t *testing.T, d ring.Doer) walState {

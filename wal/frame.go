@@ -9,6 +9,7 @@ import (
 
 	"github.com/ringpipe/ringpipe/internal/testhook"
 	"github.com/ringpipe/ringpipe/messages"
+	"github.com/ringpipe/ringpipe/ring"
 )
 
 // Frames are the unit of every log ringpipe writes: the staging WAL, the hot
@@ -244,15 +245,38 @@ func (b *Batch) AddFunc(t FrameType, enc func(dst []byte) []byte) {
 // REQUIRES: base is FrameAlign-aligned; align is a multiple of
 // FrameAlign.
 func (b *Batch) PadTo(base int64, align int) {
-	end := base + int64(b.Len())
-	gap := int((int64(align) - end%int64(align)) % int64(align))
-	if gap == 0 {
-		return
+	if gap := padding(base+int64(b.Len()), align); gap > 0 {
+		b.AddFunc(TypePad, func(dst []byte) []byte { return append(dst, make([]byte, gap-FrameHeader)...) })
 	}
-	if gap < FrameHeader {
+}
+
+// padding returns how many bytes PadTo adds to a batch that ends at end.
+func padding(end int64, align int) int {
+	gap := int((int64(align) - end%int64(align)) % int64(align))
+	if gap > 0 && gap < FrameHeader {
 		gap += align
 	}
-	b.AddFunc(TypePad, func(dst []byte) []byte { return append(dst, make([]byte, gap-FrameHeader)...) })
+	return gap
+}
+
+// Sector is the unit of an O_DIRECT log writer (hot segments and the WAL
+// with Direct set): every batch starts and ends on a multiple of it
+// (PadTo), and every write covers whole sectors from a Sector-aligned
+// buffer (DirectBuf). 512 bytes is the logical block size O_DIRECT needs
+// on the disks we run on, and the unit sim tears at a power loss.
+const Sector = 512
+
+// DirectBuf copies the batch in src into *dst, a Sector-aligned buffer it
+// grows as needed, zeroes it up to size and returns the first size bytes:
+// the buffer of an O_DIRECT write. REQUIRES: size >= len(src).
+func DirectBuf(dst *[]byte, src []byte, size int) []byte {
+	if cap(*dst) < size {
+		*dst = ring.AlignedBuf(max(size, 2*cap(*dst)), Sector)
+	}
+	b := (*dst)[:size]
+	copy(b, src)
+	clear(b[len(src):])
+	return b
 }
 
 // Finish completes the batch (every header gets the batch length and its

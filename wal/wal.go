@@ -34,6 +34,14 @@ type Options struct {
 	SegmentSize int64
 	// Mode says how a torn tail is treated on Open.
 	Mode RecoveryMode
+	// Direct writes batches through a second fd of the active segment
+	// opened with O_DIRECT, each batch padded (Batch.PadTo) to end on a
+	// Sector, so that every write covers whole sectors none of which holds
+	// an acknowledged batch. SegmentSize must be a multiple of Sector. A
+	// segment whose end is off a sector (its cut, or a reopened segment)
+	// takes one buffered batch first; where the file system refuses
+	// O_DIRECT (EINVAL) every batch is buffered.
+	Direct bool
 }
 
 // SegmentInfo describes one segment.
@@ -91,6 +99,7 @@ type WAL struct {
 
 	segs    []SegmentInfo // oldest first; the last is the active one (when fd >= 0)
 	fd      int32         // the active segment's fd, -1 when there is none yet
+	dfd     int32         // its O_DIRECT fd (Options.Direct), else -1
 	salt    uint32        // the active segment's salt
 	off     int64         // where the next batch goes in the active segment
 	pending *Pending      // the batch in flight, if any
@@ -98,6 +107,7 @@ type WAL struct {
 	closed  bool
 
 	buf   []byte // encodes batches; reused once the previous batch is done
+	dbuf  []byte // a direct write's copy of buf (DirectBuf)
 	batch Batch
 }
 
@@ -255,7 +265,10 @@ func Open(d ring.Doer, opts Options, fn func(seq uint64, off int64, r messages.R
 	if opts.SegmentSize < 4096 || opts.SegmentSize%FrameAlign != 0 {
 		return nil, fmt.Errorf("wal: SegmentSize %d: want a multiple of %d, at least 4096", opts.SegmentSize, FrameAlign)
 	}
-	w := &WAL{d: d, opts: opts, fd: -1}
+	if opts.Direct && opts.SegmentSize%Sector != 0 {
+		return nil, fmt.Errorf("wal: SegmentSize %d: direct segments need a multiple of %d", opts.SegmentSize, Sector)
+	}
+	w := &WAL{d: d, opts: opts, fd: -1, dfd: -1}
 	if err := ring.MkdirDurable(d, opts.Dir); err != nil {
 		return nil, fmt.Errorf("wal: create directory: %w", err)
 	}
@@ -443,14 +456,39 @@ func (w *WAL) openActive(seq uint64, create bool, first []byte) error {
 	if err == nil && create {
 		err = ring.SyncDir(w.d, w.opts.Dir)
 	}
+	dfd := int32(-1)
+	if err == nil && w.opts.Direct {
+		dfd, err = ring.Open(w.d, p, unix.O_WRONLY|unix.O_DIRECT, 0)
+		if errors.Is(err, unix.EINVAL) {
+			dfd, err = -1, nil // no O_DIRECT here (tmpfs): buffered
+		}
+	}
 	if err != nil {
 		ring.Close(w.d, fd) //nolint:errcheck // the first error is the one to report
 		return fmt.Errorf("wal: start segment %d: %w", seq, err)
 	}
-	w.fd = fd
+	w.fd, w.dfd = fd, dfd
 	w.salt = segmentSalt(seq)
 	return nil
 }
+
+// closeActive closes the active segment's fds.
+func (w *WAL) closeActive() error {
+	var err error
+	for _, fd := range []*int32{&w.dfd, &w.fd} {
+		if *fd >= 0 {
+			if cerr := ring.Close(w.d, *fd); err == nil {
+				err = cerr
+			}
+			*fd = -1
+		}
+	}
+	return err
+}
+
+// Direct reports whether batches go through an O_DIRECT fd (Options.Direct
+// and a file system that takes it).
+func (w *WAL) Direct() bool { return w.dfd >= 0 }
 
 // roll closes the active segment and starts segment seq+1, which begins
 // with a cut naming where the active one ends (invariant 2).
@@ -463,11 +501,10 @@ func (w *WAL) roll() error {
 		first = cutFrame(next, cut{Seq: w.segs[n-1].Seq, End: w.off})
 	}
 	if w.fd >= 0 {
-		if err := ring.Close(w.d, w.fd); err != nil {
+		w.segs[len(w.segs)-1].Active = false
+		if err := w.closeActive(); err != nil {
 			return w.fail(fmt.Errorf("wal: close segment %d: %w", next-1, err))
 		}
-		w.fd = -1
-		w.segs[len(w.segs)-1].Active = false
 	}
 	if err := w.openActive(next, true, first); err != nil {
 		return w.fail(err)
@@ -507,8 +544,7 @@ func (w *WAL) Restart() error {
 		return ErrBusy
 	}
 	if w.fd >= 0 {
-		ring.Close(w.d, w.fd) //nolint:errcheck // the segment failed; its fd is all that is left
-		w.fd = -1
+		w.closeActive() //nolint:errcheck // the segment failed; its fds are all that is left
 		w.segs[len(w.segs)-1].Active = false
 	}
 	w.failed = nil
@@ -560,10 +596,18 @@ func (w *WAL) Prepare(recs []messages.Record) (*Pending, error) {
 	for i := range recs {
 		size += FrameSize(RecordSize(recs[i]))
 	}
-	if room := w.opts.SegmentSize - cutFrameSize; int64(size) > room {
-		return nil, fmt.Errorf("wal: batch of %d bytes exceeds the %d bytes a segment holds after its cut", size, room)
+	// With Direct, PadTo adds padding that depends on where the batch
+	// starts (and a fresh segment starts after its cut).
+	padded := func(off int64) int64 {
+		if !w.opts.Direct {
+			return int64(size)
+		}
+		return int64(size + padding(off+int64(size), Sector))
 	}
-	if w.fd < 0 || w.off+int64(size) > w.opts.SegmentSize {
+	if room := w.opts.SegmentSize - cutFrameSize; padded(cutFrameSize) > room {
+		return nil, fmt.Errorf("wal: batch of %d bytes exceeds the %d bytes a segment holds after its cut", padded(cutFrameSize), room)
+	}
+	if w.fd < 0 || w.off+padded(w.off) > w.opts.SegmentSize {
 		if err := w.roll(); err != nil {
 			return nil, err
 		}
@@ -579,10 +623,17 @@ func (w *WAL) Prepare(recs []messages.Record) (*Pending, error) {
 			p.MaxRev = r.Revision
 		}
 	}
+	if w.dfd >= 0 {
+		w.batch.PadTo(w.off, Sector)
+	}
 	w.buf = w.batch.Finish()
 	seg := &w.segs[len(w.segs)-1]
 	p.Seq, p.Off, p.Len = seg.Seq, w.off, len(w.buf)
 	p.Write = ring.Op{Code: ring.OpWrite, FD: w.fd, Buf: w.buf, Offset: w.off, DSync: true}
+	if w.dfd >= 0 && w.off%Sector == 0 {
+		// The segment is zeroed past its end: no end marker to write.
+		p.Write.FD, p.Write.Buf = w.dfd, DirectBuf(&w.dbuf, w.buf, len(w.buf))
+	}
 	w.pending = p
 	return p, nil
 }
@@ -693,12 +744,8 @@ func (w *WAL) Close() error {
 		return ErrBusy
 	}
 	w.closed = true
-	if w.fd >= 0 {
-		fd := w.fd
-		w.fd = -1
-		if err := ring.Close(w.d, fd); err != nil {
-			return fmt.Errorf("wal: close: %w", err)
-		}
+	if err := w.closeActive(); err != nil {
+		return fmt.Errorf("wal: close: %w", err)
 	}
 	return nil
 }
