@@ -13,6 +13,16 @@ import (
 
 // Config configures an Engine. Zero values mean "default"; invalid values
 // make Start return an error that names the field.
+//
+// DirectIO writes the logs (hot segments and the staging WAL) through
+// O_DIRECT fds, each batch padded to whole 512-byte sectors so that no
+// write touches a sector holding an acknowledged batch (package hot,
+// "Direct I/O"). It saves io_uring a kernel worker per write on file
+// systems that do O_DIRECT overwrites asynchronously (ext4, XFS), and
+// costs up to a sector of padding per batch. A file system that refuses
+// O_DIRECT (tmpfs) gets buffered writes. Sealed blocks are written
+// buffered and fsynced whatever DirectIO says: they are written once, off
+// the write path.
 type Config struct {
 	Dir                string        // required
 	Backend            Backend       // BackendAuto (default), BackendURing, BackendStd

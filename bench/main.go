@@ -91,6 +91,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Int64Var(&rp.SealBytes, "ringpipe-seal-bytes", 0, "ringpipe Config.SealBytes (0: the engine's default)")
 	fs.Int64Var(&rp.Preallocate, "ringpipe-preallocate", 0, "ringpipe Config.Preallocate in bytes per log file (0: the engine's default)")
 	fs.DurationVar(&rp.DirectWriteTimeout, "ringpipe-direct-write-timeout", 0, "ringpipe Config.DirectWriteTimeout (0: the engine's default)")
+	fs.BoolVar(&rp.DirectIO, "ringpipe-direct-io", false, "ringpipe Config.DirectIO: hot segments and the staging WAL written O_DIRECT")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: go run . [flags]\n\nTargets:")
 		for _, t := range allTargets {

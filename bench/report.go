@@ -279,6 +279,9 @@ func ringpipeTuning(c ringpipe.Config) string {
 	if c.DirectWriteTimeout != 0 {
 		f = append(f, fmt.Sprintf("DirectWriteTimeout %s", c.DirectWriteTimeout))
 	}
+	if c.DirectIO {
+		f = append(f, "DirectIO")
+	}
 	return strings.Join(f, ", ")
 }
 
