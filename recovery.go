@@ -283,7 +283,16 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 		zap.Int("orphan_blocks_removed", orphans), zap.Int("hot_generations", len(rec.segs)),
 		zap.Int("hot_records", hotRecords), zap.Int("sealed_generations_retired", len(sealedGens)),
 		zap.Int("wal_records", walRecords), zap.Int("staged", stagedN),
-		zap.Uint64("next_revision", uint64(maxRev+1)))
+		zap.Uint64("next_revision", uint64(maxRev+1)), zap.Bool("direct_io", cfg.DirectIO))
+	if cfg.DirectIO {
+		for _, sg := range bySpace {
+			if sg.active != nil && !sg.active.Direct() {
+				e.lg.Warn("DirectIO: the file system refused O_DIRECT; logs are written buffered",
+					zap.String("dir", hotOpts.Dir))
+				break
+			}
+		}
+	}
 	return rec, nil
 }
 
