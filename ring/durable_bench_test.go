@@ -242,7 +242,11 @@ func benchInterleaved(b *testing.B, records int) {
 	// written over blocks already written and synced, made durable by
 	// DSync (ext4 then needs no journal commit, only a cache flush).
 	sector := (batch + directSector - 1) / directSector * directSector
-	for _, kind := range []ring.Kind{ring.URing, ring.Std} {
+	for _, v := range []struct {
+		kind  ring.Kind
+		fresh bool // fallocated only: every write converts unwritten extents
+	}{{ring.URing, false}, {ring.Std, false}, {ring.URing, true}} {
+		kind := v.kind
 		r, err := ring.New(ring.Options{Kind: kind, Entries: benchEntries})
 		if err != nil {
 			b.Skipf("%s backend unavailable: %v", kind, err)
@@ -250,13 +254,23 @@ func benchInterleaved(b *testing.B, records int) {
 		defer r.Close()
 		d := ring.NewSync(r)
 		path := b.TempDir() + "/log"
-		prefill(b, d, pool, path, max(int64(b.N), 1)*sector+ring.BufLarge)
+		name := "direct-dsync/" + kind.String()
+		if v.fresh {
+			name = "direct-dsync-fresh/" + kind.String()
+			fd := openFile(b, d, path, unix.O_RDWR|unix.O_CREAT)
+			if err := ring.Fallocate(d, fd, 0, max(int64(b.N), 1)*sector+ring.BufLarge, false); err != nil {
+				b.Fatal(err)
+			}
+			ring.Close(d, fd)
+		} else {
+			prefill(b, d, pool, path, max(int64(b.N), 1)*sector+ring.BufLarge)
+		}
 		fd := openFile(b, d, path, unix.O_RDWR|unix.O_DIRECT)
 		defer ring.Close(d, fd)
 		w := ring.Op{Code: ring.OpWrite, FD: fd, Buf: getBuf(b, pool, int(sector)), DSync: true}
 		ops := make([]ring.Op, 1)
 		cq := make([]ring.Completion, 2)
-		a := &appender{name: "direct-dsync/" + kind.String()}
+		a := &appender{name: name}
 		as = append(as, a)
 		a.append = func(i int) {
 			ops[0] = w
