@@ -657,6 +657,19 @@ func TestCrashPointPipeline(t *testing.T) {
 	rrep.log(t, "recovery")
 }
 
+// TestCrashPointPipelineDirect is the pipeline sweep with Config.DirectIO:
+// the logs written O_DIRECT in padded whole sectors (each open, write and
+// close of the direct fds is a crash point too).
+func TestCrashPointPipelineDirect(t *testing.T) {
+	rep := newCPReport(cpVariants())
+	sweep(t, rep, func(disk *sim.Disk, c *cutter) ringpipe.Config {
+		cfg := pipelineConfig(disk, c)
+		cfg.DirectIO = true
+		return cfg
+	}, nil, pipelineWorkload, nil)
+	rep.log(t, "pipeline, DirectIO")
+}
+
 // damagedImage is the directory a clean pipeline run leaves, damaged as
 // crashes can leave it: the manifest ends with half a frame (a torn edit:
 // recovery compacts into a new manifest and switches CURRENT), an older
