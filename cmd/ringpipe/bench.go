@@ -34,6 +34,7 @@ type benchConfig struct {
 	backend       string
 	dir           string
 	sealThreshold int
+	directIO      bool
 	json          bool
 	plot          string
 }
@@ -60,6 +61,7 @@ func parseBench(args []string, stderr io.Writer) (benchConfig, error) {
 	fs.StringVar(&c.backend, "backend", "uring", "the engine's I/O backend: uring or std")
 	fs.StringVar(&c.dir, "dir", "", "run in `DIR` and keep it (default: a temporary directory, removed afterwards)")
 	fs.IntVar(&c.sealThreshold, "seal-threshold", 0, "records per hot segment before sealing (0: the engine's default)")
+	fs.BoolVar(&c.directIO, "direct-io", false, "Config.DirectIO: write the logs (hot segments, staging WAL) with O_DIRECT")
 	fs.BoolVar(&c.json, "json", false, "print the result as one JSON object")
 	fs.StringVar(&c.plot, "plot", "", "write the latency CDF to `FILE` (.png or .svg)")
 	fs.Usage = func() {
@@ -111,8 +113,9 @@ type benchResult struct {
 	Dir           string  `json:"dir"`
 	DirKept       bool    `json:"dir_kept"`
 	SealThreshold int     `json:"seal_threshold"` // 0: the engine's default
-	Duration      float64 `json:"duration_s"`     // asked for
-	Elapsed       float64 `json:"elapsed_s"`      // from the first write to the last acknowledgement
+	DirectIO      bool    `json:"direct_io"`
+	Duration      float64 `json:"duration_s"` // asked for
+	Elapsed       float64 `json:"elapsed_s"`  // from the first write to the last acknowledgement
 	Interrupted   bool    `json:"interrupted"`
 
 	Records    uint64  `json:"records"` // acknowledged writes
@@ -188,7 +191,8 @@ func (a *app) bench(args []string) int {
 // latency histogram when c.plot asks for one.
 func (a *app) runBench(c benchConfig) (*benchResult, *hdr.Histogram, error) {
 	res := &benchResult{Writers: c.writers, ValueSize: c.valueSize, Spaces: c.spaces, Mode: "durable",
-		Duration: c.duration.Seconds(), SealThreshold: c.sealThreshold, ActorRestarts: map[string]uint64{}}
+		Duration: c.duration.Seconds(), SealThreshold: c.sealThreshold, DirectIO: c.directIO,
+		ActorRestarts: map[string]uint64{}}
 	if c.async {
 		res.Mode = "async"
 	}
@@ -213,7 +217,8 @@ func (a *app) runBench(c benchConfig) (*benchResult, *hdr.Histogram, error) {
 		backend = ringpipe.BackendStd
 	}
 	ctx := context.Background()
-	e, err := ringpipe.Start(ctx, ringpipe.Config{Dir: dir, Backend: backend, SealThreshold: c.sealThreshold})
+	e, err := ringpipe.Start(ctx, ringpipe.Config{Dir: dir, Backend: backend, SealThreshold: c.sealThreshold,
+		DirectIO: c.directIO})
 	if err != nil {
 		if backend == ringpipe.BackendURing && strings.Contains(err.Error(), "io_uring") {
 			err = fmt.Errorf("%w (without io_uring, try -backend std)", err)

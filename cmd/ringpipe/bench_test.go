@@ -205,3 +205,14 @@ func TestBenchAsyncBacklogBounded(t *testing.T) {
 	checkSane(t, res)
 	assert.LessOrEqual(t, res.StagedPending, 1<<16, "staged entries pending promotion at the end of the load")
 }
+
+// TestBenchDirectIO: -direct-io runs the engine with Config.DirectIO, says
+// so in the JSON, and leaves a directory verify finds clean.
+func TestBenchDirectIO(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	res, _ := benchJSON(t, shortBench("-direct-io", "-seal-threshold", "64", "-dir", dir)...)
+	checkSane(t, res)
+	assert.True(t, res.DirectIO)
+	code, out, errOut := runCmd(t, "verify", dir)
+	assert.Equal(t, exitOK, code, "verify:\n%s%s", out, errOut)
+}

@@ -25,6 +25,7 @@
 //	-backend uring|std  the engine's I/O backend (uring)
 //	-dir DIR            run in DIR and keep it (default: a temporary directory)
 //	-seal-threshold N   records per hot segment before sealing (engine default)
+//	-direct-io          Config.DirectIO: the logs written with O_DIRECT
 //	-json               print the result as one JSON object
 //	-plot FILE          write the latency CDF to FILE (.png or .svg)
 //
