@@ -3,6 +3,7 @@ package ringpipe_test
 import (
 	"context"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -19,7 +20,19 @@ import (
 // SyncLoop's: on a disk shared with other work the three then see the
 // same drift, which sequential benchmarks do not.
 //
-//	go test -run '^$' -bench PutOneWriter -benchtime 3000x .
+//	go test -run '^$' -bench PutOneWriter -benchtime 4000x .
+//
+// It also reports GOMAXPROCS, which moves the io_uring engines most: on
+// the 2-core VM (4000 rounds, two runs each, alternating) uring-direct
+// 1.43-1.46x and uring 1.57-1.58x syncloop at the default 2, against
+// 1.24x and 1.27-1.28x with GOMAXPROCS=1; std-direct 1.24-1.25x against
+// 1.22x, std 1.31-1.34x against 1.26x. With one P the thread that
+// submitted a write is the one that then waits in the poller, so the task
+// work io_uring queues on the submitting thread (it posts an O_DIRECT
+// write's completion, and frees a request a kernel worker completed) runs
+// on the thread the completion wakes anyway, and no idle P makes a hand-off
+// of the pipeline (completer, publisher, writer, submitter) wake a second
+// thread: perf counted 2.5 against 4.0 thread wake-ups per uring-direct Put.
 //
 // b.N counts rounds.
 func BenchmarkPutOneWriter(b *testing.B) {
@@ -82,4 +95,5 @@ func BenchmarkPutOneWriter(b *testing.B) {
 	for _, name := range engines {
 		b.ReportMetric(p50[name]/p50["syncloop"], name+"/syncloop")
 	}
+	b.ReportMetric(float64(runtime.GOMAXPROCS(0)), "gomaxprocs")
 }
