@@ -50,9 +50,8 @@
 // its cache flush waits for a worker. BenchmarkDurableAppendInterleaved
 // (package ring) measured a 100-byte durable append at 220-227 µs through
 // io_uring this way, against 248-274 µs buffered with RWF_DSYNC and
-// 223-241 µs for pwrite+fdatasync; a fresh (fallocated, unwritten) file
-// gains less, since each write must still convert extents. Recycled
-// spares are where it pays.
+// 223-241 µs for pwrite+fdatasync (into written blocks; into fresh,
+// fallocated ones it measured no consistent difference at one record).
 //
 // A file whose end is not on a sector (written without Direct, then
 // reopened with it) takes its next batch through the buffered fd, padded,
@@ -492,10 +491,7 @@ func (s *Segment) openDirect() error {
 	if !s.opts.Direct || s.dfd >= 0 {
 		return nil
 	}
-	fd, err := ring.Open(s.d, s.path(), unix.O_WRONLY|unix.O_DIRECT, 0)
-	if errors.Is(err, unix.EINVAL) {
-		return nil
-	}
+	fd, err := wal.OpenDirect(s.d, s.path())
 	if err != nil {
 		return fmt.Errorf("hot: open %s for direct I/O: %w", s.rel(), err)
 	}

@@ -7,6 +7,8 @@ import (
 	"hash/crc32"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ringpipe/ringpipe/internal/testhook"
 	"github.com/ringpipe/ringpipe/messages"
 	"github.com/ringpipe/ringpipe/ring"
@@ -265,6 +267,17 @@ func padding(end int64, align int) int {
 // buffer (DirectBuf). 512 bytes is the logical block size O_DIRECT needs
 // on the disks we run on, and the unit sim tears at a power loss.
 const Sector = 512
+
+// OpenDirect opens path write-only with O_DIRECT for a log writer's
+// batches: fd -1 and no error when the file system refuses O_DIRECT
+// (EINVAL, as tmpfs does), so that the writer stays buffered.
+func OpenDirect(d ring.Doer, path string) (int32, error) {
+	fd, err := ring.Open(d, path, unix.O_WRONLY|unix.O_DIRECT, 0)
+	if errors.Is(err, unix.EINVAL) {
+		return -1, nil
+	}
+	return fd, err
+}
 
 // DirectBuf copies the batch in src into *dst, a Sector-aligned buffer it
 // grows as needed, zeroes it up to size and returns the first size bytes:

@@ -458,10 +458,7 @@ func (w *WAL) openActive(seq uint64, create bool, first []byte) error {
 	}
 	dfd := int32(-1)
 	if err == nil && w.opts.Direct {
-		dfd, err = ring.Open(w.d, p, unix.O_WRONLY|unix.O_DIRECT, 0)
-		if errors.Is(err, unix.EINVAL) {
-			dfd, err = -1, nil // no O_DIRECT here (tmpfs): buffered
-		}
+		dfd, err = OpenDirect(w.d, p)
 	}
 	if err != nil {
 		ring.Close(w.d, fd) //nolint:errcheck // the first error is the one to report
