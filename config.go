@@ -19,10 +19,11 @@ import (
 // write touches a sector holding an acknowledged batch (package hot,
 // "Direct I/O"). It saves io_uring a kernel worker per write on file
 // systems that do O_DIRECT overwrites asynchronously (ext4, XFS), and
-// costs up to a sector of padding per batch. A file system that refuses
-// O_DIRECT (tmpfs) gets buffered writes. Sealed blocks are written
-// buffered and fsynced whatever DirectIO says: they are written once, off
-// the write path.
+// costs up to a sector of padding per batch. Sealed blocks are written
+// with O_DIRECT too, all but their last partial sector, which goes through
+// the page cache so that the file has the block's exact size; the fsync
+// that ends a block covers both. A file system that refuses O_DIRECT
+// (tmpfs) gets buffered writes.
 type Config struct {
 	Dir                string        // required
 	Backend            Backend       // BackendAuto (default), BackendURing, BackendStd

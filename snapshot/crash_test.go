@@ -109,7 +109,9 @@ func TestCrashSeal(t *testing.T) {
 
 // TestCrashBlockWrite crashes WriteBlock alone: the block file is absent,
 // or complete and valid — never a damaged file under the block's name.
-func TestCrashBlockWrite(t *testing.T) {
+func TestCrashBlockWrite(t *testing.T) { testCrashBlockWrite(t, false) }
+
+func testCrashBlockWrite(t *testing.T, direct bool) {
 	crashEvery(t, func(t *testing.T, d ring.Doer) []Entry {
 		var recs []messages.Record
 		for i := range 2000 { // several sectors, so tears can land inside
@@ -119,7 +121,7 @@ func TestCrashBlockWrite(t *testing.T) {
 		require.NoError(t, err)
 		return es
 	}, func(d ring.Doer, es []Entry) error {
-		_, err := WriteBlock(d, crashDir, 1, 9, es)
+		_, err := WriteBlockDirect(d, crashDir, 1, 9, es, direct)
 		return err
 	}, func(t *testing.T, d ring.Doer, es []Entry, acked bool) {
 		b, err := OpenBlock(d, BlockPath(crashDir, 1, 9))
