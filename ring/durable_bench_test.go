@@ -180,23 +180,7 @@ func benchInterleaved(b *testing.B, records int) {
 	var as []*appender
 
 	// The reference: plain system calls.
-	sfd, err := unix.Open(b.TempDir()+"/log", unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer unix.Close(sfd)
-	if err := unix.Fallocate(sfd, 0, 0, span); err != nil {
-		b.Fatal(err)
-	}
-	sbuf := make([]byte, batch)
-	as = append(as, &appender{name: "syscall", append: func(i int) {
-		if _, err := unix.Pwrite(sfd, sbuf, int64(i)*batch); err != nil {
-			b.Fatal(err)
-		}
-		if err := unix.Fdatasync(sfd); err != nil {
-			b.Fatal(err)
-		}
-	}})
+	as = append(as, syscallAppender(b, "syscall", plainLog(b, span, 0), make([]byte, batch), batch))
 
 	for _, kind := range []ring.Kind{ring.URing, ring.Std} {
 		for _, v := range []struct {
@@ -292,16 +276,15 @@ func benchInterleaved(b *testing.B, records int) {
 			b.Fatal(err)
 		}
 		defer unix.Close(dfd)
-		dbuf := getBuf(b, pool, int(sector))
-		as = append(as, &appender{name: "syscall-direct", append: func(i int) {
-			if _, err := unix.Pwrite(dfd, dbuf, int64(i)*sector); err != nil {
-				b.Fatal(err)
-			}
-			if err := unix.Fdatasync(dfd); err != nil {
-				b.Fatal(err)
-			}
-		}})
+		as = append(as, syscallAppender(b, "syscall-direct", dfd, getBuf(b, pool, int(sector)), sector))
 	}
+	interleave(b, as)
+}
+
+// interleave runs b.N rounds of as, one append of each per round, each
+// round starting one later, and reports each one's median latency (and
+// its median Submit time, where it records them).
+func interleave(b *testing.B, as []*appender) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		for k := range as {
@@ -320,6 +303,33 @@ func benchInterleaved(b *testing.B, records int) {
 			b.ReportMetric(float64(a.submit[len(a.submit)/2].Nanoseconds())/1e3, a.name+"-submit-p50-µs")
 		}
 	}
+}
+
+// plainLog creates a log with plain system calls, preallocated to size
+// bytes (fallocate mode 0) and opened with flags added; closed when b ends.
+func plainLog(b *testing.B, size int64, flags int) int {
+	fd, err := unix.Open(b.TempDir()+"/log", unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC|flags, 0o644)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Fallocate(fd, 0, 0, size); err != nil {
+		b.Fatal(err)
+	}
+	return fd
+}
+
+// syscallAppender appends buf at the i-th multiple of stride of fd with
+// pwrite and makes it durable with fdatasync: no ring at all.
+func syscallAppender(b *testing.B, name string, fd int, buf []byte, stride int64) *appender {
+	return &appender{name: name, append: func(i int) {
+		if _, err := unix.Pwrite(fd, buf, int64(i)*stride); err != nil {
+			b.Fatal(err)
+		}
+		if err := unix.Fdatasync(fd); err != nil {
+			b.Fatal(err)
+		}
+	}}
 }
 
 // directSector is the unit O_DIRECT batches are padded to: the logical

@@ -2,10 +2,8 @@ package ring_test
 
 import (
 	"errors"
-	"slices"
 	"sync"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -39,23 +37,7 @@ func BenchmarkDurableAppendSplit(b *testing.B) {
 	defer pool.Close()
 	var as []*appender
 
-	sfd, err := unix.Open(b.TempDir()+"/log", unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer unix.Close(sfd)
-	if err := unix.Fallocate(sfd, 0, 0, max(int64(b.N), 1)*batch); err != nil {
-		b.Fatal(err)
-	}
-	sbuf := make([]byte, batch)
-	as = append(as, &appender{name: "syscall", append: func(i int) {
-		if _, err := unix.Pwrite(sfd, sbuf, int64(i)*batch); err != nil {
-			b.Fatal(err)
-		}
-		if err := unix.Fdatasync(sfd); err != nil {
-			b.Fatal(err)
-		}
-	}})
+	as = append(as, syscallAppender(b, "syscall", plainLog(b, max(int64(b.N), 1)*batch, 0), make([]byte, batch), batch))
 
 	// Teardown order: close the rings (a reaper returns on ErrClosed), wait
 	// for the reapers, then close the files with plain system calls (a
@@ -156,18 +138,5 @@ func BenchmarkDurableAppendSplit(b *testing.B) {
 			}
 		}
 	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		for k := range as {
-			a := as[(i+k)%len(as)]
-			t0 := time.Now()
-			a.append(i)
-			a.lat = append(a.lat, time.Since(t0))
-		}
-	}
-	b.StopTimer()
-	for _, a := range as {
-		slices.Sort(a.lat)
-		b.ReportMetric(float64(a.lat[len(a.lat)/2].Nanoseconds())/1e3, a.name+"-p50-µs")
-	}
+	interleave(b, as)
 }
