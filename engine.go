@@ -3,6 +3,8 @@ package ringpipe
 import (
 	"context"
 	"errors"
+
+	"github.com/ringpipe/ringpipe/internal/stagetrace"
 )
 
 // Engine is a running ringpipe engine on one directory. Every method is
@@ -47,11 +49,14 @@ func (e *Engine) Spaces() []SpaceInfo { return e.eng.spaceList() }
 // Put writes value at p. It returns once the write is durable. A nil or
 // empty value is a live record with an empty value, not a tombstone.
 func (e *Engine) Put(ctx context.Context, space SpaceID, p Point, value []byte) (Revision, error) {
+	stagetrace.Mark(stagetrace.PutStart)
 	t, err := e.eng.enqueue(ctx, space, p, value, false)
 	if err != nil {
 		return 0, err
 	}
-	return t.Wait(ctx)
+	rev, err := t.Wait(ctx)
+	stagetrace.Mark(stagetrace.PutReturn)
+	return rev, err
 }
 
 // Delete writes a tombstone at p, durable on return.

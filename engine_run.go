@@ -13,6 +13,7 @@ import (
 
 	"github.com/ringpipe/ringpipe/actors"
 	"github.com/ringpipe/ringpipe/internal/latency"
+	"github.com/ringpipe/ringpipe/internal/stagetrace"
 	"github.com/ringpipe/ringpipe/internal/testhook"
 	"github.com/ringpipe/ringpipe/livetail"
 	"github.com/ringpipe/ringpipe/messages"
@@ -225,6 +226,7 @@ func (e *engine) enqueue(ctx context.Context, space SpaceID, p Point, value []by
 		rec.Value = append(make([]byte, 0, len(value)), value...)
 	}
 	w := &messages.Write{Record: rec, Ack: messages.NewAck(), Enqueued: time.Now()}
+	stagetrace.Mark(stagetrace.Queued)
 	if err := e.queue(ctx, w); err != nil {
 		return nil, err
 	}

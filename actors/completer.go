@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/ringpipe/ringpipe/internal/stagetrace"
 	"github.com/ringpipe/ringpipe/internal/testhook"
 	"github.com/ringpipe/ringpipe/livetail"
 	"github.com/ringpipe/ringpipe/ring"
@@ -101,6 +102,9 @@ func (c *Completer) Run(ctx context.Context) error {
 			}
 		}
 		n, err := c.env.Ring.Reap(c.buf)
+		if n > 0 {
+			stagetrace.Mark(stagetrace.Reaped)
+		}
 		for i := 0; i < n; i++ {
 			if herr := c.handle(ctx, c.buf[i]); herr != nil {
 				return herr
@@ -298,6 +302,7 @@ func (c *Completer) settle(ctx context.Context, f *flight) {
 	// timings at one writer). Nothing orders the two: Appended messages
 	// reach the publisher's inbox before this goroutine reaps any later
 	// completion, so before any Sealed that follows this feedback.
+	stagetrace.Mark(stagetrace.Settled)
 	c.feedback(fb)
 	for _, m := range pub {
 		c.publish(ctx, m)

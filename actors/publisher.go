@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ringpipe/ringpipe/internal/stagetrace"
 	"github.com/ringpipe/ringpipe/internal/testhook"
 	"github.com/ringpipe/ringpipe/livetail"
 )
@@ -105,6 +106,7 @@ func (p *Publisher) apply() {
 				} else {
 					p.env.Metrics.DirectWrites.Add(1)
 				}
+				stagetrace.Mark(stagetrace.Acking)
 				w.Ack.Finish(w.Record.Revision, m.Staged, nil)
 			}
 		case Sealed:

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ringpipe/ringpipe/hot"
+	"github.com/ringpipe/ringpipe/internal/stagetrace"
 	"github.com/ringpipe/ringpipe/internal/testhook"
 	"github.com/ringpipe/ringpipe/messages"
 	"github.com/ringpipe/ringpipe/ring"
@@ -217,6 +218,7 @@ func (s *Submitter) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case r := <-in:
+			stagetrace.Mark(stagetrace.Taken)
 			s.take(ctx, r)
 		case m := <-s.ch.Submitter:
 			if err := s.control(ctx, m); err != nil {
@@ -658,9 +660,11 @@ func (s *Submitter) submit(ctx context.Context, f *flight, ops []ring.Op) error 
 		// The completer may have stopped: nothing may go in flight.
 		return fmt.Errorf("submitter: stopping: %w: %w", err, errNotPerformed)
 	}
+	stagetrace.Mark(stagetrace.Submitting)
 	if err := s.env.Ring.Submit(ops); err != nil {
 		return fmt.Errorf("submitter: submit: %w", err)
 	}
+	stagetrace.Mark(stagetrace.Submitted)
 	// Registration follows the submission: the completer waits for it
 	// when it meets the flight's first completion. The channel has room
 	// for every flight the ring can hold.

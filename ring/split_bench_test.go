@@ -11,11 +11,13 @@ import (
 )
 
 // BenchmarkDurableAppendSplit is BenchmarkDurableAppendInterleaved's 100-byte
-// DSync append (buffered, and O_DIRECT into written blocks) in two shapes:
-// "inline", one goroutine submits and reaps (the other benchmark's shape),
-// and "split", the engine's shape: the submitting goroutine waits on a
+// DSync append (buffered, and O_DIRECT into written blocks) in three shapes:
+// "inline", one goroutine submits and reaps (the other benchmark's shape);
+// "split", the engine's shape: the submitting goroutine waits on a
 // channel and a reaper goroutine, woken by the ring, hands it the
-// completion (the engine's completer and its hop back to the writer). It
+// completion (the engine's completer and its hop back to the writer); and
+// "owner", one goroutine owns the ring, and the writer hands it each
+// append and waits for its answer (a submitter that also reaps). It
 // reports each variant's median latency (µs) with pwrite+fdatasync as the
 // reference, round-robin as the other.
 //
@@ -27,7 +29,11 @@ import (
 // pwrite+fdatasync 153-159. Inline, io_uring's O_DIRECT append is the
 // fastest durable append here, at or below pwrite+fdatasync;
 // split, io_uring pays 6-12 µs that std does not (with GOMAXPROCS=1: 17-20
-// µs direct, none buffered). BenchmarkPutOneWriter measures the engine.
+// µs direct, none buffered). Session 7, two runs, uring direct over
+// pwrite+fdatasync: inline 1.02-1.05×, split 1.07-1.10×, owner 1.13× (std
+// owner 1.05-1.07×): the owner shape's two hand-offs cost more than the
+// split shape's one plus its second thread woken by the completion.
+// BenchmarkPutOneWriter and BenchmarkStages measure the engine.
 //
 // b.N counts rounds.
 func BenchmarkDurableAppendSplit(b *testing.B) {
@@ -56,7 +62,8 @@ func BenchmarkDurableAppendSplit(b *testing.B) {
 	}()
 	for _, kind := range []ring.Kind{ring.URing, ring.Std} {
 		for _, direct := range []bool{false, true} {
-			for _, split := range []bool{false, true} {
+			for _, shape := range []string{"inline", "split", "owner"} {
+				split := shape != "inline"
 				r, err := ring.New(ring.Options{Kind: kind, Entries: benchEntries})
 				if err != nil {
 					b.Skipf("%s backend unavailable: %v", kind, err)
@@ -82,11 +89,7 @@ func BenchmarkDurableAppendSplit(b *testing.B) {
 				if direct {
 					name = "direct-dsync"
 				}
-				if split {
-					name += "-split"
-				} else {
-					name += "-inline"
-				}
+				name += "-" + shape
 				a := &appender{name: name + "/" + kind.String()}
 				as = append(as, a)
 				ops := make([]ring.Op, 1)
@@ -102,9 +105,41 @@ func BenchmarkDurableAppendSplit(b *testing.B) {
 					}
 					continue
 				}
+				done := make(chan ring.Completion, 1)
+				if shape == "owner" {
+					// One goroutine owns the ring: the writer hands it
+					// the append and waits; it submits, reaps and
+					// answers.
+					work := make(chan int)
+					reapers.Add(1)
+					go func() {
+						defer reapers.Done()
+						cq := make([]ring.Completion, 2)
+						ops := make([]ring.Op, 1)
+						for i := range work {
+							ops[0] = w
+							ops[0].Offset = int64(i) * stride
+							if err := r.Submit(ops); err != nil {
+								b.Error(err)
+							}
+							n, err := r.Reap(cq)
+							if err != nil || n != 1 {
+								b.Error(n, err)
+							}
+							done <- cq[0]
+						}
+					}()
+					defer close(work)
+					a.append = func(i int) {
+						work <- i
+						if c := <-done; c.Err != nil {
+							b.Fatalf("%s: %v", c.Code, c.Err)
+						}
+					}
+					continue
+				}
 				// The engine's shape: a reaper goroutine, woken by the
 				// kernel, hands each completion to the submitter.
-				done := make(chan ring.Completion, 1)
 				reapers.Add(1)
 				go func() {
 					defer reapers.Done()
