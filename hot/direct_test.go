@@ -7,32 +7,19 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ringpipe/ringpipe/internal/backendtest"
 	"github.com/ringpipe/ringpipe/messages"
 	"github.com/ringpipe/ringpipe/ring"
-	"github.com/ringpipe/ringpipe/ring/sim"
 	"github.com/ringpipe/ringpipe/wal"
 )
 
 // directBackends runs fn on the simulated disk (which refuses unaligned
-// O_DIRECT transfers, as Linux does) and on the std and io_uring backends
-// in a temporary directory.
+// O_DIRECT transfers, as Linux does) and on the std and io_uring backends,
+// with dir the segments' directory.
 func directBackends(t *testing.T, fn func(t *testing.T, d ring.Doer, dir string, simulated bool)) {
-	t.Run("sim", func(t *testing.T) {
-		disk := sim.NewDisk(1)
-		d := ring.NewSync(disk.NewRing(ring.Options{}))
-		require.NoError(t, ring.Mkdir(d, "/db", 0o755))
-		fn(t, d, "/db/hot", true)
+	backendtest.Run(t, 1, func(t *testing.T, b backendtest.Backend) {
+		fn(t, b.Doer, filepath.Join(b.Dir, "hot"), b.Simulated)
 	})
-	for _, kind := range []ring.Kind{ring.Std, ring.URing} {
-		t.Run(kind.String(), func(t *testing.T) {
-			r, err := ring.New(ring.Options{Kind: kind})
-			if err != nil {
-				t.Skipf("%s backend unavailable: %v", kind, err)
-			}
-			t.Cleanup(func() { r.Close() })
-			fn(t, ring.NewSync(r), filepath.Join(t.TempDir(), "hot"), false)
-		})
-	}
 }
 
 // appendDirect appends batches of 1, 2, ... records from revision from on
