@@ -69,8 +69,8 @@ type PromoteSpace struct {
 
 // ReplaceFailed tells the submitter that the sealer could not replace the
 // active generation of Space because the disk is full (Err): the space's
-// flushers, which wait for a segment to promote into, get Err. The sealer
-// tries again at the next hint.
+// flushers, which wait for room to promote into and then for a seal, get
+// Err. The sealer tries again at the next hint.
 type ReplaceFailed struct {
 	Space messages.SpaceID
 	Err   error

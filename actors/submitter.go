@@ -743,7 +743,11 @@ func (s *Submitter) control(ctx context.Context, m SubmitterMsg) error {
 		m.Reply <- before - s.promote
 		s.promote = 0
 	case ReplaceFailed:
-		if sp := s.spaces[m.Space]; sp != nil && !s.usable(sp) {
+		// A flusher waits for every staged record to be promoted, and
+		// then for a seal, which needs the replacement too. Its segment
+		// may be usable and yet full (promotion then waits for the
+		// replacement): it gets the disk's error either way.
+		if sp := s.spaces[m.Space]; sp != nil {
 			s.failFlushers(sp, m.Err)
 		}
 	case PromoteSpace:
