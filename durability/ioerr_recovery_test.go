@@ -133,10 +133,18 @@ func ioerrImage(t *testing.T, seed int64, cut bool) *dirImage {
 		t.Fatalf("seed %d: image: Stop: %v", seed, err)
 	}
 	img := captureImage(t, disk, false)
+	img.recoverTruth(t, ctx, seed, o, func(disk *sim.Disk) ringpipe.Config { return ioerrConfig(disk, newOpWatch(), nil) })
+	return img
+}
 
-	disk = NewSimDisk(seed)
+// recoverTruth recovers img on a fresh disk of seed, fault-free, with the
+// Config cfg makes; checks o, the Oracle of the run that made img,
+// against it; and reads its truth (readTruth). It stops that engine.
+func (img *dirImage) recoverTruth(t *testing.T, ctx context.Context, seed int64, o *Oracle, cfg func(*sim.Disk) ringpipe.Config) {
+	t.Helper()
+	disk := NewSimDisk(seed)
 	img.load(t, disk)
-	e, err = ringpipe.Start(ctx, ioerrConfig(disk, newOpWatch(), nil))
+	e, err := ringpipe.Start(ctx, cfg(disk))
 	if err != nil {
 		t.Fatalf("seed %d: image: fault-free recovery: %v", seed, err)
 	}
@@ -147,7 +155,6 @@ func ioerrImage(t *testing.T, seed int64, cut bool) *dirImage {
 	if err := img.readTruth(ctx, e, o.Spaces()); err != nil {
 		t.Fatalf("seed %d: image: %v", seed, err)
 	}
-	return img
 }
 
 // TestIOErrorRecoverySweep is the sweep on Start: every fault kind at

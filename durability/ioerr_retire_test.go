@@ -42,7 +42,6 @@ package durability
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"maps"
@@ -51,7 +50,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -229,20 +227,7 @@ func retireImage(t *testing.T, seed int64) *dirImage {
 	for g := range uint64(2) {
 		img.files[hotDir+hot.Gen{Space: 2, Gen: 1000 + g}.SpareName()] = make([]byte, retirePreallocate/2)
 	}
-
-	disk = NewSimDisk(seed)
-	img.load(t, disk)
-	e, err = ringpipe.Start(ctx, sc.config(disk, newOpWatch(), nil))
-	if err != nil {
-		t.Fatalf("seed %d: image: fault-free recovery: %v", seed, err)
-	}
-	defer func() { _ = e.Stop(ctx) }()
-	if err := o.Check(ctx, e).Err(); err != nil {
-		t.Fatalf("seed %d: image: fault-free recovery: %v", seed, err)
-	}
-	if err := img.readTruth(ctx, e, o.Spaces()); err != nil {
-		t.Fatalf("seed %d: image: %v", seed, err)
-	}
+	img.recoverTruth(t, ctx, seed, o, func(disk *sim.Disk) ringpipe.Config { return sc.config(disk, newOpWatch(), nil) })
 	return img
 }
 
@@ -365,17 +350,5 @@ func TestFlushWhileHotSegmentFullAndDiskFull(t *testing.T) {
 		acked[uint32(i)] = v
 	}
 	require.Positive(t, e.Stats().StagedWrites, "the writes were not staged")
-	fctx, fcancel := context.WithTimeout(ctx, 5*time.Second)
-	defer fcancel()
-	err = e.Flush(fctx, sp)
-	require.False(t, errors.Is(err, context.DeadlineExceeded), "Flush hung while the disk was full: stats %+v", e.Stats())
-	require.ErrorIs(t, err, syscall.ENOSPC)
-
-	disk.ClearFaults()
-	require.NoError(t, e.Flush(fctx, sp), "Flush once the disk has room again")
-	for p, v := range acked {
-		r, err := e.Get(ctx, sp, ringpipe.Point{p})
-		require.NoError(t, err, "point %d", p)
-		assert.Equal(t, v, r.Value, "point %d", p)
-	}
+	flushFullThenRoom(t, ctx, e, disk, sp, acked)
 }
