@@ -50,7 +50,7 @@ func (e *Engine) Spaces() []SpaceInfo { return e.eng.spaceList() }
 // empty value is a live record with an empty value, not a tombstone.
 func (e *Engine) Put(ctx context.Context, space SpaceID, p Point, value []byte) (Revision, error) {
 	stagetrace.Mark(stagetrace.PutStart)
-	t, err := e.eng.enqueue(ctx, space, p, value, false)
+	t, err := e.eng.enqueue(ctx, space, p, value, false, true)
 	if err != nil {
 		return 0, err
 	}
@@ -61,7 +61,7 @@ func (e *Engine) Put(ctx context.Context, space SpaceID, p Point, value []byte) 
 
 // Delete writes a tombstone at p, durable on return.
 func (e *Engine) Delete(ctx context.Context, space SpaceID, p Point) (Revision, error) {
-	t, err := e.eng.enqueue(ctx, space, p, nil, true)
+	t, err := e.eng.enqueue(ctx, space, p, nil, true, true)
 	if err != nil {
 		return 0, err
 	}
@@ -71,7 +71,7 @@ func (e *Engine) Delete(ctx context.Context, space SpaceID, p Point) (Revision, 
 // PutAsync returns once the write is queued; the ticket says when it is
 // durable.
 func (e *Engine) PutAsync(ctx context.Context, space SpaceID, p Point, value []byte) (*Ticket, error) {
-	return e.eng.enqueue(ctx, space, p, value, false)
+	return e.eng.enqueue(ctx, space, p, value, false, false)
 }
 
 // Sync returns once every write accepted before the call is durable.

@@ -47,6 +47,7 @@ type engine struct {
 
 	sub    *actors.Submitter
 	comp   *actors.Completer
+	inline *actors.Inline // commits a Put on its caller's goroutine when the pipeline is idle
 	pub    *actors.Publisher
 	sealer *actors.Sealer
 	prom   *actors.Promoter
@@ -197,7 +198,10 @@ func (e *engine) space(id SpaceID) (SpaceInfo, error) {
 	return info, nil
 }
 
-func (e *engine) enqueue(ctx context.Context, space SpaceID, p Point, value []byte, tomb bool) (*Ticket, error) {
+// enqueue validates a write and queues it; with commit set (Put, Delete:
+// the caller waits for the write anyway) it commits the write on the
+// caller's goroutine instead when the pipeline is idle (actors.Inline).
+func (e *engine) enqueue(ctx context.Context, space SpaceID, p Point, value []byte, tomb, commit bool) (*Ticket, error) {
 	info, err := e.space(space)
 	if err != nil {
 		return nil, err
@@ -227,6 +231,9 @@ func (e *engine) enqueue(ctx context.Context, space SpaceID, p Point, value []by
 	}
 	w := &messages.Write{Record: rec, Ack: messages.NewAck(), Enqueued: time.Now()}
 	stagetrace.Mark(stagetrace.Queued)
+	if commit && e.inline.Commit(ctx, w) {
+		return &Ticket{ack: w.Ack}, nil
+	}
 	if err := e.queue(ctx, w); err != nil {
 		return nil, err
 	}

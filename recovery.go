@@ -277,6 +277,7 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 	}
 	e.pub = actors.NewPublisher(env, e.ch, tail, &e.cur)
 	e.comp = actors.NewCompleter(env, e.ch)
+	e.inline = actors.NewInline(e.sub, e.comp, e.pub)
 	e.prom = actors.NewPromoter(env, e.ch)
 
 	e.lg.Info("recovered", zap.String("dir", cfg.Dir), zap.Int("spaces", len(reg)), zap.Int("blocks", blocks),

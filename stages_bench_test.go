@@ -77,6 +77,7 @@ func benchStages(b *testing.B, cfg ringpipe.Config) {
 		loop = append(loop, time.Since(t0))
 	}
 	b.StopTimer()
+	b.ReportMetric(float64(e.Telemetry().InlineCommits)/float64(b.N+50), "inline/put")
 	med := func(ds []time.Duration) float64 {
 		slices.Sort(ds)
 		return float64(ds[len(ds)/2]) / float64(time.Microsecond)

@@ -45,6 +45,12 @@ type Telemetry struct {
 	// CQOverflows counts the times the kernel's completion queue
 	// overflowed and was flushed (io_uring only; always 0 on std).
 	CQOverflows uint64
+	// InlineCommits counts the Puts and Deletes committed on their
+	// caller's goroutine because the pipeline was idle (one writer, or
+	// writers far apart); the others went through the write queue and
+	// the submitter's group commit. Each is also in Stats' DirectWrites
+	// or StagedWrites, or failed.
+	InlineCommits uint64
 
 	// Actors names every actor, in start order, so that an exporter can
 	// report a restart count of zero: Stats.ActorRestarts lists only the
@@ -96,6 +102,7 @@ func (e *engine) telemetry() Telemetry {
 		QueueCapacity:   cap(e.ch.Writes),
 		DeadlinesFired:  rs.DeadlinesFired,
 		CQOverflows:     rs.CQOverflows,
+		InlineCommits:   e.metrics.InlineCommits.Load(),
 		Actors:          slices.Clone(actorNames),
 		Stopped:         closed(e.stopCh),
 		Failed:          closed(e.failed),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"go.uber.org/zap"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -23,7 +24,8 @@ import (
 // promoter's I/O, and reports every settled flight back to the submitter.
 //
 // Invariants:
-//  1. It is the ring's only reaper while it runs.
+//  1. The holder of turn (Run, or an inline commit while Run waits idle)
+//     is the ring's only reaper.
 //  2. A flight is in table from its registration until its last final
 //     completion; Run returns only when table is empty (the kernel may
 //     still own buffers of a flight in it).
@@ -45,6 +47,23 @@ type Completer struct {
 	// stranded are the messages publish could not deliver because the
 	// engine had failed; FailPending hands them on.
 	stranded []PublisherMsg
+
+	// turn is held by whoever acts as the completer: Run, except while
+	// it waits idle (nothing in flight), and an inline commit (see
+	// Inline). Every field above except wakes is owned by its holder.
+	turn    sync.Mutex
+	running bool // Run is running (under turn)
+	runCtx  context.Context
+	// sink, set by an inline commit, collects the feedback and publisher
+	// messages that settling produces, which the commit delivers itself.
+	sink *inlineSink
+}
+
+// inlineSink is what an inline commit's reaping produced for the
+// submitter and the publisher.
+type inlineSink struct {
+	fb  []feedback
+	pub []PublisherMsg
 }
 
 type groupState struct {
@@ -70,6 +89,12 @@ const wakeToken = 0
 
 // Run reaps until ctx ends and nothing is in flight.
 func (c *Completer) Run(ctx context.Context) error {
+	c.turn.Lock()
+	c.running, c.runCtx = true, ctx
+	defer func() {
+		c.running = false
+		c.turn.Unlock()
+	}()
 	woke := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(woke)
@@ -100,15 +125,24 @@ func (c *Completer) Run(ctx context.Context) error {
 					return ctx.Err()
 				}
 			}
+		} else if len(c.table) == 0 {
+			// Nothing in flight: wait for a registration's kick here,
+			// not in the ring, so that an inline commit can reap its
+			// own write (see Inline).
+			c.turn.Unlock()
+			select {
+			case <-c.ch.compKick:
+			case <-ctx.Done():
+			}
+			c.turn.Lock()
+			continue
 		}
 		n, err := c.env.Ring.Reap(c.buf)
 		if n > 0 {
 			stagetrace.Mark(stagetrace.Reaped)
 		}
 		for i := 0; i < n; i++ {
-			if herr := c.handle(ctx, c.buf[i]); herr != nil {
-				return herr
-			}
+			c.handle(ctx, c.buf[i])
 			c.buf[i] = ring.Completion{} // drop buffer references
 		}
 		if err == nil && n > 0 {
@@ -117,20 +151,69 @@ func (c *Completer) Run(ctx context.Context) error {
 			}
 		}
 		if err != nil {
-			// The ring is closed or died (a simulated crash): nothing in
-			// flight will complete any more. Fail it all.
-			c.ringErr = err
-			c.drainRegistrations()
-			for _, f := range c.table {
-				f.err = err
-				f.left = 0
-				c.settle(ctx, f)
-			}
+			c.ringFailed(err)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			return fmt.Errorf("completer: reap: %w", err)
 		}
+	}
+}
+
+// ringFailed fails everything in flight with err: the ring is closed or
+// died (a simulated crash), and nothing in flight will complete any more.
+func (c *Completer) ringFailed(err error) {
+	c.ringErr = err
+	c.drainRegistrations()
+	for _, f := range c.table {
+		f.err = err
+		f.left = 0
+		c.settle(c.runCtx, f)
+	}
+}
+
+// reapUntil reaps, as the completer, until reply has its answer: the
+// submitter's Do when an inline commit doing the submitter's work holds
+// the completer's turn (nobody else reaps). REQUIRES: the completer's
+// turn.
+func (c *Completer) reapUntil(reply <-chan IOResult) {
+	for len(reply) == 0 {
+		c.drainRegistrations()
+		c.reapOnce() // a failed ring answers reply too
+	}
+}
+
+// makeRoom reaps, as the completer, until the ring has room for n more
+// ops: for an inline commit doing the submitter's work, which nobody else
+// reaps for. REQUIRES: the completer's turn; the caller holds the
+// submitter's turn too (so every flight in the ring is registered).
+func (c *Completer) makeRoom(n int) {
+	for c.ringErr == nil {
+		c.drainRegistrations()
+		inflight := int(c.wakes.Load())
+		for _, f := range c.table {
+			inflight += f.left
+		}
+		if inflight == 0 || inflight+n <= c.env.Ring.Capacity() {
+			return
+		}
+		c.reapOnce()
+	}
+}
+
+// reapOnce waits for completions and handles them, as the completer's
+// holder of the turn does. REQUIRES: the completer's turn.
+func (c *Completer) reapOnce() {
+	n, err := c.env.Ring.Reap(c.buf)
+	if n > 0 {
+		stagetrace.Mark(stagetrace.Reaped)
+	}
+	for i := 0; i < n; i++ {
+		c.handle(c.runCtx, c.buf[i])
+		c.buf[i] = ring.Completion{}
+	}
+	if err != nil {
+		c.ringFailed(err)
 	}
 }
 
@@ -197,15 +280,15 @@ func (c *Completer) lookup(id uint64) *flight {
 	}
 }
 
-func (c *Completer) handle(ctx context.Context, comp ring.Completion) error {
+func (c *Completer) handle(ctx context.Context, comp ring.Completion) {
 	if comp.Token == wakeToken {
 		c.wakes.Add(-1)
-		return nil
+		return
 	}
 	f := c.lookup(flightOf(comp.Token))
 	if f == nil {
 		c.lg.Warn("completion of a settled flight", zap.Uint64("token", comp.Token), zap.Bool("deadline", comp.Deadline))
-		return nil
+		return
 	}
 	i := int(comp.Token & 0xff)
 	if comp.Deadline {
@@ -216,7 +299,7 @@ func (c *Completer) handle(ctx context.Context, comp ring.Completion) error {
 			}
 			c.feedback(feedback{kind: fbReroute, f: f})
 		}
-		return nil
+		return
 	}
 	if f.kind == kindIO {
 		f.comps[i] = comp
@@ -231,7 +314,6 @@ func (c *Completer) handle(ctx context.Context, comp ring.Completion) error {
 	if f.left == 0 {
 		c.settle(ctx, f)
 	}
-	return nil
 }
 
 // settle acts on a flight whose completions have all come.
@@ -359,6 +441,10 @@ func (c *Completer) settleGroups(f *flight, decide func(*group, *groupState) (ac
 // When ctx ends first the message is delivered by the engine's final
 // sweep (it fails what is left), so nothing waits forever.
 func (c *Completer) publish(ctx context.Context, m PublisherMsg) {
+	if c.sink != nil {
+		c.sink.pub = append(c.sink.pub, m)
+		return
+	}
 	select {
 	case c.ch.Publisher <- m:
 	case <-ctx.Done():
@@ -376,6 +462,10 @@ func (c *Completer) publish(ctx context.Context, m PublisherMsg) {
 // feedback reports to the submitter; the channel is sized so that this
 // never blocks (invariant 4).
 func (c *Completer) feedback(fb feedback) {
+	if c.sink != nil {
+		c.sink.fb = append(c.sink.fb, fb)
+		return
+	}
 	select {
 	case c.ch.feedback <- fb:
 	default:

@@ -58,6 +58,7 @@ type LatencyRecorder interface{ Record(d time.Duration) }
 type Metrics struct {
 	DirectWrites  atomic.Uint64
 	StagedWrites  atomic.Uint64
+	InlineCommits atomic.Uint64 // writes an inline commit took (see Inline)
 	Promoted      atomic.Uint64
 	SealedBlocks  atomic.Uint64
 	StagedPending atomic.Int64
@@ -250,6 +251,13 @@ type Channels struct {
 	Failed    chan struct{}
 	feedback  chan feedback
 	registers chan *flight
+	// subKick and compKick wake an idle submitter or completer (room
+	// for one; a full one is a wake-up already pending): after an inline
+	// commit left them work (see Inline), and, for the completer, after
+	// each registration, since an idle completer waits here rather than
+	// in the ring.
+	subKick  chan struct{}
+	compKick chan struct{}
 	// ioMu orders the submitter's submissions against the completer's
 	// decision to stop: the submitter submits only while its context
 	// lasts, under ioMu, and the completer stops only when, under ioMu,
@@ -301,6 +309,16 @@ func NewChannels(queueCap, ringCap int) *Channels {
 		// registrations precede submissions one for one; the completer
 		// drains them whenever it meets an unknown token.
 		registers: make(chan *flight, ringCap),
+		subKick:   make(chan struct{}, 1),
+		compKick:  make(chan struct{}, 1),
+	}
+}
+
+// kick wakes whoever waits on k, unless a wake-up is pending already.
+func kick(k chan struct{}) {
+	select {
+	case k <- struct{}{}:
+	default:
 	}
 }
 

@@ -3,6 +3,8 @@ package actors
 import (
 	"context"
 	"fmt"
+	"math"
+	"sync"
 	"sync/atomic"
 
 	"go.uber.org/zap"
@@ -22,7 +24,10 @@ type Publisher struct {
 	lg   *zap.Logger
 	view *atomic.Pointer[livetail.View]
 
-	// Owned by Run; kept across restarts.
+	// Owned by the holder of turn: Run, except while it waits for a
+	// message, or an inline commit publishing its write (applyNow).
+	// Kept across restarts.
+	turn  sync.Mutex
 	tail  *livetail.Tail
 	batch []PublisherMsg
 }
@@ -41,30 +46,50 @@ func NewPublisher(env *Env, ch *Channels, tail *livetail.Tail, view *atomic.Poin
 
 // Run publishes until ctx ends.
 func (p *Publisher) Run(ctx context.Context) error {
+	p.turn.Lock()
+	defer p.turn.Unlock()
 	for {
 		// A restart finishes the batch the failed run held.
 		if len(p.batch) == 0 {
+			p.turn.Unlock()
 			select {
 			case <-ctx.Done():
+				p.turn.Lock()
 				return ctx.Err()
 			case m := <-p.ch.Publisher:
+				p.turn.Lock()
 				p.batch = append(p.batch, m)
 			}
 		}
-	drain:
-		for len(p.batch) < maxBurst {
-			select {
-			case m := <-p.ch.Publisher:
-				p.batch = append(p.batch, m)
-			default:
-				break drain
-			}
-		}
+		p.drain(maxBurst)
 		if err := testhook.Chaos("publisher", "burst"); err != nil {
 			return err // the batch is kept: the next run applies it
 		}
 		p.apply()
 	}
+}
+
+// drain moves messages from the inbox into the batch until it holds max.
+func (p *Publisher) drain(max int) {
+	for len(p.batch) < max {
+		select {
+		case m := <-p.ch.Publisher:
+			p.batch = append(p.batch, m)
+		default:
+			return
+		}
+	}
+}
+
+// applyNow applies ms, after whatever the inbox holds, on the caller's
+// goroutine: an inline commit publishing (and acknowledging) its write
+// without waking the publisher.
+func (p *Publisher) applyNow(ms []PublisherMsg) {
+	p.turn.Lock()
+	defer p.turn.Unlock()
+	p.drain(publisherCapacity)
+	p.batch = append(p.batch, ms...)
+	p.apply()
 }
 
 // apply applies p.batch, publishes one View and answers its messages.
@@ -126,15 +151,9 @@ func (p *Publisher) apply() {
 // (a write whose Put returns is visible, Stop or not), failures are passed
 // on. REQUIRES: the actors have stopped.
 func (p *Publisher) Drain() {
-	for {
-		select {
-		case m := <-p.ch.Publisher:
-			p.batch = append(p.batch, m)
-			continue
-		default:
-		}
-		break
-	}
+	p.turn.Lock()
+	defer p.turn.Unlock()
+	p.drain(math.MaxInt)
 	if len(p.batch) > 0 {
 		p.apply()
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -71,6 +72,18 @@ type Submitter struct {
 	// gatherTimer wakes Run when the earliest gathering space's wait
 	// ends; created by Run, stopped when it returns.
 	gatherTimer *time.Timer
+
+	// turn is held by whoever acts as the submitter: Run, except while
+	// it waits for a message, and an inline commit (see Inline). Every
+	// field above is owned by the holder of turn.
+	turn    sync.Mutex
+	running bool // Run is running (under turn)
+	// regSink, set by an inline commit that holds the completer's turn
+	// too, takes registrations directly instead of through the channel.
+	regSink *Completer
+	// inlineErr is an error an inline commit met doing the submitter's
+	// work: Run returns it as its own (the actor failed).
+	inlineErr error
 }
 
 type barrier struct {
@@ -183,6 +196,12 @@ func (s *Submitter) space(info messages.SpaceInfo) *spaceState {
 
 // Run submits until ctx ends.
 func (s *Submitter) Run(ctx context.Context) error {
+	s.turn.Lock()
+	s.running = true
+	defer func() {
+		s.running = false
+		s.turn.Unlock()
+	}()
 	s.runCtx = ctx
 	s.doer.setRoute(func(ops []ring.Op) ([]ring.Completion, error) { return s.do(ctx, ops) })
 	defer s.doer.setRoute(nil)
@@ -193,43 +212,68 @@ func (s *Submitter) Run(ctx context.Context) error {
 	s.gatherTimer.Stop()
 	defer s.gatherTimer.Stop()
 	for {
-		// Feedback may wait in fbBuf: buffered by a submit or a Do of
-		// the last round, or left by a Run that failed. Apply it before
-		// waiting, or a settled batch could keep its file busy (and its
-		// space's held writes waiting) until some other message came.
+		if err := s.inlineErr; err != nil {
+			s.inlineErr = nil
+			return err
+		}
+		if err := s.step(ctx); err != nil {
+			return err
+		}
+		if err := testhook.Chaos("submitter", "dispatched"); err != nil {
+			return err
+		}
+		var in <-chan messages.Request
+		if s.held < maxHeld {
+			in = s.ch.Writes
+		}
+		// Waiting, the submitter lets an inline commit act for it.
+		s.turn.Unlock()
+		select {
+		case <-ctx.Done():
+			s.turn.Lock()
+			return ctx.Err()
+		case r := <-in:
+			s.turn.Lock()
+			stagetrace.Mark(stagetrace.Taken)
+			s.take(ctx, r)
+		case m := <-s.ch.Submitter:
+			s.turn.Lock()
+			if err := s.control(ctx, m); err != nil {
+				return err
+			}
+		case fb := <-s.ch.feedback:
+			s.turn.Lock()
+			s.fbBuf = append(s.fbBuf, fb)
+		case <-s.gatherTimer.C:
+			// A gathering space's wait ended: dispatch submits it.
+			s.turn.Lock()
+		case <-s.ch.subKick:
+			s.turn.Lock()
+		}
+	}
+}
+
+// step applies the buffered feedback, submits everything that can go and
+// answers the Syncs that are done: one round of the submitter's work,
+// after which it may wait for the next message. Feedback may wait in
+// fbBuf: buffered by a submit or a Do of the last round, or left by a Run
+// that failed. It is applied before waiting, or a settled batch could keep
+// its file busy (and its space's held writes waiting) until some other
+// message came.
+func (s *Submitter) step(ctx context.Context) error {
+	for {
 		if err := s.drainFeedback(); err != nil {
 			return err
 		}
 		if err := s.dispatch(ctx); err != nil {
 			return err
 		}
-		if len(s.fbBuf) > 0 {
-			continue // a Do in dispatch buffered some
-		}
-		if err := testhook.Chaos("submitter", "dispatched"); err != nil {
-			return err
-		}
-		s.checkBarriers()
-		var in <-chan messages.Request
-		if s.held < maxHeld {
-			in = s.ch.Writes
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case r := <-in:
-			stagetrace.Mark(stagetrace.Taken)
-			s.take(ctx, r)
-		case m := <-s.ch.Submitter:
-			if err := s.control(ctx, m); err != nil {
-				return err
-			}
-		case fb := <-s.ch.feedback:
-			s.fbBuf = append(s.fbBuf, fb)
-		case <-s.gatherTimer.C:
-			// A gathering space's wait ended: dispatch submits it.
+		if len(s.fbBuf) == 0 {
+			break // else a Do in dispatch buffered some
 		}
 	}
+	s.checkBarriers()
+	return nil
 }
 
 // restart reopens what an earlier failure left failed (invariant 4).
@@ -268,20 +312,10 @@ func (s *Submitter) take(ctx context.Context, r messages.Request) {
 	for {
 		switch r := r.(type) {
 		case *messages.Write:
-			r.Record.Revision = s.nextRev
-			s.nextRev++
-			sp := s.spaces[r.Record.Space]
-			if sp == nil {
-				r.Ack.Complete(0, false, fmt.Errorf("submitter: space %d has no hot segment", r.Record.Space))
-				break
+			var ok bool
+			if gathering, ok = s.takeWrite(r); ok {
+				n++
 			}
-			sp.held = append(sp.held, r)
-			s.held++
-			if sp.expect > 0 {
-				sp.expect--
-			}
-			gathering = sp.expect > 0
-			n++
 		case *messages.Barrier:
 			s.barriers = append(s.barriers, barrier{upto: s.nextRev - 1, reply: r.Reply})
 		}
@@ -322,6 +356,25 @@ func (s *Submitter) take(ctx context.Context, r messages.Request) {
 			return
 		}
 	}
+}
+
+// takeWrite gives w its revision and holds it for its space's next batch.
+// It reports whether the space waits for more writes (see gathering), and
+// false in ok when w failed (its space has no hot segment).
+func (s *Submitter) takeWrite(w *messages.Write) (gathering, ok bool) {
+	w.Record.Revision = s.nextRev
+	s.nextRev++
+	sp := s.spaces[w.Record.Space]
+	if sp == nil {
+		w.Ack.Complete(0, false, fmt.Errorf("submitter: space %d has no hot segment", w.Record.Space))
+		return false, false
+	}
+	sp.held = append(sp.held, w)
+	s.held++
+	if sp.expect > 0 {
+		sp.expect--
+	}
+	return sp.expect > 0, true
 }
 
 // dispatch submits everything that can go: each idle space's held writes
@@ -653,6 +706,11 @@ func (s *Submitter) submit(ctx context.Context, f *flight, ops []ring.Op) error 
 		ops[i].Token = tokenOf(f.id, i)
 	}
 	f.left = len(ops)
+	if s.regSink != nil {
+		// An inline commit is the submitter and the only reaper: a
+		// Submit that waited for ring capacity would wait for itself.
+		s.regSink.makeRoom(len(ops))
+	}
 	f.start = s.env.now()
 	s.ch.ioMu.Lock()
 	defer s.ch.ioMu.Unlock()
@@ -667,8 +725,14 @@ func (s *Submitter) submit(ctx context.Context, f *flight, ops []ring.Op) error 
 	stagetrace.Mark(stagetrace.Submitted)
 	// Registration follows the submission: the completer waits for it
 	// when it meets the flight's first completion. The channel has room
-	// for every flight the ring can hold.
+	// for every flight the ring can hold. An idle completer waits for a
+	// kick, not in the ring (see Completer.Run).
+	if s.regSink != nil {
+		s.regSink.register(f)
+		return nil
+	}
 	s.ch.registers <- f
+	kick(s.ch.compKick)
 	return nil
 }
 
@@ -677,11 +741,15 @@ func (s *Submitter) submit(ctx context.Context, f *flight, ops []ring.Op) error 
 func (s *Submitter) do(ctx context.Context, ops []ring.Op) ([]ring.Completion, error) {
 	reply := make(chan IOResult, 1)
 	f := &flight{kind: kindIO, reply: reply, comps: make([]ring.Completion, len(ops))}
+	inline := s.regSink // the caller is the ring's reaper: nobody else answers
 	if err := s.submit(ctx, f, slices.Clone(ops)); err != nil {
 		if errors.Is(err, errNotPerformed) {
 			s.doer.orphan(ops, nil) // Stop performs its closes
 		}
 		return nil, err
+	}
+	if inline != nil {
+		inline.reapUntil(reply)
 	}
 	select {
 	case r := <-reply:

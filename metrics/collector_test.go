@@ -166,6 +166,8 @@ func TestCollector(t *testing.T) {
 			syncs := g.counter(t, "ringpipe_syncs_total")
 			assert.Positive(t, syncs)
 			assert.Zero(t, g.counter(t, "ringpipe_io_deadlines_fired_total"))
+			assert.Equal(t, float64(e.Telemetry().InlineCommits), g.counter(t, "ringpipe_inline_commits_total"))
+			assert.LessOrEqual(t, g.counter(t, "ringpipe_inline_commits_total"), float64(n))
 			for _, a := range []string{"publisher", "submitter", "completer", "sealer", "promoter"} {
 				assert.Zero(t, g.counter(t, "ringpipe_actor_restarts_total", "actor", a), a)
 			}

@@ -16,7 +16,7 @@ type Stage int
 const (
 	PutStart   Stage = iota // Engine.Put entered
 	Queued                  // the write is about to be sent to the write queue
-	Taken                   // the submitter took a request from the queue
+	Taken                   // the submitter took a request from the queue, or an inline commit took the write
 	Submitting              // the submitter is about to submit a flight to the ring
 	Submitted               // the ring accepted the flight
 	Reaped                  // the completer's Reap returned completions

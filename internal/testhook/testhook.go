@@ -87,3 +87,16 @@ func SetInjector(f Injector) (undo func()) {
 // engines started from now on: the chaos suite injects far more failures
 // than a real engine would survive in one window.
 var RestartLimit atomic.Int64
+
+var noInline atomic.Bool
+
+// SetNoInline turns inline commits off (every Put takes the write queue)
+// until the returned undo is called: tests and benchmarks of the actor
+// path, and comparisons of the two.
+func SetNoInline(off bool) (undo func()) {
+	old := noInline.Swap(off)
+	return func() { noInline.Store(old) }
+}
+
+// NoInline reports whether inline commits are turned off.
+func NoInline() bool { return noInline.Load() }
