@@ -137,21 +137,13 @@ func (c *Completer) Run(ctx context.Context) error {
 			c.turn.Lock()
 			continue
 		}
-		n, err := c.env.Ring.Reap(c.buf)
-		if n > 0 {
-			stagetrace.Mark(stagetrace.Reaped)
-		}
-		for i := 0; i < n; i++ {
-			c.handle(ctx, c.buf[i])
-			c.buf[i] = ring.Completion{} // drop buffer references
-		}
+		n, err := c.reapOnce()
 		if err == nil && n > 0 {
 			if cerr := testhook.Chaos("completer", "reaped"); cerr != nil {
 				return cerr
 			}
 		}
 		if err != nil {
-			c.ringFailed(err)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -179,7 +171,7 @@ func (c *Completer) ringFailed(err error) {
 func (c *Completer) reapUntil(reply <-chan IOResult) {
 	for len(reply) == 0 {
 		c.drainRegistrations()
-		c.reapOnce() // a failed ring answers reply too
+		c.reapOnce() //nolint:errcheck // a failed ring answers reply too
 	}
 }
 
@@ -197,24 +189,27 @@ func (c *Completer) makeRoom(n int) {
 		if inflight == 0 || inflight+n <= c.env.Ring.Capacity() {
 			return
 		}
-		c.reapOnce()
+		c.reapOnce() //nolint:errcheck // a failed ring sets ringErr, which ends the loop
 	}
 }
 
-// reapOnce waits for completions and handles them, as the completer's
-// holder of the turn does. REQUIRES: the completer's turn.
-func (c *Completer) reapOnce() {
+// reapOnce waits for completions and handles them, and fails everything
+// in flight when the ring fails; it returns how many it reaped and the
+// ring's error. REQUIRES: the completer's turn (Run, or an inline
+// commit).
+func (c *Completer) reapOnce() (int, error) {
 	n, err := c.env.Ring.Reap(c.buf)
 	if n > 0 {
 		stagetrace.Mark(stagetrace.Reaped)
 	}
 	for i := 0; i < n; i++ {
 		c.handle(c.runCtx, c.buf[i])
-		c.buf[i] = ring.Completion{}
+		c.buf[i] = ring.Completion{} // drop buffer references
 	}
 	if err != nil {
 		c.ringFailed(err)
 	}
+	return n, err
 }
 
 // idle reports whether nothing is in flight, with the submitter unable to

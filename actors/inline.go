@@ -140,7 +140,7 @@ func (in *Inline) reap(ctx context.Context, w *messages.Write) {
 		if len(c.table) == 0 {
 			break // w is held or failed: the submitter has it
 		}
-		c.reapOnce() // a failed ring fails what is in flight, as the completer does
+		c.reapOnce() //nolint:errcheck // a failed ring fails what is in flight and sets ringErr
 		in.deliver()
 	}
 	if !stop() {
