@@ -38,6 +38,17 @@ func sequentialPuts(t *testing.T, e *ringpipe.Engine, sp ringpipe.SpaceID, rng *
 	return a
 }
 
+// checkAcrossRestart checks space sp of e against m, stops e, starts an
+// engine on cfg again, checks again and stops it.
+func checkAcrossRestart(t *testing.T, e *ringpipe.Engine, cfg ringpipe.Config, sp ringpipe.SpaceID, m *model) {
+	t.Helper()
+	checkModel(t, engineReader(t, e), sp, m, fullBox(routeSpec))
+	stop(t, e)
+	e = start(t, cfg)
+	checkModel(t, engineReader(t, e), sp, m, fullBox(routeSpec))
+	stop(t, e)
+}
+
 // TestInlineCommitTaken: one writer's Puts are committed inline; with the
 // switch off, none is, and the data is the same either way, after a
 // restart too.
@@ -61,12 +72,7 @@ func TestInlineCommitTaken(t *testing.T) {
 			}
 			st := e.Stats()
 			assert.Equal(t, uint64(n), st.DirectWrites+st.StagedWrites, "each Put acknowledged once")
-			m := a.model(t, routeSpec)
-			checkModel(t, engineReader(t, e), sp, m, fullBox(routeSpec))
-			stop(t, e)
-			e = start(t, cfg)
-			checkModel(t, engineReader(t, e), sp, m, fullBox(routeSpec))
-			stop(t, e)
+			checkAcrossRestart(t, e, cfg, sp, a.model(t, routeSpec))
 		})
 	}
 }
@@ -130,12 +136,7 @@ func TestInlineCommitMixed(t *testing.T) {
 	t.Logf("inline commits: %d of %d writes", e.Telemetry().InlineCommits, 4*150)
 	st := e.Stats()
 	assert.Equal(t, uint64(4*150), st.DirectWrites+st.StagedWrites, "each write acknowledged once")
-	m := all.model(t, routeSpec)
-	checkModel(t, engineReader(t, e), sp, m, fullBox(routeSpec))
-	stop(t, e)
-	e = start(t, cfg)
-	checkModel(t, engineReader(t, e), sp, m, fullBox(routeSpec))
-	stop(t, e)
+	checkAcrossRestart(t, e, cfg, sp, all.model(t, routeSpec))
 }
 
 // TestInlineCommitDeadline: a Put committed inline whose hot write misses
