@@ -84,6 +84,9 @@ type Submitter struct {
 	// inlineErr is an error an inline commit met doing the submitter's
 	// work: Run returns it as its own (the actor failed).
 	inlineErr error
+	// stranded are writes failGroups could not hand to the publisher
+	// because the engine had failed; FailPending completes them.
+	stranded []*messages.Write
 }
 
 type barrier struct {
@@ -683,8 +686,17 @@ func (s *Submitter) failGroups(err error, gs ...*group) error {
 		ws = append(ws, g.writes...)
 	}
 	select {
-	case s.ch.Publisher <- FailAcks{Writes: ws, Err: err}:
 	case <-s.ch.Failed:
+		// The engine failed: the publisher may be gone. FailPending
+		// fails these writes (with the engine's error) once the actors
+		// have stopped.
+		s.stranded = append(s.stranded, ws...)
+	default:
+		select {
+		case s.ch.Publisher <- FailAcks{Writes: ws, Err: err}:
+		case <-s.ch.Failed:
+			s.stranded = append(s.stranded, ws...)
+		}
 	}
 	if errors.Is(err, ring.ErrClosed) {
 		return err
@@ -1126,6 +1138,10 @@ func (s *Submitter) FailPending(err error) {
 		}
 	}
 	s.walHeld = nil
+	for _, w := range s.stranded {
+		w.Ack.Complete(0, false, err)
+	}
+	s.stranded = nil
 	for _, b := range s.barriers {
 		b.reply <- err
 	}
