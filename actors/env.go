@@ -45,8 +45,12 @@ type Config struct {
 	PromoteInterval    time.Duration
 	SealThreshold      int
 	SealBytes          int64
-	Hot                hot.Options
-	WAL                wal.Options
+	// SpinWait bounds how long an inline commit busy-polls the ring for
+	// its write's completion before it sleeps (see Inline.spinBudget);
+	// zero or negative: never.
+	SpinWait time.Duration
+	Hot      hot.Options
+	WAL      wal.Options
 }
 
 // LatencyRecorder takes one sample of a latency distribution; safe for
@@ -59,6 +63,7 @@ type Metrics struct {
 	DirectWrites  atomic.Uint64
 	StagedWrites  atomic.Uint64
 	InlineCommits atomic.Uint64 // writes an inline commit took (see Inline)
+	InlineSpins   atomic.Uint64 // inline commits whose completion a busy-poll found (ring.Spin)
 	Promoted      atomic.Uint64
 	SealedBlocks  atomic.Uint64
 	StagedPending atomic.Int64
