@@ -24,17 +24,6 @@ import (
 // the page cache so that the file has the block's exact size; the fsync
 // that ends a block covers both. A file system that refuses O_DIRECT
 // (tmpfs) gets buffered writes.
-//
-// SpinWait trades CPU for latency when one writer waits alone. A Put or
-// Delete committed inline (the pipeline idle, see package actors, Inline)
-// on the io_uring backend polls the completion queue instead of sleeping,
-// for twice its usual wait but never longer than SpinWait, and not at all
-// when its usual wait is longer than SpinWait (a slow disk). Waking a
-// sleeping thread on an idle CPU is slow on virtual machines: on the
-// 2-core VM this project is measured on, one writer's median Put went
-// from 1.50× to 1.24× a pwrite+fdatasync loop, for about half a CPU more
-// while that writer writes. Concurrent writers never poll. A negative
-// SpinWait turns polling off.
 type Config struct {
 	Dir                string        // required
 	Backend            Backend       // BackendAuto (default), BackendURing, BackendStd
@@ -52,7 +41,6 @@ type Config struct {
 	DirectIO           bool          // O_DIRECT for logs and blocks
 	WALRecovery        RecoveryMode  // TolerateTornTail (default) or Strict
 	BlockCacheBytes    int64         // decoded pages of sealed blocks kept in memory; default 32 MiB
-	SpinWait           time.Duration // longest a lone durable write busy-polls for its completion; default 1ms; negative: never
 
 	// NewRing, when set, makes the engine's ring instead of Backend: the
 	// seam through which tests run the engine on ring/sim's simulated disk
@@ -120,10 +108,6 @@ const (
 	// allocated space do not change the file size, so fdatasync need not
 	// write metadata.
 	DefaultPreallocate = 64 << 20
-	// DefaultSpinWait covers a durable write on a healthy disk a few
-	// times over (RING-NOTES.md: 100–250 µs here), so that a lone writer
-	// polls, while a disk slower than that costs no CPU (see SpinWait).
-	DefaultSpinWait = time.Millisecond
 	// DefaultBlockCacheBytes keeps the hot pages of sealed blocks: point
 	// reads of a working set this size cost no I/O, and the heap stays
 	// bounded whatever the data size (snapshot.Cache).
@@ -166,9 +150,6 @@ func (c Config) withDefaults() (Config, error) {
 		if err != nil {
 			return c, err
 		}
-	}
-	if c.SpinWait == 0 {
-		c.SpinWait = DefaultSpinWait
 	}
 	if c.RingEntries == 0 {
 		c.RingEntries = DefaultRingEntries

@@ -22,14 +22,7 @@ func TestConfigDefaults(t *testing.T) {
 	assert.Equal(t, 1<<20, c.MaxValueSize)
 	assert.Equal(t, int64(64<<20), c.Preallocate)
 	assert.Equal(t, TolerateTornTail, c.WALRecovery)
-	assert.Equal(t, time.Millisecond, c.SpinWait)
 	assert.NotNil(t, c.Logger)
-
-	// A negative SpinWait is not an error: it turns polling off, and
-	// stays negative for the actors, which then never poll.
-	c, err = Config{Dir: "/x", SpinWait: -1}.withDefaults()
-	require.NoError(t, err)
-	assert.Negative(t, c.SpinWait)
 }
 
 func TestConfigNamesTheBadField(t *testing.T) {

@@ -253,8 +253,7 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 	// The actors, handed what recovery found.
 	acfg := actors.Config{Dir: cfg.Dir, BatchSize: cfg.BatchSize, BatchTimeout: cfg.BatchTimeout,
 		DirectWriteTimeout: cfg.DirectWriteTimeout, PromoteInterval: cfg.PromoteInterval,
-		SealThreshold: cfg.SealThreshold, SealBytes: cfg.SealBytes, SpinWait: cfg.SpinWait,
-		Hot: hotOpts, WAL: walOpts}
+		SealThreshold: cfg.SealThreshold, SealBytes: cfg.SealBytes, Hot: hotOpts, WAL: walOpts}
 	env := &actors.Env{Ring: e.r, Log: e.lg, Cfg: acfg, Metrics: e.metrics}
 	e.ch = actors.NewChannels(cfg.QueueCapacity, e.r.Capacity())
 	e.sub = actors.NewSubmitter(env, e.ch, walDoer, w, maxRev+1)

@@ -51,10 +51,6 @@ type Telemetry struct {
 	// the submitter's group commit. Each is also in Stats' DirectWrites
 	// or StagedWrites, or failed.
 	InlineCommits uint64
-	// InlineSpins counts the inline commits whose write's completion was
-	// found by polling the completion queue rather than by sleeping
-	// (Config.SpinWait; io_uring only).
-	InlineSpins uint64
 
 	// Actors names every actor, in start order, so that an exporter can
 	// report a restart count of zero: Stats.ActorRestarts lists only the
@@ -107,7 +103,6 @@ func (e *engine) telemetry() Telemetry {
 		DeadlinesFired:  rs.DeadlinesFired,
 		CQOverflows:     rs.CQOverflows,
 		InlineCommits:   e.metrics.InlineCommits.Load(),
-		InlineSpins:     e.metrics.InlineSpins.Load(),
 		Actors:          slices.Clone(actorNames),
 		Stopped:         closed(e.stopCh),
 		Failed:          closed(e.failed),

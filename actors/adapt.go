@@ -97,6 +97,3 @@ type closingRing struct {
 }
 
 func (r closingRing) Close() error { return errors.Join(r.Ring.Close(), r.c.Close()) }
-
-// Unwrap returns the ring r wraps (for ring.Spin).
-func (r closingRing) Unwrap() ring.Ring { return r.Ring }

@@ -45,12 +45,8 @@ type Config struct {
 	PromoteInterval    time.Duration
 	SealThreshold      int
 	SealBytes          int64
-	// SpinWait bounds how long an inline commit busy-polls the ring for
-	// its write's completion before it sleeps (see Inline.spinBudget);
-	// zero or negative: never.
-	SpinWait time.Duration
-	Hot      hot.Options
-	WAL      wal.Options
+	Hot                hot.Options
+	WAL                wal.Options
 }
 
 // LatencyRecorder takes one sample of a latency distribution; safe for
@@ -63,7 +59,6 @@ type Metrics struct {
 	DirectWrites  atomic.Uint64
 	StagedWrites  atomic.Uint64
 	InlineCommits atomic.Uint64 // writes an inline commit took (see Inline)
-	InlineSpins   atomic.Uint64 // inline commits whose completion a busy-poll found (ring.Spin)
 	Promoted      atomic.Uint64
 	SealedBlocks  atomic.Uint64
 	StagedPending atomic.Int64

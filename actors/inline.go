@@ -2,7 +2,6 @@ package actors
 
 import (
 	"context"
-	"time"
 
 	"github.com/ringpipe/ringpipe/internal/stagetrace"
 	"github.com/ringpipe/ringpipe/internal/testhook"
@@ -49,10 +48,6 @@ type Inline struct {
 	p *Publisher
 
 	sink inlineSink // owned by the holder of the completer's turn
-	// waitAvg is a moving average of how long a commit waited for its
-	// write to be decided (see spinBudget). Owned by the holder of the
-	// completer's turn.
-	waitAvg time.Duration
 }
 
 // NewInline returns the inline committer of the pipeline s, c, p.
@@ -140,20 +135,14 @@ func (in *Inline) reap(ctx context.Context, w *messages.Write) {
 			}
 		})
 	}
-	start := time.Now()
-	spinUntil := start.Add(in.spinBudget())
 	for !decided(w) && ctx.Err() == nil && c.ringErr == nil {
 		c.drainRegistrations()
 		if len(c.table) == 0 {
 			break // w is held or failed: the submitter has it
 		}
-		if d := time.Until(spinUntil); d > 0 && ring.Spin(c.env.Ring, d) {
-			c.env.Metrics.InlineSpins.Add(1)
-		}
 		c.reapOnce() //nolint:errcheck // a failed ring fails what is in flight and sets ringErr
 		in.deliver()
 	}
-	in.waitAvg += (time.Since(start) - in.waitAvg) / 8
 	if !stop() {
 		<-woke
 	}
@@ -163,29 +152,6 @@ func (in *Inline) reap(ctx context.Context, w *messages.Write) {
 		kick(c.ch.compKick)
 	}
 	c.turn.Unlock()
-}
-
-// spinBudget is how long a commit busy-polls the ring for its write's
-// completion before it sleeps in Reap: twice the usual wait, so that most
-// writes end in the poll, and no more than Config.SpinWait. When the usual
-// wait is longer than SpinWait it does not poll at all: on a slow disk the
-// poll would burn a CPU for a wake-up that costs little next to the wait.
-//
-// Why poll: a thread that sleeps until its lone write completes lets its
-// CPU go idle, and waking an idle virtual CPU is slow. A Put's median on
-// this project's 2-core VM went from 1.50× to 1.24× a pwrite+fdatasync
-// loop (bench/, one writer) when the commit polled. The price is a CPU
-// while a lone writer waits: the bench process went from 36% to 65% of
-// the machine.
-func (in *Inline) spinBudget() time.Duration {
-	limit := in.c.env.Cfg.SpinWait
-	switch {
-	case limit <= 0 || in.waitAvg > limit:
-		return 0
-	case in.waitAvg == 0:
-		return limit
-	}
-	return min(2*in.waitAvg, limit)
 }
 
 func decided(w *messages.Write) bool {

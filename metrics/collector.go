@@ -21,7 +21,6 @@
 //	ringpipe_io_deadlines_fired_total        counter   hot-batch I/O whose DirectWriteTimeout passed (the batch was staged)
 //	ringpipe_cq_overflows_total              counter   io_uring completion-queue overflows
 //	ringpipe_inline_commits_total            counter   Puts and Deletes committed on their caller's goroutine (the pipeline was idle)
-//	ringpipe_inline_spins_total              counter   inline commits whose completion a busy-poll found (Config.SpinWait)
 //	ringpipe_actor_restarts_total{actor}     counter   restarts by actor
 //	ringpipe_queue_depth                     gauge     writes waiting in the write queue
 //	ringpipe_queue_capacity                  gauge     the write queue's capacity
@@ -73,9 +72,9 @@ func WithConstLabels(l prometheus.Labels) Option {
 type collector struct {
 	e *ringpipe.Engine
 
-	writes, promoted, sealed, syncs, shortIO, deadlines, cqOverflows, inline, spins, restarts *prometheus.Desc
-	queueDepth, queueCap, stagedPending, unsealed, stopped, failed, info                      *prometheus.Desc
-	writeLat, syncLat, batchSize                                                              *prometheus.Desc
+	writes, promoted, sealed, syncs, shortIO, deadlines, cqOverflows, inline, restarts *prometheus.Desc
+	queueDepth, queueCap, stagedPending, unsealed, stopped, failed, info               *prometheus.Desc
+	writeLat, syncLat, batchSize                                                       *prometheus.Desc
 }
 
 // NewCollector returns a prometheus.Collector that reports e's Stats and
@@ -109,8 +108,6 @@ func NewCollector(e *ringpipe.Engine, opts ...Option) prometheus.Collector {
 		cqOverflows: d("cq_overflows_total", "Times the io_uring completion queue overflowed (always 0 on the std backend)."),
 		inline: d("inline_commits_total",
 			"Puts and Deletes committed on their caller's goroutine because the pipeline was idle; the rest took the write queue."),
-		spins: d("inline_spins_total",
-			"Inline commits whose write's completion was found by polling the completion queue instead of sleeping (Config.SpinWait)."),
 		restarts:   d("actor_restarts_total", "Actor restarts by the engine's supervisor.", "actor"),
 		queueDepth: d("queue_depth", "Writes waiting in the write queue."),
 		queueCap:   d("queue_capacity", "Capacity of the write queue (Config.QueueCapacity)."),
@@ -130,7 +127,7 @@ func NewCollector(e *ringpipe.Engine, opts ...Option) prometheus.Collector {
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		c.writes, c.promoted, c.sealed, c.syncs, c.shortIO, c.deadlines, c.cqOverflows, c.inline, c.spins, c.restarts,
+		c.writes, c.promoted, c.sealed, c.syncs, c.shortIO, c.deadlines, c.cqOverflows, c.inline, c.restarts,
 		c.queueDepth, c.queueCap, c.stagedPending, c.unsealed, c.stopped, c.failed, c.info,
 		c.writeLat, c.syncLat, c.batchSize,
 	} {
@@ -160,7 +157,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.deadlines, t.DeadlinesFired)
 	counter(c.cqOverflows, t.CQOverflows)
 	counter(c.inline, t.InlineCommits)
-	counter(c.spins, t.InlineSpins)
 	// Every actor, so that a restart shows as an increase from 0 and not
 	// as a new series; and any name Stats has that Telemetry does not.
 	seen := make(map[string]bool, len(t.Actors))

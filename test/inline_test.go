@@ -63,7 +63,6 @@ func TestInlineCommitTaken(t *testing.T) {
 			const n = 200
 			a := sequentialPuts(t, e, sp, rand.New(rand.NewSource(31)), n, "seq")
 			inline := e.Telemetry().InlineCommits
-			assert.Zero(t, e.Telemetry().InlineSpins, "the simulated ring has no completion queue to poll")
 			if off {
 				assert.Zero(t, inline)
 			} else {
@@ -240,38 +239,4 @@ func TestInlineCommitContextEnds(t *testing.T) {
 	e = start(t, cfg)
 	checkModel(t, engineReader(t, e), sp, m, fullBox(routeSpec))
 	stop(t, e)
-}
-
-// TestInlineSpin: on io_uring, a lone writer's inline commits find their
-// completions by polling (Config.SpinWait), and with a negative SpinWait
-// none does; the data is the same either way, after a restart too.
-func TestInlineSpin(t *testing.T) {
-	for _, spin := range []time.Duration{time.Minute, -1} {
-		t.Run(fmt.Sprintf("SpinWait=%v", spin), func(t *testing.T) {
-			cfg := realConfig(t, ringpipe.BackendURing)
-			// A minute: the budget is twice the usual wait, however slow
-			// this machine's disk is today.
-			cfg.SpinWait = spin
-			e, err := ringpipe.Start(ctxFor(t), cfg)
-			if err != nil {
-				t.Skipf("io_uring unavailable: %v", err)
-			}
-			t.Cleanup(func() { _ = e.Stop(context.Background()) })
-			sp := createSpace(t, e, "grid", routeSpec.Dims, routeSpec.Bits)
-			const n = 100
-			a := sequentialPuts(t, e, sp, rand.New(rand.NewSource(41)), n, "spin")
-			tm := e.Telemetry()
-			t.Logf("inline commits %d, found by polling %d, of %d Puts", tm.InlineCommits, tm.InlineSpins, n)
-			assert.Greater(t, tm.InlineCommits, uint64(n/2), "most sequential Puts commit inline")
-			if spin < 0 {
-				assert.Zero(t, tm.InlineSpins)
-			} else {
-				// The tail of the disk's latency outlasts twice its average
-				// now and then; most writes end within it.
-				assert.Greater(t, tm.InlineSpins, tm.InlineCommits/2, "most inline commits poll to their completion")
-			}
-			assert.LessOrEqual(t, tm.InlineSpins, tm.InlineCommits)
-			checkAcrossRestart(t, e, cfg, sp, a.model(t, routeSpec))
-		})
-	}
 }
