@@ -272,15 +272,8 @@ func retireSweep(t *testing.T, sc ioerrScenario, tt *ioerrTotals) {
 }
 
 func retireName(sc ioerrScenario, kind sim.FaultKind, k uint64, persist bool) string {
-	mode := "once"
-	if persist {
-		mode = "persistent"
-	}
-	where := "running"
-	if sc.image != nil {
-		where = "Start with " + sc.label
-	}
-	return fmt.Sprintf("seed %d retirement (%s) %s %s at the first unlink or rename from op %d", sc.seed, where, kind, mode, k)
+	return fmt.Sprintf("seed %d retirement (%s) %s %s at the first unlink or rename from op %d",
+		sc.seed, ioerrWhere(sc), kind, faultMode(persist), k)
 }
 
 // retireClasses returns the unlinks and renames of seen by file class

@@ -727,15 +727,24 @@ func ioerrSweep(t *testing.T, sc ioerrScenario, refOps uint64, tt *ioerrTotals) 
 }
 
 func ioerrName(sc ioerrScenario, kind sim.FaultKind, k uint64, persist bool) string {
-	mode := "once"
-	if persist {
-		mode = "persistent"
-	}
-	where := "running"
+	return fmt.Sprintf("seed %d %s %s %s at op %d", sc.seed, ioerrWhere(sc), kind, faultMode(persist), k)
+}
+
+// ioerrWhere says where an injection of sc happens: in a running engine,
+// or in the recovery of a prepared directory.
+func ioerrWhere(sc ioerrScenario) string {
 	if sc.image != nil {
-		where = "recovery of the " + sc.label + " directory"
+		return "recovery of the " + sc.label + " directory"
 	}
-	return fmt.Sprintf("seed %d %s %s %s at op %d", sc.seed, where, kind, mode, k)
+	return "running"
+}
+
+// faultMode names a fault that fails once or from then on.
+func faultMode(persist bool) string {
+	if persist {
+		return "persistent"
+	}
+	return "once"
 }
 
 // ioerrReplay runs the injection the -ioerr flags name, with logs, when
