@@ -610,12 +610,23 @@ func corruptAllowed(out corruptOutcome, class corruptClass, mode ringpipe.Recove
 	return false
 }
 
-// corruptKnown lists the failing cases that are known engine bugs, each
-// kept as a skipped regression test, by file kind, class and outcome: the
-// suite counts and prints them but does not fail on them. Empty: every
-// bug the suite found is fixed (TestManifestTailAfterSeal,
+// corruptKnown lists the failing cases that are known engine bugs, by file
+// kind, class and outcome: the suite counts and prints them but does not
+// fail on them. Bugs found before were fixed (TestManifestTailAfterSeal,
 // TestWALEarlierSegmentTruncated, TestFrozenGenerationTornTail).
-var corruptKnown = map[string]string{}
+//
+// Open (session 9, no regression test yet): when a crash leaves a block
+// written but not yet named by the manifest, and its records are still in
+// their live hot generation, damage to that hot file's tail makes
+// RemoveOrphans (snapshot/orphans.go) find the block's records "nowhere
+// else" and report a lost manifest edit, naming the MANIFEST instead of
+// the hot file. BlockMeta does not record the block's generation, so
+// recovery cannot see that the generation is still there. Seen in CI on
+// seed 2's "killed" image, whose kill point depends on timing.
+var corruptKnown = map[string]string{
+	"hot torn-looking tail: detected, naming another file": "an unnamed block blamed on the manifest (see above)",
+	"hot erased tail: detected, naming another file":       "an unnamed block blamed on the manifest (see above)",
+}
 
 func corruptKnownKey(kind string, class corruptClass, out corruptOutcome) string {
 	return fmt.Sprintf("%s %s: %s", kind, corruptClassNames[class], corruptOutcomeNames[out])
