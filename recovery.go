@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -172,22 +173,36 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 
 	// Blocks the manifest does not name: removed once their records are
 	// shown to be in a live hot generation or a named block (a seal cut
-	// before its edit); otherwise the manifest lost a durable edit.
+	// before its edit); otherwise their generation, if still live, or the
+	// manifest (a durable edit lost) was damaged.
 	for id := range reg {
-		held := func(r messages.Record) (bool, error) {
-			if sg := bySpace[id]; sg != nil {
-				if sg.active != nil && sg.active.Has(r.Revision) {
-					return true, nil
-				}
-				for _, f := range sg.frozen {
-					if f.Has(r.Revision) {
+		sg := bySpace[id]
+		if sg == nil {
+			sg = &spaceGens{}
+		}
+		live := sg.frozen
+		if sg.active != nil {
+			live = append(slices.Clone(live), sg.active)
+		}
+		check := snapshot.OrphanCheck{
+			Held: func(r messages.Record) (bool, error) {
+				for _, seg := range live {
+					if seg.Has(r.Revision) {
 						return true, nil
 					}
 				}
-			}
-			return sealedAlready(opened[id], reg[id].SpaceSpec, r)
+				return sealedAlready(opened[id], reg[id].SpaceSpec, r)
+			},
+			Live: func(gen uint64) (string, int64, bool) {
+				for _, seg := range live {
+					if g := seg.Gen(); g.Gen == gen {
+						return filepath.Join("hot", g.FileName()), seg.Size(), true
+					}
+				}
+				return "", 0, false
+			},
 		}
-		or, err := man.RemoveOrphans(id, held)
+		or, err := man.RemoveOrphans(id, check)
 		if err != nil {
 			return rec, fmt.Errorf("space %d: %w", id, err)
 		}

@@ -374,7 +374,7 @@ func (s *Sealer) writeBlock(sp *sealSpace, seg *hot.Segment) (snapshot.BlockMeta
 		return snapshot.BlockMeta{}, err
 	}
 	id := st.NextBlockID()
-	meta, err := snapshot.WriteBlockDirect(s.doer, s.env.Cfg.Dir, g.Space, id, entries, s.env.Cfg.Hot.Direct)
+	meta, err := snapshot.WriteBlockDirect(s.doer, s.env.Cfg.Dir, g.Space, id, g.Gen, entries, s.env.Cfg.Hot.Direct)
 	if err != nil {
 		return snapshot.BlockMeta{}, err
 	}

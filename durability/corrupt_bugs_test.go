@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -182,4 +183,66 @@ func TestFrozenGenerationTornTail(t *testing.T) {
 func ioerrSlowHotAll(disk *sim.Disk) {
 	disk.Inject(sim.Fault{Kind: sim.Delay, Delay: 3 * time.Millisecond, Persist: true,
 		Path: simDir + "/hot/", Ops: []ring.Opcode{ring.OpFdatasync, ring.OpFsync}})
+}
+
+// TestUnnamedBlockDamagedGeneration: a seal is cut short after its block
+// was written and before the manifest edit naming it (the manifest cannot
+// be written), so the block is an orphan and its records are still in
+// their hot generation, frozen, with an empty generation after it. Then
+// the generation's last batch is damaged. Recovery found the block's
+// records "nowhere else" and reported a lost manifest edit, naming the
+// MANIFEST instead of the damaged hot file. Found by TestCorruption on
+// seed 2's killed image ("hot torn-looking tail: detected, naming another
+// file"). A block now records the generation sealed into it (its footer),
+// so recovery sees that the generation is still there and names it.
+func TestUnnamedBlockDamagedGeneration(t *testing.T) {
+	for _, erase := range []bool{true, false} {
+		t.Run(fmt.Sprintf("erase=%v", erase), func(t *testing.T) {
+			bothModes(t, func(t *testing.T, mode ringpipe.RecoveryMode) {
+				disk := NewSimDisk(1)
+				c := SimConfig(disk)
+				ctx, cancel := context.WithTimeout(context.Background(), ioerrTimeout)
+				defer cancel()
+				e, err := ringpipe.Start(ctx, c)
+				require.NoError(t, err)
+				sp, err := e.CreateSpace(ctx, ringpipe.SpaceSpec{Name: "s", Dims: 1, Bits: 16})
+				require.NoError(t, err)
+				for i := range 6 {
+					_, err := e.Put(ctx, sp, ringpipe.Point{uint32(i)}, Value(newRand(int64(i)), 1<<10))
+					require.NoError(t, err)
+				}
+				// Every manifest write fails: the seal writes its block,
+				// then cannot name it.
+				disk.Inject(sim.Fault{Kind: sim.ENOSPC, Persist: true, Path: simDir + "/MANIFEST",
+					Ops: []ring.Opcode{ring.OpWrite, ring.OpWritev, ring.OpFsync, ring.OpFdatasync}})
+				require.Error(t, e.Flush(ctx, sp), "the seal's manifest edit cannot be written")
+				disk.Crash()
+				dead, stop := context.WithCancel(context.Background())
+				stop()
+				_ = e.Stop(dead) // the process is dead: Stop only stops the goroutines
+				disk.ClearFaults()
+
+				gen1 := "hot/" + hot.Gen{Space: 1, Gen: 1}.FileName()
+				_, err = disk.ReadFile(simDir + "/hot/" + hot.Gen{Space: 1, Gen: 2}.FileName())
+				require.NoError(t, err, "generation 2 was not created: generation 1 is not frozen")
+				blocks := 0
+				for _, f := range disk.Files() {
+					if strings.HasPrefix(f, simDir+"/blocks/1/") && strings.HasSuffix(f, ".blk") {
+						blocks++
+					}
+				}
+				require.NotZero(t, blocks, "the seal wrote no block")
+				corruptLastBatch(t, disk, simDir+"/"+gen1, erase)
+
+				c.WALRecovery = mode
+				e, err = ringpipe.Start(ctx, c)
+				if err == nil {
+					require.NoError(t, e.Stop(ctx))
+				}
+				var ce *ringpipe.CorruptionError
+				require.ErrorAs(t, err, &ce, "Start on a damaged hot generation whose block is unnamed")
+				require.Equal(t, gen1, ce.Path, "the error names another file: %v", err)
+			})
+		})
+	}
 }

@@ -21,7 +21,7 @@ import (
 	"github.com/ringpipe/ringpipe/wal"
 )
 
-// Block file format, version 2 (all integers little-endian):
+// Block file format, version 3 (all integers little-endian):
 //
 //	header   blockHeaderSize bytes: magic "RPBLOCK\x00", version u32,
 //	         reserved u32
@@ -39,9 +39,10 @@ import (
 //	bloom    bloomBits/8 bytes
 //	footer   footerSize bytes: dims u32, space u32, id u64, count u64,
 //	         minKey u64, maxKey u64, minRev u64, maxRev u64, bloomBits u64,
-//	         bloomK u32, pageCount u32, indexOff u64, reserved u32,
+//	         bloomK u32, pageCount u32, indexOff u64, gen u64, reserved u32,
 //	         CRC-32C u32 of index, bloom and the footer before it, magic
-//	         "RPBLKEND"
+//	         "RPBLKEND"; gen is the hot generation sealed into the block
+//	         (0: none, a block written by a test or a tool)
 //	checksum SHA-256 of every byte before it; the manifest stores it too
 //
 // Why this shape: an open block keeps in memory only what a lookup needs
@@ -54,13 +55,19 @@ import (
 // is opened (a misdirected or stale file), and DecodeBlock (which holds a
 // whole file) and `ringpipe verify` check it against the bytes.
 //
-// Version 1 (a per-record index, checksum only over the whole file) is
-// refused as corrupt: no released engine wrote it.
+// Why gen: a seal cut short leaves a block the manifest does not name while
+// its generation is still live; recovery must tell that from a manifest
+// that lost the edit naming it (RemoveOrphans), and only the block can say
+// which generation it came from.
+//
+// Versions 1 (a per-record index, checksum only over the whole file) and 2
+// (no gen) are refused as corrupt: no released engine wrote them.
 
 const (
-	blockVersion    = 2
+	blockVersion    = 3
 	blockHeaderSize = 16
-	footerSize      = 96
+	footerSize      = 104
+	footerCRCAt     = 92 // the footer's CRC-32C, from the footer's start
 	checksumSize    = sha256.Size
 	tailSize        = footerSize + checksumSize
 	indexEntrySize  = 16
@@ -230,7 +237,7 @@ func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
 //
 // Only the chunk being built, the sparse index and the Bloom filter are in
 // memory at once: the sealer never holds the whole encoded block.
-func encode(es []Entry, meta *BlockMeta, distinct int, flush func(b []byte, off int64) error) ([]byte, error) {
+func encode(es []Entry, meta *BlockMeta, gen uint64, distinct int, flush func(b []byte, off int64) error) ([]byte, error) {
 	le := binary.LittleEndian
 	dims := len(es[0].Point)
 	bloomBits := uint64(distinct*bloomBitsPerKey+63) / 64 * 64
@@ -315,6 +322,7 @@ func encode(es []Entry, meta *BlockMeta, distinct int, flush func(b []byte, off 
 	out = le.AppendUint32(out, bloomHashes)
 	out = le.AppendUint32(out, uint32(len(firstKeys)))
 	out = le.AppendUint64(out, indexOff)
+	out = le.AppendUint64(out, gen)
 	out = le.AppendUint32(out, 0)
 	out = le.AppendUint32(out, crc32.Checksum(out[meta0:], castagnoli))
 	out = append(out, footerMagic[:]...)
@@ -335,13 +343,18 @@ func encode(es []Entry, meta *BlockMeta, distinct int, flush func(b []byte, off 
 // (key, revision) (a copy; entries is not modified). It refuses an empty
 // block, two entries with the same key and revision, one key at two
 // different points, points of different lengths or lengths outside 1..16,
-// and a tombstone with a value.
+// and a tombstone with a value. The block names no generation (Gen 0).
 func EncodeBlock(space messages.SpaceID, id uint64, entries []Entry) ([]byte, BlockMeta, error) {
+	return encodeBlock(space, id, 0, entries)
+}
+
+// encodeBlock is EncodeBlock of a block sealed from generation gen.
+func encodeBlock(space messages.SpaceID, id, gen uint64, entries []Entry) ([]byte, BlockMeta, error) {
 	es, meta, distinct, err := prepare(space, id, entries)
 	if err != nil {
 		return nil, BlockMeta{}, err
 	}
-	buf, err := encode(es, &meta, distinct, nil)
+	buf, err := encode(es, &meta, gen, distinct, nil)
 	if err != nil {
 		return nil, BlockMeta{}, err
 	}
@@ -354,18 +367,19 @@ func EncodeBlock(space messages.SpaceID, id uint64, entries []Entry) ([]byte, Bl
 // chunks of writeChunk bytes, fsyncs it, renames it into place and syncs
 // the directory. After a crash the block is either wholly there or absent
 // (a temporary file is an orphan that recovery removes). It returns the
-// block's meta for the manifest.
+// block's meta for the manifest. The block names no generation (Gen 0).
 func WriteBlock(d ring.Doer, dir string, space messages.SpaceID, id uint64, entries []Entry) (BlockMeta, error) {
-	return WriteBlockDirect(d, dir, space, id, entries, false)
+	return WriteBlockDirect(d, dir, space, id, 0, entries, false)
 }
 
-// WriteBlockDirect is WriteBlock that, when direct is set (Config.DirectIO),
+// WriteBlockDirect is WriteBlock for the seal of hot generation gen, which
+// the block records (Block.Gen). When direct is set (Config.DirectIO), it
 // writes the block's whole sectors through an O_DIRECT fd, from an aligned
 // buffer, and only its last partial sector through the buffered fd, so
 // that the file has exactly the block's size with no truncate; the fsync
 // that follows makes both durable. A file system that refuses O_DIRECT
 // gets buffered writes.
-func WriteBlockDirect(d ring.Doer, dir string, space messages.SpaceID, id uint64, entries []Entry, direct bool) (BlockMeta, error) {
+func WriteBlockDirect(d ring.Doer, dir string, space messages.SpaceID, id, gen uint64, entries []Entry, direct bool) (BlockMeta, error) {
 	es, meta, distinct, err := prepare(space, id, entries)
 	if err != nil {
 		return BlockMeta{}, err
@@ -396,7 +410,7 @@ func WriteBlockDirect(d ring.Doer, dir string, space messages.SpaceID, id uint64
 			return BlockMeta{}, fmt.Errorf("snapshot: write block %d: %w", id, err)
 		}
 	}
-	_, werr := encode(es, &meta, distinct, w.write)
+	_, werr := encode(es, &meta, gen, distinct, w.write)
 	if werr == nil {
 		werr = w.finish()
 	}
@@ -483,6 +497,7 @@ func syncDir(d ring.Doer, dir string) error {
 // path and the page's offset.
 type Block struct {
 	meta      BlockMeta
+	gen       uint64 // the hot generation sealed into it, 0 if none
 	path      string // in errors
 	dims      int
 	firstKeys []uint64 // first key of each page
@@ -541,6 +556,7 @@ type footer struct {
 	bloomK    uint32
 	pages     int
 	indexOff  uint64
+	gen       uint64
 	bloomOff  uint64
 	footOff   uint64 // where the footer starts
 }
@@ -563,8 +579,8 @@ func parseFooter(path string, size int64, tail []byte) (footer, error) {
 	}
 	le := binary.LittleEndian
 	h := tail[:footerSize]
-	if !bytes.Equal(h[88:96], footerMagic[:]) {
-		return f, bad(88, "bad footer magic")
+	if !bytes.Equal(h[footerCRCAt+4:footerSize], footerMagic[:]) {
+		return f, bad(footerCRCAt+4, "bad footer magic")
 	}
 	f.dims = int(le.Uint32(h))
 	f.meta = BlockMeta{
@@ -582,6 +598,7 @@ func parseFooter(path string, size int64, tail []byte) (footer, error) {
 	f.bloomK = le.Uint32(h[64:])
 	pages := uint64(le.Uint32(h[68:]))
 	f.indexOff = le.Uint64(h[72:])
+	f.gen = le.Uint64(h[80:])
 	f.footOff = uint64(size) - tailSize
 	if f.dims < 1 || f.dims > maxDims {
 		return f, bad(0, "dims %d", f.dims)
@@ -625,11 +642,11 @@ func newBlock(path string, f footer, region []byte) (*Block, error) {
 	if uint64(len(region)) != f.footOff+footerSize-f.indexOff {
 		return nil, blockError(path, int64(f.indexOff), "index region of %d bytes", len(region))
 	}
-	crcAt := len(region) - footerSize + 84
+	crcAt := len(region) - footerSize + footerCRCAt
 	if got, want := crc32.Checksum(region[:crcAt], castagnoli), le.Uint32(region[crcAt:]); got != want {
-		return nil, blockError(path, int64(f.footOff)+84, "index, bloom and footer CRC mismatch")
+		return nil, blockError(path, int64(f.footOff)+footerCRCAt, "index, bloom and footer CRC mismatch")
 	}
-	b := &Block{meta: f.meta, path: path, dims: f.dims, bloomBits: f.bloomBits, bloomK: f.bloomK,
+	b := &Block{meta: f.meta, gen: f.gen, path: path, dims: f.dims, bloomBits: f.bloomBits, bloomK: f.bloomK,
 		firstKeys: make([]uint64, f.pages), ends: make([]uint64, f.pages)}
 	minPage := uint64(minRecordSize(f.dims) + pageCRCSize)
 	prev := uint64(blockHeaderSize)
@@ -841,6 +858,10 @@ func DecodeBlock(path string, data []byte) (*Block, error) {
 
 // Meta returns the block's description.
 func (b *Block) Meta() BlockMeta { return b.meta }
+
+// Gen returns the hot generation sealed into the block, or 0 when the
+// block names none (WriteBlock, EncodeBlock).
+func (b *Block) Gen() uint64 { return b.gen }
 
 // Len returns the number of records, every revision counted.
 func (b *Block) Len() int { return int(b.meta.Count) }

@@ -42,7 +42,7 @@ func fixChecksums(data []byte) []byte {
 			le.PutUint32(out[end-pageCRCSize:], crc)
 			start = end
 		}
-		le.PutUint32(out[footOff+84:], crc32.Checksum(out[indexOff:footOff+84], castagnoli))
+		le.PutUint32(out[footOff+footerCRCAt:], crc32.Checksum(out[indexOff:footOff+footerCRCAt], castagnoli))
 	}
 	sum := sha256.Sum256(out[:size-checksumSize])
 	copy(out[size-checksumSize:], sum[:])

@@ -121,7 +121,7 @@ func testCrashBlockWrite(t *testing.T, direct bool) {
 		require.NoError(t, err)
 		return es
 	}, func(d ring.Doer, es []Entry) error {
-		_, err := WriteBlockDirect(d, crashDir, 1, 9, es, direct)
+		_, err := WriteBlockDirect(d, crashDir, 1, 9, 4, es, direct)
 		return err
 	}, func(t *testing.T, d ring.Doer, es []Entry, acked bool) {
 		b, err := OpenBlock(d, BlockPath(crashDir, 1, 9))

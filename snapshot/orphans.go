@@ -21,6 +21,18 @@ type OrphanReport struct {
 	Foreign    []string // files of names the engine does not write, left alone
 }
 
+// OrphanCheck is what RemoveOrphans asks recovery about one space.
+type OrphanCheck struct {
+	// Held says whether a record is in a live hot generation or in a
+	// block the manifest names. Nil: nowhere.
+	Held func(messages.Record) (bool, error)
+	// Live says whether the space's hot generation gen is live (recovery
+	// found its file and the manifest does not seal it): if so, rel is
+	// its path relative to the engine directory and end is where its
+	// valid batches end. Nil: none is.
+	Live func(gen uint64) (rel string, end int64, ok bool)
+}
+
 // RemoveOrphans removes the files of space's block directory that the
 // manifest does not name, once each is shown to be redundant. Recovery
 // calls it between Read and Rewrite, so that what it reports still names
@@ -30,25 +42,34 @@ type OrphanReport struct {
 // block was written, and the crash came before the manifest edit naming it
 // was durable. Its generation was then not retired (that waits for the
 // edit), so every record of it is still in a hot generation, or in a block
-// the manifest names (a seal that was redone under another id). held says
-// whether a record is there. A block holding a record held nowhere is the
-// other case: the edit naming it was durable (its generation was retired
-// after it), and the manifest has lost it since — its damaged last frame
-// dropped as torn, or its end cut off at a frame boundary. Removing the
-// block would lose acknowledged records without a word, so RemoveOrphans
-// reports a *messages.CorruptionError naming the manifest and where it
-// ends (Tail), with the block in the reason, and removes nothing of the
-// space. It does not re-adopt the block: what else the lost edits said
-// (other blocks, removals, retired WAL segments, spaces) is unknown, so the
-// damage is the operator's to see, and the block stays for whoever repairs
-// the manifest.
+// the manifest names (a seal that was redone under another id).
+// check.Held says whether a record is there. A block holding a record held
+// nowhere is damage, and which file is damaged depends on whether the
+// generation sealed into the block (Block.Gen) is still live:
+//
+//   - It is (check.Live): the seal was cut short, and the generation has
+//     lost records it held durably — its last batches damaged, and dropped
+//     as a torn tail or cut off at a batch boundary. RemoveOrphans reports
+//     a *messages.CorruptionError naming the generation's file and where
+//     its batches end.
+//   - It is not: the edit naming the block was durable (the generation
+//     was retired after it), and the manifest has lost it since — its
+//     damaged last frame dropped as torn, or its end cut off at a frame
+//     boundary. RemoveOrphans reports a *messages.CorruptionError naming
+//     the manifest and where it ends (Tail), with the block in the reason.
+//
+// Either way it removes nothing of the space: removing the block would
+// lose acknowledged records without a word. Nor does it re-adopt the
+// block: what else a lost edit said (other blocks, removals, retired WAL
+// segments, spaces) is unknown, so the damage is the operator's to see,
+// and the block stays for whoever repairs the directory.
 //
 // A block file that cannot be read whole is removed too, and listed in
 // Unreadable for the caller to log: a crash cannot leave one (a block is
 // synced before it is renamed into place), what it held cannot be known,
 // and no edit can name it now. Temporary files of an interrupted block
 // write are removed unread; files of other names are left alone.
-func (m *Manifest) RemoveOrphans(space messages.SpaceID, held func(messages.Record) (bool, error)) (OrphanReport, error) {
+func (m *Manifest) RemoveOrphans(space messages.SpaceID, check OrphanCheck) (OrphanReport, error) {
 	var rep OrphanReport
 	d := m.d
 	named := make(map[uint64]bool)
@@ -88,12 +109,21 @@ func (m *Manifest) RemoveOrphans(space messages.SpaceID, held func(messages.Reco
 		if err != nil {
 			return rep, err
 		}
-		lost, err := notHeld(b, held)
+		lost, err := notHeld(b, check.Held)
 		if err != nil {
 			return rep, err
 		}
 		if lost > 0 {
 			meta := b.Meta()
+			if check.Live != nil && b.Gen() != 0 {
+				if hot, end, ok := check.Live(b.Gen()); ok {
+					return rep, &messages.CorruptionError{Path: hot, Offset: end, Reason: fmt.Sprintf(
+						"hot: generation %d's batches end here, but %s, sealed from it by a seal cut short "+
+							"(the manifest does not name the block), holds %d of its %d records (revisions %d..%d) "+
+							"that the generation no longer does: the generation was damaged after they were durable",
+						b.Gen(), rel, lost, meta.Count, meta.MinRev, meta.MaxRev)}
+				}
+			}
 			return rep, m.LostEdit(fmt.Sprintf("naming %s: the block holds %d of its %d records (revisions %d..%d) "+
 				"nowhere else, so the edit was durable once (its generation was retired after it)",
 				rel, lost, meta.Count, meta.MinRev, meta.MaxRev))
@@ -125,8 +155,12 @@ func parseBlockName(name string) (uint64, bool) {
 	return id, err == nil && strconv.FormatUint(id, 10) == digits
 }
 
-// notHeld counts the records of b that held does not find elsewhere.
+// notHeld counts the records of b that held does not find elsewhere (nil:
+// none is found).
 func notHeld(b *Block, held func(messages.Record) (bool, error)) (int, error) {
+	if held == nil {
+		return int(b.Meta().Count), nil
+	}
 	lost := 0
 	var herr error
 	err := b.All(func(e Entry) bool {

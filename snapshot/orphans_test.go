@@ -33,7 +33,7 @@ func TestRemoveOrphans(t *testing.T) {
 		lone = make(map[messages.Revision]bool)
 		for id := uint64(1); id <= 3; id++ {
 			es := genEntries(t, rng, 200, &rev)
-			meta, err := WriteBlock(d, dir, 1, id, es)
+			meta, err := WriteBlockDirect(d, dir, 1, id, 10+id, es, false) // sealed from generation 10+id
 			require.NoError(t, err)
 			switch id {
 			case 1:
@@ -65,10 +65,10 @@ func TestRemoveOrphans(t *testing.T) {
 	t.Run("redundant", func(t *testing.T) {
 		m, dir, _ := setup(t, false)
 		calls := 0
-		rep, err := m.RemoveOrphans(1, func(messages.Record) (bool, error) {
+		rep, err := m.RemoveOrphans(1, OrphanCheck{Held: func(messages.Record) (bool, error) {
 			calls++
 			return true, nil
-		})
+		}})
 		require.NoError(t, err)
 		assert.Equal(t, 400, calls, "every record of blocks 2 and 3 checked")
 		assert.Equal(t, 4, rep.Removed, "blocks 2, 3 and 4 and the temporary file")
@@ -80,7 +80,7 @@ func TestRemoveOrphans(t *testing.T) {
 		t.Run(fmt.Sprintf("lost edit/torn=%v", torn), func(t *testing.T) {
 			m, dir, lone := setup(t, torn)
 			before := listDir(t, BlockDir(dir, 1))
-			_, err := m.RemoveOrphans(1, func(r messages.Record) (bool, error) { return !lone[r.Revision], nil })
+			_, err := m.RemoveOrphans(1, OrphanCheck{Held: func(r messages.Record) (bool, error) { return !lone[r.Revision], nil }})
 			var ce *messages.CorruptionError
 			require.ErrorAs(t, err, &ce)
 			assert.Equal(t, ManifestName(1), ce.Path, "the damaged file is the manifest")
@@ -94,11 +94,42 @@ func TestRemoveOrphans(t *testing.T) {
 			assert.Equal(t, []string{"CURRENT", ManifestName(1), "blocks"}, listDir(t, dir), "the manifest as it was read")
 		})
 	}
+	// The generation sealed into block 3 (13) is still live and lost
+	// records: the seal was cut short and the generation is what was
+	// damaged; it is named, not the manifest. Another live generation
+	// changes nothing.
+	for _, liveGen := range []uint64{13, 12} {
+		t.Run(fmt.Sprintf("damaged generation/live=%d", liveGen), func(t *testing.T) {
+			m, dir, lone := setup(t, false)
+			before := listDir(t, BlockDir(dir, 1))
+			asked := []uint64{}
+			_, err := m.RemoveOrphans(1, OrphanCheck{
+				Held: func(r messages.Record) (bool, error) { return !lone[r.Revision], nil },
+				Live: func(gen uint64) (string, int64, bool) {
+					asked = append(asked, gen)
+					return "hot/g.seg", 4321, gen == liveGen
+				},
+			})
+			var ce *messages.CorruptionError
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, []uint64{13}, asked, "only the generation of the block with lost records")
+			if liveGen == 13 {
+				assert.Equal(t, "hot/g.seg", ce.Path, "the damaged file is the generation")
+				assert.Equal(t, int64(4321), ce.Offset, "where its batches end")
+				assert.Contains(t, ce.Reason, "generation 13")
+			} else {
+				assert.Equal(t, ManifestName(1), ce.Path, "the damaged file is the manifest")
+			}
+			assert.Contains(t, ce.Reason, "blocks/1/3.blk")
+			assert.Contains(t, ce.Reason, "5 of its 200 records")
+			assert.Equal(t, before, listDir(t, BlockDir(dir, 1)), "nothing removed")
+		})
+	}
 	t.Run("no directory", func(t *testing.T) {
 		m, err := Create(newDoer(t), t.TempDir())
 		require.NoError(t, err)
 		defer m.Close()
-		rep, err := m.RemoveOrphans(1, nil)
+		rep, err := m.RemoveOrphans(1, OrphanCheck{})
 		require.NoError(t, err)
 		assert.Zero(t, rep.Removed)
 	})

@@ -159,7 +159,7 @@ func TestInspect(t *testing.T) {
 	assert.Regexp(t, `(?m)^\s+1\s+alpha\s+2\s+16\s+1\s+20\s+1\s+0$`, out)
 	assert.Regexp(t, `(?m)^\s+2\s+beta\s+1\s+32\s+0\s+0\s+0\s+3$`, out)
 	assert.Contains(t, out, "blocks (1)")
-	assert.Regexp(t, `(?m)^\s+1\s+1\s+20\s+\[\d+, \d+\]\s+\[1, 20\]\s+[\d.]+ (B|KiB)\s+`+regexp.QuoteMeta(f.block)+`$`, out)
+	assert.Regexp(t, `(?m)^\s+1\s+1\s+20\s+\[\d+, \d+\]\s+\[1, 20\]\s+1\s+[\d.]+ (B|KiB)\s+`+regexp.QuoteMeta(f.block)+`$`, out)
 	assert.Regexp(t, `(?m)^\s+1\s+2\s+5\s+\[\d+, \d+\]\s+[\d.]+ (B|KiB)\s+active\s+`+regexp.QuoteMeta(f.hotSeg)+`$`, out)
 	assert.Regexp(t, `(?m)^\s+1\s+3\s+\[1073741824, 1073741826\]\s+[\d.]+ (B|KiB)\s+active\s+`+regexp.QuoteMeta(f.walSeg)+`$`, out)
 	assert.Contains(t, out, "staged entries pending promotion: 3")

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -37,7 +38,7 @@ func (a *app) inspect(s *survey) int {
 
 	fmt.Fprintf(w, "\nblocks (%d)\n", len(s.blocks))
 	if len(s.blocks) > 0 {
-		tw := table(w, "space", "id", "records", "keys", "revisions", "size", "file")
+		tw := table(w, "space", "id", "records", "keys", "revisions", "sealed gen", "size", "file")
 		for _, b := range s.blocks {
 			m := b.meta
 			state := ""
@@ -47,8 +48,12 @@ func (a *app) inspect(s *survey) int {
 			if b.err != nil {
 				state += "  DAMAGED"
 			}
-			fmt.Fprintf(tw, "  %d\t%d\t%d\t[%d, %d]\t[%d, %d]\t%s\t%s%s\n", m.Space, m.ID, m.Count,
-				m.MinKey, m.MaxKey, m.MinRev, m.MaxRev, bytesize(m.Size), b.file, state)
+			gen := "-"
+			if b.gen != 0 {
+				gen = strconv.FormatUint(b.gen, 10)
+			}
+			fmt.Fprintf(tw, "  %d\t%d\t%d\t[%d, %d]\t[%d, %d]\t%s\t%s\t%s%s\n", m.Space, m.ID, m.Count,
+				m.MinKey, m.MaxKey, m.MinRev, m.MaxRev, gen, bytesize(m.Size), b.file, state)
 		}
 		tw.Flush()
 	}

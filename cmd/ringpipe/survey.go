@@ -51,6 +51,7 @@ type survey struct {
 // blockCheck is a block the manifest names and what opening it found.
 type blockCheck struct {
 	meta snapshot.BlockMeta
+	gen  uint64 // the hot generation sealed into it (0: unknown, or none)
 	file string // relative to the directory
 	err  error  // nil: the file is that block, every checksum verified
 	// unnamed: not in the manifest, which is damaged; meta is the file's
@@ -237,6 +238,9 @@ func (s *survey) read() error {
 			c := blockCheck{meta: meta, file: s.rel(path)}
 			b, err := snapshot.OpenBlockFor(s.d, s.dir, meta)
 			c.err = err
+			if err == nil {
+				c.gen = b.Gen()
+			}
 			s.blocks = append(s.blocks, c)
 			if err != nil {
 				continue
@@ -294,7 +298,7 @@ func (s *survey) read() error {
 		c := blockCheck{file: s.rel(path), unnamed: true}
 		b, err := snapshot.OpenBlock(s.d, path)
 		if c.err = err; err == nil {
-			c.meta = b.Meta()
+			c.meta, c.gen = b.Meta(), b.Gen()
 		}
 		s.blocks = append(s.blocks, c)
 	}
