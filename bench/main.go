@@ -67,12 +67,16 @@ const (
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var names []string
+	var names, defaults []string
 	for _, t := range allTargets {
 		names = append(names, t.name)
+		if !t.experiment {
+			defaults = append(defaults, t.name)
+		}
 	}
 	writers := fs.String("writers", "1,16,64,256", "comma-separated concurrent writer counts")
-	targets := fs.String("targets", strings.Join(names, ","), "comma-separated targets to run, of: "+strings.Join(names, ", "))
+	targets := fs.String("targets", strings.Join(defaults, ","), "comma-separated targets to run, of: "+strings.Join(names, ", ")+
+		" (the default leaves out the experiments)")
 	duration := fs.Duration("duration", 5*time.Second, "measured time per cell (one target at one writer count in one round)")
 	warmup := fs.Duration("warmup", time.Second, "unmeasured writes before each cell's measured time")
 	rounds := fs.Int("rounds", 2, "rounds; in each, the targets run one after another at each writer count")

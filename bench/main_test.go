@@ -46,8 +46,9 @@ func TestShortRun(t *testing.T) {
 	require.NoError(t, json.Unmarshal(b, &rep))
 	assert.Equal(t, []int{1, 4}, rep.Config.Writers)
 	assert.Equal(t, 1, rep.Config.Rounds)
-	require.Len(t, rep.Cells, 2*len(allTargets), "one cell per target and writer count")
-	require.Len(t, rep.Summary, 2*len(allTargets))
+	defaults := defaultTargets()
+	require.Len(t, rep.Cells, 2*len(defaults), "one cell per default target and writer count")
+	require.Len(t, rep.Summary, 2*len(defaults))
 	assert.Positive(t, rep.Machine.Cores, "machine described")
 	assert.NotEqual(t, "unknown", rep.Machine.FS, "filesystem of the temp dir")
 
@@ -78,10 +79,10 @@ func TestShortRun(t *testing.T) {
 			assert.Positive(t, c.Gauges["sync_p50_us"], "%s: engine's fdatasync latency", name)
 		}
 	}
-	for _, tg := range allTargets {
+	for _, tg := range defaults {
 		assert.Positive(t, written[tg.name], "%s wrote nothing in both its cells", tg.name)
 	}
-	for _, tg := range allTargets {
+	for _, tg := range defaults {
 		for _, w := range []int{1, 4} {
 			assert.True(t, seen[fmt.Sprintf("%s/%d", tg.name, w)], "no cell for %s at %d writers", tg.name, w)
 			assert.Regexp(t, fmt.Sprintf(`(?m)^\| %d \| %s \|`, w, tg.name), out, "table row")
@@ -158,7 +159,24 @@ func TestShortDefaultsYieldToFlags(t *testing.T) {
 	assert.Equal(t, 3, cfg.rounds)
 	assert.Equal(t, shortDuration, cfg.duration)
 	assert.Equal(t, shortWarmup, cfg.warmup)
-	assert.Len(t, cfg.targets, len(allTargets))
+	assert.Len(t, cfg.targets, len(defaultTargets()), "every target but the experiments")
+	for _, tg := range cfg.targets {
+		assert.False(t, tg.experiment, "%s is an experiment, not a default target", tg.name)
+	}
+	cfg, err = parseFlags([]string{"-targets", "grouplog,overlap1"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Len(t, cfg.targets, 2, "an experiment is run when named")
+}
+
+// defaultTargets are the targets run without -targets.
+func defaultTargets() []target {
+	var out []target
+	for _, tg := range allTargets {
+		if !tg.experiment {
+			out = append(out, tg)
+		}
+	}
+	return out
 }
 
 func TestMountOf(t *testing.T) {

@@ -39,6 +39,9 @@ type target struct {
 	name string
 	desc string // one line for the README and -h
 	open func(ctx context.Context, dir string, cfg config) (store, error)
+	// experiment: not a comparison target but a measurement of a design
+	// idea; left out of the default -targets.
+	experiment bool
 }
 
 // errUnavailable marks a target this machine cannot run (io_uring refused
@@ -77,6 +80,22 @@ var allTargets = []target{
 			}
 			return &logStore{l: l}, nil
 		},
+	},
+	{
+		name: "overlap1",
+		desc: "experiment: grouplog with the next pwrite overlapping the previous fdatasync (one sync in flight)",
+		open: func(_ context.Context, dir string, _ config) (store, error) {
+			return openOverlapLog(filepath.Join(dir, "log"), ringpipe.DefaultPreallocate, 1)
+		},
+		experiment: true,
+	},
+	{
+		name: "overlap2",
+		desc: "experiment: overlap1 with two fdatasyncs in flight",
+		open: func(_ context.Context, dir string, _ config) (store, error) {
+			return openOverlapLog(filepath.Join(dir, "log"), ringpipe.DefaultPreallocate, 2)
+		},
+		experiment: true,
 	},
 	{
 		name: "syncloop",
