@@ -37,14 +37,20 @@ func (e *engine) doStop(ctx context.Context) error {
 	e.closed = true
 	close(e.stopCh)
 	e.mu.Unlock()
-	e.senders.Wait()
+	var errs []error
+	forced := e.waitSenders(ctx)
+	if forced {
+		errs = append(errs, fmt.Errorf("ringpipe: stop: a write committing inline: %w", ctx.Err()))
+	}
 
 	// 2. Drain: everything accepted becomes durable and acknowledged.
-	var errs []error
 	select {
 	case <-e.failed:
 	case <-e.supDone:
 	default:
+		if forced {
+			break // the ring is closed: nothing more becomes durable
+		}
 		reply := make(chan error, 1)
 		select {
 		case e.ch.Writes <- &messages.Barrier{Reply: reply}:
@@ -60,10 +66,13 @@ func (e *engine) doStop(ctx context.Context) error {
 	// 3. Stop the actors in reverse start order. If ctx ends first,
 	// closing the ring cancels what is in flight so that they can.
 	e.cancel()
-	forced := false
 	select {
 	case <-e.supDone:
 	case <-ctx.Done():
+		if forced {
+			<-e.supDone // the ring is closed already
+			break
+		}
 		errs = append(errs, fmt.Errorf("ringpipe: stop: %w", ctx.Err()))
 		// The actors only finish what is in flight; give them a moment
 		// before cancelling the I/O under them.
@@ -98,6 +107,42 @@ func (e *engine) doStop(ctx context.Context) error {
 	}
 	e.lg.Info("stopped")
 	return errors.Join(errs...)
+}
+
+// waitSenders waits for the callers inside the intake to hand over their
+// requests. One of them may be committing its write inline, reaping the
+// ring itself until the write is decided (actors.Inline): on a disk that
+// does not answer, that lasts as long as the caller's own context. So
+// once ctx ends, the actors are cancelled, and after stopGrace the ring is
+// closed under them, which completes what is in flight (as step 3 of
+// doStop does); forced reports that.
+func (e *engine) waitSenders(ctx context.Context) (forced bool) {
+	done := make(chan struct{})
+	go func() {
+		e.senders.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return false
+	default:
+	}
+	select {
+	case <-done:
+		return false
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(stopGrace)
+	defer t.Stop()
+	select {
+	case <-done:
+		return false
+	case <-t.C:
+	}
+	e.cancel()
+	e.r.Close() //nolint:errcheck // forced: completes everything in flight
+	<-done
+	return true
 }
 
 // stopGrace is how long Stop, once its context has ended, still lets the
