@@ -82,6 +82,16 @@ var allTargets = []target{
 		},
 	},
 	{
+		name: "ringpipe-uring-dwt20",
+		desc: "experiment: ringpipe-uring with DirectWriteTimeout 20ms (what the default 2ms deadline's reroutes cost)",
+		open: func(ctx context.Context, dir string, cfg config) (store, error) {
+			tune := cfg.ringpipe
+			tune.DirectWriteTimeout = 20 * time.Millisecond
+			return openRingpipe(ctx, dir, ringpipe.BackendURing, tune)
+		},
+		experiment: true,
+	},
+	{
 		name: "overlap1",
 		desc: "experiment: grouplog with the next pwrite overlapping the previous fdatasync (one sync in flight)",
 		open: func(_ context.Context, dir string, _ config) (store, error) {
