@@ -189,14 +189,16 @@ func (c *Cache) Stats() CacheStats {
 // open, is an entry of the Cache's fd table.
 type cachedFile struct {
 	c    *Cache
-	id   uint64 // the Cache's name for the block, for page keys
-	path string // to open (again, or after Close)
-	rel  string // path relative to the engine's directory, for errors
+	id   uint64    // the Cache's name for the block, for page keys
+	path string    // to open (again, or after Close)
+	rel  string    // path relative to the engine's directory, for errors
+	want BlockMeta // what the manifest says the file is (checkReopened)
 
 	// Protected by c.fds.mu:
 	fd         int32 // open on c.d, or -1
 	refs       int   // reads holding fd; it is closed only at 0
 	opening    bool  // an open of path is in flight (invariant 6)
+	opened     bool  // path was opened once: a later open is checked
 	prev, next *cachedFile
 }
 
@@ -217,7 +219,7 @@ func (c *Cache) OpenBlockFor(dir string, want BlockMeta) (*Block, error) {
 	if c.closed {
 		return nil, ErrCacheClosed
 	}
-	f := &cachedFile{c: c, id: c.nextID.Add(1), path: full, rel: rel, fd: -1}
+	f := &cachedFile{c: c, id: c.nextID.Add(1), path: full, rel: rel, want: want, fd: -1}
 	fd, err := c.acquire(f)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: open block %s: %w", rel, err)
@@ -328,6 +330,9 @@ func (c *Cache) readAt(f *cachedFile, buf []byte, off int64) (int, error) {
 		if err != nil {
 			return 0, err
 		}
+		if err := checkReopened(d, fd, f); err != nil {
+			return 0, errors.Join(err, ring.Close(d, fd))
+		}
 		n, rerr := ring.ReadAt(d, fd, buf, off)
 		return n, errors.Join(rerr, ring.Close(d, fd))
 	}()
@@ -403,6 +408,7 @@ func (c *Cache) acquire(f *cachedFile) (int32, error) {
 		t.cond.Wait()
 	}
 	f.opening = true
+	reopen := f.opened
 	var vfd int32 = -1
 	if victim != nil {
 		fdUnlink(victim)
@@ -418,6 +424,11 @@ func (c *Cache) acquire(f *cachedFile) (int32, error) {
 		t.open.Add(-1)
 	}
 	fd, err := ring.Open(c.d, f.path, unix.O_RDONLY, 0)
+	if err == nil && reopen {
+		if err = checkReopened(c.d, fd, f); err != nil {
+			ring.Close(c.d, fd) //nolint:errcheck // read-only; the check's error is the one to report
+		}
+	}
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -428,9 +439,33 @@ func (c *Cache) acquire(f *cachedFile) (int32, error) {
 		return -1, err
 	}
 	t.open.Add(1)
-	f.fd, f.refs = fd, 1
+	f.fd, f.refs, f.opened = fd, 1, true
 	t.pushFront(f)
 	return fd, nil
+}
+
+// checkReopened checks that fd, a new open of f's path, is still the
+// block the manifest names: its footer (space, id, size) and the checksum
+// after it must be want's. Pages are verified alone (their CRC covers
+// their offset, not the block), so without this a file replaced since the
+// first open (the engine never rewrites a block id; something else did)
+// whose pages lie where the old ones did would be served as the old
+// block. It costs one read of tailSize bytes per reopen.
+func checkReopened(d ring.Doer, fd int32, f *cachedFile) error {
+	size := f.want.Size
+	buf := make([]byte, tailSize)
+	n, err := ring.ReadAt(d, fd, buf, size-tailSize)
+	if err != nil {
+		return fmt.Errorf("snapshot: read %s: %w", f.rel, err)
+	}
+	if n < len(buf) {
+		return blockError(f.rel, size-tailSize+int64(n), "reopened: the file ends %d bytes short", len(buf)-n)
+	}
+	ft, err := parseFooter(f.rel, size, buf)
+	if err != nil {
+		return err
+	}
+	return checkMeta(f.rel, ft.meta, f.want)
 }
 
 // release gives back the reference acquire took.

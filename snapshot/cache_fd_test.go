@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -424,5 +425,61 @@ func BenchmarkCacheReopen(b *testing.B) {
 				b.ReportMetric(float64(n)/float64(b.N), "opens/op")
 			})
 		}
+	}
+}
+
+// TestCacheFDReopenReplaced: a block file replaced while its fd was closed
+// by a twin (the same records with one value changed: the same pages at the
+// same offsets, each with a valid CRC, another checksum) is corruption
+// when it is reopened, through the Cache and through the Fallback after
+// Close, not the twin's value served as the block's.
+func TestCacheFDReopenReplaced(t *testing.T) {
+	for _, afterClose := range []bool{false, true} {
+		t.Run(fmt.Sprintf("afterClose=%v", afterClose), func(t *testing.T) {
+			fx := newFDFixture(t, 25, 2, 1000, 1, afterClose)
+			full := BlockPath(crashDir, 7, 1)
+			rel := filepath.Join("blocks", "7", "1.blk")
+			b := fx.blocks[0]
+			k := b.firstKeys[2]
+			orig, ok, err := b.Get(k, nil)
+			require.NoError(t, err)
+			require.True(t, ok)
+			require.NotEmpty(t, orig.Value)
+
+			// The twin, with the value at k changed in place.
+			data, err := fx.disk.ReadFile(full)
+			require.NoError(t, err)
+			whole, err := DecodeBlock(full, data)
+			require.NoError(t, err)
+			var es []Entry
+			require.NoError(t, whole.All(func(e Entry) bool {
+				e.Value = append([]byte(nil), e.Value...)
+				if e.Key == k && e.Revision == orig.Revision {
+					e.Value[0] ^= 0xff
+				}
+				es = append(es, e)
+				return true
+			}))
+			twin, meta, err := EncodeBlock(7, 1, es)
+			require.NoError(t, err)
+			require.Len(t, twin, len(data), "the twin has the block's layout")
+			require.NotEqual(t, b.Meta().Checksum, meta.Checksum)
+
+			require.NoError(t, fx.read(1, fx.blocks[1].firstKeys[0])) // block 1's fd goes
+			if afterClose {
+				require.NoError(t, fx.c.Close())
+			}
+			require.NoError(t, fx.disk.WriteFile(full, twin))
+			got, _, err := b.Get(k, nil)
+			require.Error(t, err, "the twin served as the block (value changed: %v)", !bytes.Equal(got.Value, orig.Value))
+			assert.ErrorIs(t, err, messages.ErrCorrupt)
+			assert.ErrorContains(t, err, rel)
+
+			require.NoError(t, fx.disk.WriteFile(full, data))
+			got, ok, err = b.Get(k, nil)
+			require.NoError(t, err, "the block back in place reads")
+			assert.True(t, ok)
+			assert.Equal(t, orig.Value, got.Value)
+		})
 	}
 }
