@@ -3,10 +3,9 @@ package livetail
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
-
-	"github.com/tidwall/btree"
 
 	"github.com/ringpipe/ringpipe/messages"
 )
@@ -18,11 +17,6 @@ import (
 // real generation, readers count it once.
 const StagedGeneration uint64 = math.MaxUint64
 
-// treeDegree is the B-tree degree of the generation trees. tidwall/btree's
-// default: nodes of up to 63 entries of 24 bytes, so one copy-on-write path
-// copy after a publish touches about 1.5 KiB per level.
-const treeDegree = 32
-
 // Tail is the publisher's side of the View: it applies appended records and
 // sealed blocks and publishes a new View per batch (Publish).
 //
@@ -30,25 +24,22 @@ const treeDegree = 32
 // publisher) owns it. The Views it returns are immutable and may be read by
 // any goroutine.
 type Tail struct {
-	spaces map[messages.SpaceID]*spaceState
-	rev    messages.Revision // highest revision appended or sealed
-	view   *View             // last published
-	dirty  bool              // something changed since view was published
+	spaces []*spaceState // in the order added
+	// index maps a space's ID to its position in spaces. Views share it, so
+	// it is replaced, never modified, when a space is added.
+	index map[messages.SpaceID]int
+	rev   messages.Revision // highest revision appended or sealed
+	view  *View             // last published
+	dirty bool              // something changed since view was published
 }
 
 // spaceState is one space's mutable side, owned by the Tail.
 type spaceState struct {
 	info  messages.SpaceInfo
 	keyer Keyer
-	// gens are the trees the Tail changes. Before the first change after a
-	// publish, a tree is Copy'd (see Publish), which makes every node it
-	// shares with published Views copy-on-write.
-	gens map[uint64]*tree
-	// published holds, per generation, the tree the last View got; it is
-	// reused by the next View when the generation did not change.
-	published map[uint64]*tree
-	// changed is the generations changed since the last publish.
-	changed map[uint64]bool
+	// gens are the generations of the tail by gen ascending, none empty.
+	// Each remembers what the last View got and whether it changed since.
+	gens []*generation
 	// blocks is sorted by MaxRevision descending and shared with Views: it
 	// is replaced, never modified in place.
 	blocks []Block
@@ -61,7 +52,7 @@ type spaceState struct {
 
 // NewTail returns an empty Tail. Its first View has no spaces.
 func NewTail() *Tail {
-	return &Tail{spaces: map[messages.SpaceID]*spaceState{}, view: emptyView}
+	return &Tail{index: emptyView.index, view: emptyView}
 }
 
 // AddSpace registers a space with the Keyer that maps its points to keys.
@@ -74,31 +65,27 @@ func (t *Tail) AddSpace(info messages.SpaceInfo, k Keyer) error {
 	if k == nil {
 		return fmt.Errorf("livetail: add space %d: nil Keyer", info.ID)
 	}
-	if s, ok := t.spaces[info.ID]; ok {
-		if s.info != info {
+	if i, ok := t.index[info.ID]; ok {
+		if s := t.spaces[i]; s.info != info {
 			return fmt.Errorf("livetail: add space %d: already known as %q (Dims %d, Bits %d)",
 				info.ID, s.info.Name, s.info.Dims, s.info.Bits)
 		}
 		return nil
 	}
-	t.spaces[info.ID] = &spaceState{
-		info:      info,
-		keyer:     k,
-		gens:      map[uint64]*tree{},
-		published: map[uint64]*tree{},
-		changed:   map[uint64]bool{},
-		sealed:    map[uint64]Block{},
-	}
+	index := maps.Clone(t.index)
+	index[info.ID] = len(t.spaces)
+	t.index = index
+	t.spaces = append(t.spaces, &spaceState{info: info, keyer: k, sealed: map[uint64]Block{}})
 	t.dirty = true
 	return nil
 }
 
 func (t *Tail) space(id messages.SpaceID) (*spaceState, error) {
-	s, ok := t.spaces[id]
+	i, ok := t.index[id]
 	if !ok {
 		return nil, fmt.Errorf("%w %d", ErrUnknownSpace, id)
 	}
-	return s, nil
+	return t.spaces[i], nil
 }
 
 // Append adds records of one space that are durable in hot generation gen
@@ -128,11 +115,7 @@ func (t *Tail) Append(space messages.SpaceID, gen uint64, recs ...messages.Recor
 	if len(recs) == 0 {
 		return nil
 	}
-	// Records are copied into one allocation per batch.
-	owned := make([]messages.Record, len(recs))
-	copy(owned, recs)
-	for i := range owned {
-		r := &owned[i]
+	for _, r := range recs {
 		r.Space = space
 		if r.Revision > t.rev {
 			t.rev = r.Revision
@@ -149,23 +132,34 @@ func (t *Tail) Append(space messages.SpaceID, gen uint64, recs ...messages.Recor
 			}
 			g = StagedGeneration
 		}
-		s.mutable(g).Set(entry{key: key, rev: r.Revision, rec: r})
-		s.changed[g] = true
+		s.generation(g).put(key, r)
 	}
 	s.view = nil
 	t.dirty = true
 	return nil
 }
 
-// mutable returns generation gen's tree for changing, creating it or making
-// it copy-on-write against the last published View.
-func (s *spaceState) mutable(gen uint64) *tree {
-	tr, ok := s.gens[gen]
+// findGen returns the index of generation gen in s.gens and whether it is
+// there.
+func (s *spaceState) findGen(gen uint64) (int, bool) {
+	return slices.BinarySearchFunc(s.gens, gen, func(g *generation, gen uint64) int {
+		switch {
+		case g.gen < gen:
+			return -1
+		case g.gen > gen:
+			return 1
+		}
+		return 0
+	})
+}
+
+// generation returns generation gen, creating it if needed.
+func (s *spaceState) generation(gen uint64) *generation {
+	i, ok := s.findGen(gen)
 	if !ok {
-		tr = btree.NewBTreeGOptions(entryLess, btree.Options{Degree: treeDegree, NoLocks: true})
-		s.gens[gen] = tr
+		s.gens = slices.Insert(s.gens, i, &generation{gen: gen})
 	}
-	return tr
+	return s.gens[i]
 }
 
 // Seal makes block b of the space visible and drops from the tail every
@@ -175,7 +169,8 @@ func (s *spaceState) mutable(gen uint64) *tree {
 // recovery does for blocks named by the manifest).
 //
 // Cost: O(1) for the generation, O(s * log s) block lookups for s staged
-// records, O(blocks) to insert b into the index.
+// records and, if some are dropped, O(s log s) to copy the rest into a new
+// tree and slab; O(blocks) to insert b into the index.
 func (t *Tail) Seal(space messages.SpaceID, gen uint64, b Block) error {
 	s, err := t.space(space)
 	if err != nil {
@@ -193,27 +188,33 @@ func (t *Tail) Seal(space messages.SpaceID, gen uint64, b Block) error {
 		return nil
 	}
 	s.addBlock(b)
-	delete(s.gens, gen)
-	delete(s.changed, gen)
-	delete(s.published, gen)
+	if i, ok := s.findGen(gen); ok {
+		// Views published before keep the generation's tree and slab;
+		// the Tail lets go of them.
+		s.gens = slices.Delete(s.gens, i, i+1)
+	}
 	s.sealed[gen] = b
-	if tr, ok := s.gens[StagedGeneration]; ok {
+	if i, ok := s.findGen(StagedGeneration); ok {
+		g := s.gens[i]
 		var drop []entry
-		tr.Scan(func(e entry) bool {
+		g.tree.ascend(pos{}, func(e entry) bool {
 			if e.key >= b.MinKey() && e.key <= b.MaxKey() && b.MayContain(e.key) {
 				// A failed block read keeps the record, as a late Append
 				// does.
-				if old, ok, err := b.Get(e.key, e.rec.Point); err == nil && ok && old.Revision >= e.rev {
+				if old, ok, err := b.Get(e.key, g.recs.at(e.slot).Point); err == nil && ok && old.Revision >= e.rev {
 					drop = append(drop, e)
 				}
 			}
 			return true
 		})
-		for _, e := range drop {
-			tr.Delete(e)
-		}
-		if len(drop) > 0 {
-			s.changed[StagedGeneration] = true
+		switch {
+		case len(drop) == g.tree.Len():
+			s.gens = slices.Delete(s.gens, i, i+1)
+		case len(drop) > 0:
+			// A new slab of the records that remain, so that the
+			// dropped ones are freed with the Views that still hold
+			// them.
+			g.rebuild(drop)
 		}
 	}
 	if r := b.MaxRevision(); r > t.rev {
@@ -269,54 +270,32 @@ func (t *Tail) View() *View { return t.view }
 // Publish returns a View of everything applied so far, in one step for the
 // whole batch of Appends and Seals since the last Publish; with nothing new
 // it returns the last View again. Its cost is O(spaces + generations of the
-// changed spaces): each changed generation's tree is shared with the View
-// by a lazy copy-on-write Copy, never copied whole.
+// changed spaces): each changed generation's tree is frozen and shared with
+// the View, never copied (the Tail copies nodes on its next change, see
+// cowTree), and an unchanged space's spaceView is reused.
 func (t *Tail) Publish() *View {
 	if !t.dirty {
 		return t.view
 	}
-	spaces := make(map[messages.SpaceID]*spaceView, len(t.spaces))
-	for id, s := range t.spaces {
+	v := &View{rev: t.rev, index: t.index, spaces: make([]*spaceView, len(t.spaces))}
+	for i, s := range t.spaces {
 		if s.view == nil {
 			s.view = s.publish()
 		}
-		spaces[id] = s.view
+		v.spaces[i] = s.view
 	}
-	t.view = &View{rev: t.rev, spaces: spaces}
+	t.view = v
 	t.dirty = false
 	return t.view
 }
 
 // publish builds the space's next spaceView.
 func (s *spaceState) publish() *spaceView {
-	for gen, tr := range s.gens {
-		if tr.Len() == 0 {
-			delete(s.gens, gen)
-			delete(s.published, gen)
-			continue
-		}
-		if s.changed[gen] || s.published[gen] == nil {
-			// Copy gives the View a tree of its own and marks every node
-			// as shared, so the Tail's next change to tr copies the nodes
-			// on its path instead of writing into the View's.
-			s.published[gen] = tr.Copy()
-		}
+	v := &spaceView{info: s.info, keyer: s.keyer, gens: make([]genTree, len(s.gens)), blocks: s.blocks}
+	for i, g := range s.gens {
+		v.gens[i] = g.freeze()
 	}
-	clear(s.changed)
-	gens := make([]genTree, 0, len(s.published))
-	for gen, tr := range s.published {
-		gens = append(gens, genTree{gen: gen, tr: tr})
-	}
-	slices.SortFunc(gens, func(a, b genTree) int {
-		switch {
-		case a.gen < b.gen:
-			return -1
-		case a.gen > b.gen:
-			return 1
-		}
-		return 0
-	})
-	return &spaceView{info: s.info, keyer: s.keyer, gens: gens, blocks: s.blocks}
+	return v
 }
 
 // Notice is one change for Apply: an Appended or a Sealed. The set is

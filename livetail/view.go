@@ -13,11 +13,12 @@
 // Invariants:
 //
 //  1. A View never changes once Publish returned it. Its trees are
-//     copy-on-write snapshots (github.com/tidwall/btree's Copy): the Tail
-//     copies a node before it changes one that a View can see, so
-//     publishing k records into a tail of n costs O(k log n) and a View
-//     shares all unchanged nodes with its predecessor
-//     (BenchmarkPublishOne).
+//     copy-on-write B+-trees (cowTree): the Tail copies a node before it
+//     changes one that a View can see, so publishing k records into a
+//     tail of n costs O(k log n) and a View shares all unchanged nodes
+//     with its predecessor (BenchmarkPublishOne). A generation's records
+//     sit in an append-only slab whose filled slots never change, and
+//     tree entries name slots, not records, so nodes hold no pointers.
 //  2. A reader sees, for each point, the record with the highest revision
 //     in the tail or any block; a tombstone hides the point. A revision held
 //     twice (tail and block, or two generations) counts once.
@@ -40,9 +41,6 @@ package livetail
 import (
 	"errors"
 	"fmt"
-	"math"
-
-	"github.com/tidwall/btree"
 
 	"github.com/ringpipe/ringpipe/messages"
 )
@@ -54,31 +52,6 @@ var ErrNotFound = errors.New("livetail: not found")
 // ErrUnknownSpace is wrapped by the error of an operation on a space that
 // the View or Tail does not know.
 var ErrUnknownSpace = errors.New("livetail: unknown space")
-
-// entry is one tail record in a generation tree, ordered by (key, rev). The
-// key and revision are kept inline so that comparisons do not chase rec;
-// rec is never modified once the entry is in a tree.
-type entry struct {
-	key uint64
-	rev messages.Revision
-	rec *messages.Record
-}
-
-func entryLess(a, b entry) bool {
-	if a.key != b.key {
-		return a.key < b.key
-	}
-	return a.rev < b.rev
-}
-
-// tree is a generation's records. Trees a View holds are never modified.
-type tree = btree.BTreeG[entry]
-
-// genTree is one generation of a space's tail as a View sees it.
-type genTree struct {
-	gen uint64
-	tr  *tree
-}
 
 // spaceView is one space in a View; it is immutable and may be shared by
 // several Views (those published while the space did not change).
@@ -95,12 +68,15 @@ type spaceView struct {
 // and the revision it reflects. It is safe for concurrent use and never
 // changes; later publishes build new Views.
 type View struct {
-	rev    messages.Revision
-	spaces map[messages.SpaceID]*spaceView // never modified after Publish
+	rev messages.Revision
+	// index maps a space's ID to its position in spaces. It is shared with
+	// the Tail and other Views and never modified.
+	index  map[messages.SpaceID]int
+	spaces []*spaceView // never modified after Publish
 }
 
 // emptyView is what a Tail publishes before anything was added.
-var emptyView = &View{spaces: map[messages.SpaceID]*spaceView{}}
+var emptyView = &View{index: map[messages.SpaceID]int{}}
 
 // Revision returns the highest revision the View reflects: the newest
 // record appended or sealed before it was published.
@@ -124,7 +100,7 @@ func (v *View) TailLen(space messages.SpaceID) (int, error) {
 	}
 	n := 0
 	for _, g := range s.gens {
-		n += g.tr.Len()
+		n += g.tr.n
 	}
 	return n, nil
 }
@@ -139,11 +115,11 @@ func (v *View) Blocks(space messages.SpaceID) (int, error) {
 }
 
 func (v *View) space(id messages.SpaceID) (*spaceView, error) {
-	s, ok := v.spaces[id]
+	i, ok := v.index[id]
 	if !ok {
 		return nil, fmt.Errorf("%w %d", ErrUnknownSpace, id)
 	}
-	return s, nil
+	return v.spaces[i], nil
 }
 
 // Get returns the newest record at p in the space: ErrNotFound if there is
@@ -164,9 +140,10 @@ func (v *View) Get(space messages.SpaceID, p messages.Point) (messages.Record, e
 
 	var best messages.Record
 	found := false
-	for _, g := range s.gens {
-		if e, ok := newestInTree(g.tr, key); ok && (!found || e.rev > best.Revision) {
-			best, found = *e.rec, true
+	for i := range s.gens {
+		g := &s.gens[i]
+		if e, ok := g.tr.newest(key); ok && (!found || e.rev > best.Revision) {
+			best, found = *g.rec(e), true
 		}
 	}
 	// Newest block first. A block whose MaxRevision is not above the best
@@ -191,19 +168,6 @@ func (v *View) Get(space messages.SpaceID, p messages.Point) (messages.Record, e
 		return messages.Record{}, ErrNotFound
 	}
 	return best, nil
-}
-
-// newestInTree returns the entry with key and the highest revision in tr.
-func newestInTree(tr *tree, key uint64) (entry, bool) {
-	// The first entry at or below (key, max revision) in descending order
-	// is the last one with a key <= key.
-	var found entry
-	ok := false
-	tr.Descend(entry{key: key, rev: math.MaxUint64}, func(e entry) bool {
-		found, ok = e, e.key == key
-		return false
-	})
-	return found, ok
 }
 
 // Scan calls fn for the newest live record of every point inside box in
@@ -247,10 +211,11 @@ func (v *View) Scan(space messages.SpaceID, box Box, fn func(messages.Record) bo
 func (s *spaceView) scanRange(kr KeyRange, box Box, fn func(messages.Record) bool, m *merger) (bool, error) {
 	// Sources that may hold keys in kr; most scans have one or two.
 	trees, blocks := m.trees[:0], m.blocks[:0]
-	for _, g := range s.gens {
+	for i := range s.gens {
+		g := &s.gens[i]
 		if mn, ok := g.tr.Min(); ok && mn.key <= kr.Hi {
 			if mx, _ := g.tr.Max(); mx.key >= kr.Lo {
-				trees = append(trees, g.tr)
+				trees = append(trees, g)
 			}
 		}
 	}
@@ -267,9 +232,18 @@ func (s *spaceView) scanRange(kr KeyRange, box Box, fn func(messages.Record) boo
 	case len(trees) == 1 && len(blocks) == 0:
 		// One ordered source needs no merge: keep the last revision of each
 		// key.
-		trees[0].Ascend(entry{key: kr.Lo}, func(e entry) bool {
-			return e.key <= kr.Hi && emit.add(e.key, e.rec)
-		})
+		g := trees[0]
+		// A leaf at a time: the inner loop is the whole cost of a long
+		// scan besides the records themselves.
+	leaves:
+		for it := g.tr.seek(pos{key: kr.Lo}); it.valid(); it.nextLeaf() {
+			for i := it.i; i < it.leaf.n; i++ {
+				e := &it.leaf.items[i]
+				if e.key > kr.Hi || !emit.add(e.key, g.recs.at(e.slot)) {
+					break leaves
+				}
+			}
+		}
 		return emit.flush(), nil
 	case len(trees) == 0 && len(blocks) == 1:
 		if err := blocks[0].Scan(kr.Lo, kr.Hi, func(key uint64, r messages.Record) bool {
@@ -352,8 +326,9 @@ type cursor struct {
 	key uint64
 	rec *messages.Record // valid until the next advance
 
-	// A tail tree: it, bounded by hi.
-	it *btree.IterG[entry]
+	// A tail tree: it over g, bounded by hi.
+	g  *genTree
+	it treeIter
 	hi uint64
 
 	// A block: buf[i] is the current record; more says whether the block
@@ -367,10 +342,9 @@ type cursor struct {
 	err   error          // a failed block read; ok is false then
 }
 
-func treeCursor(tr *tree, kr KeyRange) cursor {
-	it := tr.Iter()
-	c := cursor{it: &it, hi: kr.Hi}
-	c.ok = it.Seek(entry{key: kr.Lo})
+func treeCursor(g *genTree, kr KeyRange) cursor {
+	c := cursor{g: g, it: g.tr.seek(pos{key: kr.Lo}), hi: kr.Hi}
+	c.ok = c.it.valid()
 	c.loadEntry()
 	return c
 }
@@ -383,8 +357,9 @@ func blockCursor(b Block, kr KeyRange, buf *[]keyedRecord) cursor {
 }
 
 func (c *cursor) advance() {
-	if c.it != nil {
-		c.ok = c.it.Next()
+	if c.g != nil {
+		c.it.next()
+		c.ok = c.it.valid()
 		c.loadEntry()
 		return
 	}
@@ -404,12 +379,12 @@ func (c *cursor) loadEntry() {
 	if !c.ok {
 		return
 	}
-	e := c.it.Item()
+	e := c.it.item()
 	if e.key > c.hi {
 		c.ok = false
 		return
 	}
-	c.key, c.rec = e.key, e.rec
+	c.key, c.rec = e.key, c.g.rec(e)
 }
 
 func (c *cursor) loadBuf() {
@@ -445,9 +420,6 @@ func (c *cursor) fill(lo uint64, resume bool) {
 }
 
 func (c *cursor) close() {
-	if c.it != nil {
-		c.it.Release()
-	}
 	if c.keep != nil {
 		*c.keep = c.buf[:0]
 	}
@@ -457,7 +429,7 @@ func (c *cursor) close() {
 // range to the next so that a box of many ranges allocates its cursors and
 // block buffers once.
 type merger struct {
-	trees  []*tree
+	trees  []*genTree
 	blocks []Block
 	cs     []cursor
 	bufs   [][]keyedRecord // block buffers, kept for the next range

@@ -360,7 +360,11 @@ func TestPublishWithoutChangesReturnsSameView(t *testing.T) {
 	assert.Same(t, v2, tl.View())
 	assert.Same(t, v2, tl.Publish())
 	// An unchanged space is shared between Views.
-	assert.Same(t, v1.spaces[sp2], v2.spaces[sp2])
+	s1, err := v1.space(sp2)
+	require.NoError(t, err)
+	s2, err := v2.space(sp2)
+	require.NoError(t, err)
+	assert.Same(t, s1, s2)
 	assert.Equal(t, messages.Revision(1), tl.Revision())
 }
 
