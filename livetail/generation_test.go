@@ -153,5 +153,5 @@ func TestPublishOneAllocations(t *testing.T) {
 		tl.Publish()
 	})
 	t.Logf("%.1f allocs per publish", allocs)
-	assert.LessOrEqual(t, allocs, 8.0)
+	assert.LessOrEqual(t, allocs, 6.0)
 }

@@ -277,7 +277,12 @@ func (t *Tail) Publish() *View {
 	if !t.dirty {
 		return t.view
 	}
-	v := &View{rev: t.rev, index: t.index, spaces: make([]*spaceView, len(t.spaces))}
+	v := &View{rev: t.rev, index: t.index}
+	if len(t.spaces) <= len(v.inline) {
+		v.spaces = v.inline[:len(t.spaces)]
+	} else {
+		v.spaces = make([]*spaceView, len(t.spaces))
+	}
 	for i, s := range t.spaces {
 		if s.view == nil {
 			s.view = s.publish()
@@ -291,7 +296,12 @@ func (t *Tail) Publish() *View {
 
 // publish builds the space's next spaceView.
 func (s *spaceState) publish() *spaceView {
-	v := &spaceView{info: s.info, keyer: s.keyer, gens: make([]genTree, len(s.gens)), blocks: s.blocks}
+	v := &spaceView{info: s.info, keyer: s.keyer, blocks: s.blocks}
+	if len(s.gens) <= len(v.inline) {
+		v.gens = v.inline[:len(s.gens)]
+	} else {
+		v.gens = make([]genTree, len(s.gens))
+	}
 	for i, g := range s.gens {
 		v.gens[i] = g.freeze()
 	}

@@ -62,6 +62,10 @@ type spaceView struct {
 	// blocks are sorted by MaxRevision descending. The slice is never
 	// modified; the Tail builds a new one on every change.
 	blocks []Block
+	// inline holds gens when they fit, which saves an allocation per
+	// publish: a space mostly has a hot generation and maybe one being
+	// sealed or the staged one.
+	inline [2]genTree
 }
 
 // View is an immutable read snapshot of every space: its tail and blocks,
@@ -73,6 +77,9 @@ type View struct {
 	// the Tail and other Views and never modified.
 	index  map[messages.SpaceID]int
 	spaces []*spaceView // never modified after Publish
+	// inline holds spaces when they fit, which saves an allocation per
+	// publish.
+	inline [4]*spaceView
 }
 
 // emptyView is what a Tail publishes before anything was added.
@@ -440,6 +447,10 @@ type merger struct {
 // are merged (a later step), so a linear pick of the smallest key stands in
 // for a heap.
 func (m *merger) merge(kr KeyRange, emit *newestPerKey) (bool, error) {
+	if k := len(m.trees) + len(m.blocks); cap(m.cs) < k {
+		// A cursor is a few hundred bytes (treeIter's path): grow once.
+		m.cs = make([]cursor, 0, k)
+	}
 	cs := m.cs[:0]
 	defer func() {
 		for i := range cs {
