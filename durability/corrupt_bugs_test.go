@@ -33,10 +33,7 @@ func corruptRegression(t *testing.T, cfg func(*sim.Disk) ringpipe.Config, setup 
 	c := cfg(disk)
 	ctx, cancel := context.WithTimeout(context.Background(), ioerrTimeout)
 	defer cancel()
-	e, err := ringpipe.Start(ctx, c)
-	require.NoError(t, err)
-	sp, err := e.CreateSpace(ctx, ringpipe.SpaceSpec{Name: "s", Dims: 1, Bits: 16})
-	require.NoError(t, err)
+	e, sp := startOneSpace(ctx, t, c)
 	if setup != nil {
 		setup(disk)
 	}
@@ -54,7 +51,7 @@ func corruptRegression(t *testing.T, cfg func(*sim.Disk) ringpipe.Config, setup 
 	disk.ClearFaults()
 	damage(t, disk)
 	c.WALRecovery = mode
-	e, err = ringpipe.Start(ctx, c)
+	e, err := ringpipe.Start(ctx, c)
 	if err != nil {
 		require.True(t, errors.Is(err, ringpipe.ErrCorrupt), "Start failed without ErrCorrupt: %v", err)
 		return
@@ -68,6 +65,17 @@ func corruptRegression(t *testing.T, cfg func(*sim.Disk) ringpipe.Config, setup 
 		}
 	}
 	require.Zero(t, lost, "Start succeeded on a damaged directory and %d of %d acknowledged records are gone", lost, n)
+}
+
+// startOneSpace starts an engine with c and creates the one space of the
+// regression tests, 1-D with 16 bits.
+func startOneSpace(ctx context.Context, t *testing.T, c ringpipe.Config) (*ringpipe.Engine, ringpipe.SpaceID) {
+	t.Helper()
+	e, err := ringpipe.Start(ctx, c)
+	require.NoError(t, err)
+	sp, err := e.CreateSpace(ctx, ringpipe.SpaceSpec{Name: "s", Dims: 1, Bits: 16})
+	require.NoError(t, err)
+	return e, sp
 }
 
 // corruptLastBatch damages the last batch of the log file at p: a bit
@@ -203,10 +211,7 @@ func TestUnnamedBlockDamagedGeneration(t *testing.T) {
 				c := SimConfig(disk)
 				ctx, cancel := context.WithTimeout(context.Background(), ioerrTimeout)
 				defer cancel()
-				e, err := ringpipe.Start(ctx, c)
-				require.NoError(t, err)
-				sp, err := e.CreateSpace(ctx, ringpipe.SpaceSpec{Name: "s", Dims: 1, Bits: 16})
-				require.NoError(t, err)
+				e, sp := startOneSpace(ctx, t, c)
 				for i := range 6 {
 					_, err := e.Put(ctx, sp, ringpipe.Point{uint32(i)}, Value(newRand(int64(i)), 1<<10))
 					require.NoError(t, err)
@@ -223,7 +228,7 @@ func TestUnnamedBlockDamagedGeneration(t *testing.T) {
 				disk.ClearFaults()
 
 				gen1 := "hot/" + hot.Gen{Space: 1, Gen: 1}.FileName()
-				_, err = disk.ReadFile(simDir + "/hot/" + hot.Gen{Space: 1, Gen: 2}.FileName())
+				_, err := disk.ReadFile(simDir + "/hot/" + hot.Gen{Space: 1, Gen: 2}.FileName())
 				require.NoError(t, err, "generation 2 was not created: generation 1 is not frozen")
 				blocks := 0
 				for _, f := range disk.Files() {
