@@ -82,6 +82,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -288,11 +289,17 @@ type Segment struct {
 	opts Options
 	gen  Gen
 
-	fd        int32 // -1 once closed
-	dfd       int32 // O_DIRECT fd batches are written through (Options.Direct), else -1
-	off       int64 // where the next batch goes
-	records   int
-	revs      map[messages.Revision]struct{}
+	fd      int32 // -1 once closed
+	dfd     int32 // O_DIRECT fd batches are written through (Options.Direct), else -1
+	off     int64 // where the next batch goes
+	records int
+	// The revisions held: in revs while each exceeds every one before it
+	// (every direct batch, as the submitter assigns revisions in order,
+	// and recovery's scan), in late otherwise (a promotion of an older
+	// staged record). A sorted slice costs 8 bytes a record and an append;
+	// a map cost a hash insert a record on the write path (issue 4).
+	revs      []messages.Revision
+	late      map[messages.Revision]struct{}
 	minRev    messages.Revision
 	maxRev    messages.Revision
 	immutable bool
@@ -481,7 +488,7 @@ func (s *Segment) recycle() (ok bool, err error) {
 }
 
 func newSegment(d ring.Doer, opts Options, g Gen) *Segment {
-	return &Segment{d: d, opts: opts, gen: g, fd: -1, dfd: -1, revs: make(map[messages.Revision]struct{})}
+	return &Segment{d: d, opts: opts, gen: g, fd: -1, dfd: -1}
 }
 
 // openDirect opens the O_DIRECT fd of a segment that takes appends, when
@@ -727,13 +734,21 @@ func (s *Segment) ReadRecords(fn func(off int64, r messages.Record) error) error
 }
 
 func (s *Segment) note(rev messages.Revision) {
+	switch {
+	case s.records == 0 || rev > s.maxRev:
+		s.revs = append(s.revs, rev)
+	default:
+		if s.late == nil {
+			s.late = make(map[messages.Revision]struct{})
+		}
+		s.late[rev] = struct{}{}
+	}
 	if s.records == 0 || rev < s.minRev {
 		s.minRev = rev
 	}
-	if rev > s.maxRev {
+	if s.records == 0 || rev > s.maxRev {
 		s.maxRev = rev
 	}
-	s.revs[rev] = struct{}{}
 	s.records++
 }
 
@@ -746,7 +761,10 @@ func (s *Segment) Has(rev messages.Revision) bool {
 	if s.records == 0 || rev < s.minRev || rev > s.maxRev {
 		return false
 	}
-	_, ok := s.revs[rev]
+	if _, ok := s.late[rev]; ok {
+		return true
+	}
+	_, ok := slices.BinarySearch(s.revs, rev)
 	return ok
 }
 
@@ -802,18 +820,32 @@ func (s *Segment) Prepare(recs []messages.Record) (*Pending, error) {
 	case s.pending != nil:
 		return nil, ErrBusy
 	}
-	p := &Pending{}
-	var add []int // indexes in recs of the records to write
-	seen := make(map[messages.Revision]bool, len(recs))
+	p := &Pending{revs: make([]messages.Revision, 0, len(recs))}
+	add := make([]int, 0, len(recs)) // indexes in recs of the records to write
+	// A direct batch's revisions ascend from above every one held: none
+	// is skipped, and no set of those seen is needed.
+	fresh := true
 	for i := range recs {
 		r := &recs[i]
 		if r.Space != s.gen.Space {
 			return nil, fmt.Errorf("hot: record of space %d appended to %s", r.Space, s.rel())
 		}
-		if s.Has(r.Revision) || seen[r.Revision] {
-			continue
+		if (i == 0 && s.records > 0 && r.Revision <= s.maxRev) || (i > 0 && r.Revision <= recs[i-1].Revision) {
+			fresh = false
 		}
-		seen[r.Revision] = true
+	}
+	var seen map[messages.Revision]bool
+	if !fresh {
+		seen = make(map[messages.Revision]bool, len(recs))
+	}
+	for i := range recs {
+		r := &recs[i]
+		if !fresh {
+			if s.Has(r.Revision) || seen[r.Revision] {
+				continue
+			}
+			seen[r.Revision] = true
+		}
 		add = append(add, i)
 		p.revs = append(p.revs, r.Revision)
 	}

@@ -234,3 +234,58 @@ func TestSegmentPrepareCommitted(t *testing.T) {
 	assert.ErrorIs(t, s.Append(recs(1, 4, 1)), os.ErrClosed, "failed stays failed")
 	require.NoError(t, s.Close())
 }
+
+// TestSegmentHasMixedOrder checks the held-revision set against a model
+// when direct batches (ascending, above everything held) interleave with
+// promotions of older revisions and with batches that repeat some, before
+// and after the file is replayed.
+func TestSegmentHasMixedOrder(t *testing.T) {
+	d := stdDoer(t)
+	opts := Options{Dir: filepath.Join(t.TempDir(), "hot"), SegmentSize: 1 << 20}
+	g := Gen{Space: 3, Gen: 1}
+	s, err := Create(d, opts, g)
+	require.NoError(t, err)
+	model := map[messages.Revision]bool{}
+	at := func(revs ...int) []messages.Record {
+		out := make([]messages.Record, len(revs))
+		for i, r := range revs {
+			out[i] = recs(3, r, 1)[0]
+		}
+		return out
+	}
+	batches := [][]int{
+		{10, 11, 12},      // direct
+		{20, 22, 24},      // direct, with gaps (other spaces' revisions)
+		{5, 7},            // promotion below everything held
+		{21, 23, 11, 5},   // promotion into the gaps, with revisions held already
+		{30},              // direct
+		{26, 25, 30, 31},  // promotion out of order, one held, one above maxRev
+		{40, 41, 41, 42},  // a repeat inside one batch
+		{1, 2, 3, 50, 51}, // promotion spanning below and above
+	}
+	check := func(s *Segment, when string) {
+		t.Helper()
+		for r := messages.Revision(0); r <= 60; r++ {
+			assert.Equal(t, model[r], s.Has(r), "%s: Has(%d)", when, r)
+		}
+		assert.Equal(t, len(model), s.Records(), when)
+	}
+	for _, b := range batches {
+		require.NoError(t, s.Append(at(b...)))
+		for _, r := range b {
+			model[messages.Revision(r)] = true
+		}
+		check(s, "appended")
+	}
+	lo, hi := s.RevRange()
+	assert.Equal(t, messages.Revision(1), lo)
+	assert.Equal(t, messages.Revision(51), hi)
+	p, err := s.Prepare(at(5, 21, 41, 51))
+	require.NoError(t, err)
+	assert.Nil(t, p, "every revision is held: nothing to write")
+	require.NoError(t, s.Close())
+
+	s, _ = replay(t, d, opts, g, false)
+	check(s, "replayed")
+	require.NoError(t, s.Close())
+}
