@@ -259,3 +259,49 @@ func TestStartFailureReleasesEverything(t *testing.T) {
 	checkAcked(t, e.View(), space, want, nil)
 	mustStop(t, e)
 }
+
+// TestWritesWithBackgroundContext: writes whose ctx never ends (Ticket.Wait
+// then receives without a select) through a queue small enough that the
+// writers also block in it (queue's select, not its fast path).
+func TestWritesWithBackgroundContext(t *testing.T) {
+	cfg := simCfg(t, newTestDisk(t, 51))
+	cfg.QueueCapacity = 4
+	cfg.BatchSize = 2
+	e := mustStart(t, cfg)
+	space := mustSpace(t, e, "grid")
+	bg := context.Background()
+	var mu sync.Mutex
+	var good []acked
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 100 {
+				n := w*1000 + i
+				v := valueOf("bg", n)
+				var rev Revision
+				var err error
+				if i%2 == 0 {
+					rev, err = e.Put(bg, space, pointOf(n), v)
+				} else {
+					var tk *Ticket
+					tk, err = e.PutAsync(bg, space, pointOf(n), v)
+					if err == nil {
+						rev, err = tk.Wait(bg)
+					}
+				}
+				if !assert.NoError(t, err, "writer %d write %d", w, i) {
+					return
+				}
+				mu.Lock()
+				good = append(good, acked{space: space, p: pointOf(n), rev: rev, val: v})
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	require.Len(t, good, 800)
+	checkAcked(t, e.View(), space, good, nil)
+	mustStop(t, e)
+	_, err := e.Put(bg, space, pointOf(1), []byte("late"))
+	assert.ErrorIs(t, err, ErrStopped)
+}

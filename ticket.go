@@ -23,10 +23,17 @@ func (t *Ticket) Wait(ctx context.Context) (Revision, error) {
 		return t.ack.Result()
 	default:
 	}
+	done := ctx.Done()
+	if done == nil {
+		// A ctx that never ends (context.Background): a plain receive,
+		// not a select.
+		<-t.ack.Done()
+		return t.ack.Result()
+	}
 	select {
 	case <-t.ack.Done():
 		return t.ack.Result()
-	case <-ctx.Done():
+	case <-done:
 		return 0, ctx.Err()
 	}
 }
