@@ -110,13 +110,23 @@ func (p *Publisher) apply() {
 			p.lg.Error("apply notices", zap.Error(applyErr))
 		}
 	}
+	var added []error
 	for _, m := range p.batch {
 		if a, ok := m.(AddSpace); ok {
-			a.Reply <- p.tail.AddSpace(a.Info, a.Keyer)
+			added = append(added, p.tail.AddSpace(a.Info, a.Keyer))
 		}
 	}
 	v := p.tail.Publish()
 	p.view.Store(v)
+	// CreateSpace hears only now: the View it reads next must hold the
+	// space (answered before the publish, a Get right after CreateSpace
+	// could say ErrUnknownSpace).
+	for _, m := range p.batch {
+		if a, ok := m.(AddSpace); ok {
+			a.Reply <- added[0]
+			added = added[1:]
+		}
+	}
 	now := p.env.now()
 	for _, m := range p.batch {
 		switch m := m.(type) {

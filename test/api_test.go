@@ -875,3 +875,20 @@ func TestStatsCountOnReturn(t *testing.T) {
 	}
 	stop(t, e)
 }
+
+// TestCreateSpaceVisibleAtOnce: a space is in every View taken after
+// CreateSpace returns (the publisher answered CreateSpace before it
+// published the View holding the space: a Get right after could say
+// ErrUnknownSpace).
+func TestCreateSpaceVisibleAtOnce(t *testing.T) {
+	ctx := ctxFor(t)
+	e := start(t, simConfig(t, newSimDisk(t, 7)))
+	for i := range 300 {
+		sp, err := e.CreateSpace(ctx, ringpipe.SpaceSpec{Name: fmt.Sprintf("s%d", i), Dims: 1, Bits: 8})
+		require.NoError(t, err)
+		_, err = e.Get(ctx, sp, ringpipe.Point{1})
+		require.ErrorIs(t, err, ringpipe.ErrNotFound, "space %d right after CreateSpace", i)
+		require.NoError(t, e.Scan(ctx, sp, ringpipe.Box{Min: ringpipe.Point{0}, Max: ringpipe.Point{255}}, func(ringpipe.Record) bool { return true }))
+	}
+	stop(t, e)
+}
