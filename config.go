@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ringpipe/ringpipe/messages"
 	"github.com/ringpipe/ringpipe/ring"
 	"github.com/ringpipe/ringpipe/snapshot"
 	"github.com/ringpipe/ringpipe/wal"
@@ -29,15 +30,15 @@ type Config struct {
 	Backend            Backend       // BackendAuto (default), BackendURing, BackendStd
 	Logger             *zap.Logger   // nil: no logging
 	QueueCapacity      int           // write queue; default 4096
-	RingEntries        uint32        // submission queue depth; default 256
+	RingEntries        uint32        // submission queue depth; default 256 (a power of two, 8 to 32768)
 	BatchSize          int           // most writes merged into one submission; default 32
 	BatchTimeout       time.Duration // longest wait to fill a batch; 0 (default): submit what is queued
 	DirectWriteTimeout time.Duration // hot-segment deadline before staging; default 2ms
 	PromoteInterval    time.Duration // promoter tick; default 1ms
 	SealThreshold      int           // records per hot segment before sealing; default 16384
 	SealBytes          int64         // or bytes per hot segment before sealing; default 4 MiB
-	MaxValueSize       int           // default 1 MiB
-	Preallocate        int64         // bytes preallocated per log file; default 64 MiB
+	MaxValueSize       int           // default 1 MiB, or what one log file of Preallocate bytes holds if less
+	Preallocate        int64         // bytes preallocated per log file; default 64 MiB (a multiple of 4096, at least 8192)
 	DirectIO           bool          // O_DIRECT for logs and blocks
 	WALRecovery        RecoveryMode  // TolerateTornTail (default) or Strict
 	BlockCacheBytes    int64         // decoded pages of sealed blocks kept in memory; default 32 MiB
@@ -118,6 +119,13 @@ const (
 const (
 	maxValueSizeLimit = 64 << 20 // a frame's payload limit (wal.MaxFrame) with room for the header
 	maxRingEntries    = 32768
+	// minRingEntries leaves room for the engine's longest linked chain
+	// (a write, its sync and a close) with slack; 1 or 2 entries cannot
+	// hold one.
+	minRingEntries = 8
+	// minPreallocate is the smallest log file that holds a record (of
+	// 16 coordinates and a 1-byte value) with its header.
+	minPreallocate = 8192
 )
 
 // withDefaults returns c with zero values replaced by defaults, or an error
@@ -135,6 +143,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.WALRecovery != TolerateTornTail && c.WALRecovery != Strict {
 		return bad("WALRecovery", int(c.WALRecovery), "not TolerateTornTail or Strict")
 	}
+	maxValueSet := c.MaxValueSize != 0
 	for _, err := range []error{
 		defaulted("QueueCapacity", &c.QueueCapacity, DefaultQueueCapacity),
 		defaulted("BatchSize", &c.BatchSize, DefaultBatchSize),
@@ -154,8 +163,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.RingEntries == 0 {
 		c.RingEntries = DefaultRingEntries
 	}
-	if c.RingEntries&(c.RingEntries-1) != 0 || c.RingEntries > maxRingEntries {
-		return bad("RingEntries", c.RingEntries, fmt.Sprintf("not a power of two up to %d", maxRingEntries))
+	if c.RingEntries&(c.RingEntries-1) != 0 || c.RingEntries < minRingEntries || c.RingEntries > maxRingEntries {
+		return bad("RingEntries", c.RingEntries, fmt.Sprintf("not a power of two from %d to %d", minRingEntries, maxRingEntries))
 	}
 	if c.BatchSize > c.QueueCapacity {
 		return bad("BatchSize", c.BatchSize, fmt.Sprintf("larger than QueueCapacity (%d)", c.QueueCapacity))
@@ -165,6 +174,19 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Preallocate%4096 != 0 {
 		return bad("Preallocate", c.Preallocate, "not a multiple of 4096")
+	}
+	// A log file must hold any one record whole, with room for its
+	// header (enqueue refuses a record that does not fit). An explicit
+	// MaxValueSize must fit; the default shrinks to what fits.
+	fit := int64(maxValueFitting(c.Preallocate))
+	switch {
+	case fit < 1:
+		return bad("Preallocate", c.Preallocate, fmt.Sprintf("too small to hold a record: at least %d", minPreallocate))
+	case int64(c.MaxValueSize) > fit && maxValueSet:
+		return bad("MaxValueSize", c.MaxValueSize,
+			fmt.Sprintf("a record with a value this large does not fit a log file of Preallocate = %d bytes (at most %d)", c.Preallocate, fit))
+	case int64(c.MaxValueSize) > fit:
+		c.MaxValueSize = int(fit)
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -182,4 +204,18 @@ func defaulted[T int | int64 | time.Duration](field string, p *T, def T) error {
 		*p = def
 	}
 	return nil
+}
+
+// maxValueFitting is the largest value whose record, with the most
+// coordinates a point has (16), fits a log file of prealloc bytes with
+// room for its header: what enqueue accepts at most. It is below 1 when no
+// record fits.
+func maxValueFitting(prealloc int64) int {
+	room := int(prealloc - 4096)
+	base := wal.RecordSize(messages.Record{Point: make(messages.Point, 16)})
+	v := room - wal.FrameSize(base)
+	for wal.FrameSize(base+v+1) <= room {
+		v++
+	}
+	return v
 }

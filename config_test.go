@@ -6,6 +6,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/ringpipe/ringpipe/messages"
+	"github.com/ringpipe/ringpipe/wal"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -46,4 +49,41 @@ func TestConfigNamesTheBadField(t *testing.T) {
 			assert.Contains(t, err.Error(), "Config."+field, field)
 		}
 	}
+}
+
+// TestConfigValueFitsLog: a log file must hold any one record with its
+// header. Too small a Preallocate, or an explicit MaxValueSize it cannot
+// hold, is refused naming the field; the default MaxValueSize shrinks to
+// what the file holds, and a value of exactly that size is accepted by
+// enqueue's own check.
+func TestConfigValueFitsLog(t *testing.T) {
+	for _, tc := range []struct {
+		cfg   Config
+		field string
+	}{
+		{Config{Dir: "/x", Preallocate: 4096}, "Preallocate"},
+		{Config{Dir: "/x", Preallocate: 1 << 20, MaxValueSize: 1 << 20}, "MaxValueSize"},
+		{Config{Dir: "/x", RingEntries: 4}, "RingEntries"},
+		{Config{Dir: "/x", RingEntries: 1}, "RingEntries"},
+	} {
+		_, err := tc.cfg.withDefaults()
+		if assert.Error(t, err, "%+v", tc.cfg) {
+			assert.Contains(t, err.Error(), "Config."+tc.field)
+		}
+	}
+	c, err := Config{Dir: "/x", Preallocate: 8192}.withDefaults()
+	require.NoError(t, err)
+	assert.Positive(t, c.MaxValueSize)
+	c, err = Config{Dir: "/x", Preallocate: 1 << 20}.withDefaults()
+	require.NoError(t, err)
+	fit := c.MaxValueSize
+	assert.Less(t, fit, DefaultMaxValueSize, "the default shrinks to what a 1 MiB file holds")
+	rec := func(v int) int {
+		return wal.FrameSize(wal.RecordSize(messages.Record{Point: make(messages.Point, 16), Value: make([]byte, v)}))
+	}
+	assert.LessOrEqual(t, int64(rec(fit)), c.Preallocate-4096, "a value of MaxValueSize fits")
+	assert.Greater(t, int64(rec(fit+1)), c.Preallocate-4096, "one byte more does not")
+	c, err = Config{Dir: "/x"}.withDefaults()
+	require.NoError(t, err)
+	assert.Equal(t, DefaultMaxValueSize, c.MaxValueSize, "the default Preallocate holds the default MaxValueSize")
 }

@@ -176,6 +176,26 @@ func (e *engine) enter() error {
 
 func (e *engine) leave() { e.senders.Done() }
 
+// stopping says whether Stop has been called.
+func (e *engine) stopping() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.closed
+}
+
+// cutByStop makes err, an operation's failure, say ErrStopped when Stop
+// cut the operation short: the actors' context ended, not the caller's,
+// and context.Canceled alone would blame the caller.
+func (e *engine) cutByStop(ctx context.Context, err error) error {
+	if err == nil || errors.Is(err, ErrStopped) || ctx.Err() != nil || !e.stopping() {
+		return err
+	}
+	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", ErrStopped, err)
+}
+
 // queue puts r on the write queue unless ctx, stop or failure comes first.
 func (e *engine) queue(ctx context.Context, r messages.Request) error {
 	// Room in the queue: take it without the select below, which locks
@@ -221,7 +241,7 @@ func (e *engine) enqueue(ctx context.Context, space SpaceID, p Point, value []by
 		return nil, fmt.Errorf("space %d (%s): %w", space, info.Name, err)
 	}
 	if len(value) > e.cfg.MaxValueSize {
-		return nil, fmt.Errorf("%w: %d bytes, MaxValueSize is %d", ErrValueTooLarge, len(value), e.cfg.MaxValueSize)
+		return nil, fmt.Errorf("%w: %d bytes, MaxValueSize is %d (Preallocate = %d)", ErrValueTooLarge, len(value), e.cfg.MaxValueSize, e.cfg.Preallocate)
 	}
 	if sz := wal.FrameSize(wal.RecordSize(messages.Record{Space: space, Point: p, Value: value})); int64(sz) > e.cfg.Preallocate-4096 {
 		// A log file must hold the record whole (with room for its header).
@@ -314,10 +334,11 @@ func (e *engine) sync(ctx context.Context) error {
 	return err
 }
 
-func (e *engine) flush(ctx context.Context, space SpaceID) error {
+func (e *engine) flush(ctx context.Context, space SpaceID) (err error) {
 	if _, err := e.space(space); err != nil {
 		return err
 	}
+	defer func() { err = e.cutByStop(ctx, err) }()
 	// Everything accepted is durable, then staged records are in their
 	// hot segment, then the segment is sealed.
 	if err := e.sync(ctx); err != nil {
@@ -336,10 +357,14 @@ func (e *engine) flush(ctx context.Context, space SpaceID) error {
 	return nil
 }
 
-func (e *engine) createSpace(ctx context.Context, spec SpaceSpec) (SpaceID, error) {
+func (e *engine) createSpace(ctx context.Context, spec SpaceSpec) (id SpaceID, err error) {
 	if err := spec.Validate(); err != nil {
 		return 0, fmt.Errorf("ringpipe: create space: %w", err)
 	}
+	if e.stopping() {
+		return 0, fmt.Errorf("%w: create space %q", ErrStopped, spec.Name)
+	}
+	defer func() { err = e.cutByStop(ctx, err) }()
 	for _, info := range *e.registry.Load() {
 		if info.Name == spec.Name {
 			if info.SpaceSpec != spec {

@@ -803,3 +803,138 @@ func TestContractConcurrentStop(t *testing.T) {
 		require.FailNow(t, "a method hung after Stop")
 	}
 }
+
+// TestContractConfigValueFitsLog: a Config that Start accepts honours
+// MaxValueSize: a value of up to MaxValueSize bytes is written, never
+// refused with ErrValueTooLarge. Otherwise the combination is an invalid
+// value, and Start must refuse it naming the field.
+func TestContractConfigValueFitsLog(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		prealloc    int64
+		maxValue    int
+		valueLength int
+	}{
+		// The smallest preallocation Start accepts, and a one-byte value.
+		{"Preallocate=4096", 4096, 0, 1},
+		// A preallocation of 1 MiB with an explicit MaxValueSize of 1 MiB,
+		// which no such file holds with its header.
+		{"Preallocate=1MiB,MaxValueSize=1MiB", 1 << 20, 1 << 20, 1 << 20},
+		// With the default MaxValueSize, which shrinks to what a 1 MiB
+		// file holds: a value just under the file is written.
+		{"Preallocate=1MiB", 1 << 20, 0, 1<<20 - 8<<10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			disk := newSimDisk(t, 70)
+			cfg := simConfig(t, disk)
+			cfg.Preallocate = tc.prealloc
+			cfg.MaxValueSize = tc.maxValue
+			e, err := ringpipe.Start(ctxFor(t), cfg)
+			if err != nil {
+				assert.Regexp(t, `Config\.(Preallocate|MaxValueSize)`, err.Error(), "a refused Config names the field")
+				return
+			}
+			defer func() { assert.NoError(t, e.Stop(ctxFor(t))) }()
+			sp, err := e.CreateSpace(ctxFor(t), ringpipe.SpaceSpec{Name: "s", Dims: 1, Bits: 8})
+			require.NoError(t, err)
+			v := make([]byte, tc.valueLength)
+			rev, err := e.Put(ctxFor(t), sp, ringpipe.Point{1}, v)
+			require.NoError(t, err, "Start accepted Preallocate = %d, MaxValueSize = %d; a value of %d bytes", tc.prealloc, tc.maxValue, len(v))
+			rec, err := e.Get(ctxFor(t), sp, ringpipe.Point{1})
+			require.NoError(t, err)
+			assert.Equal(t, rev, rec.Revision)
+		})
+	}
+}
+
+// TestContractCreateSpaceAfterStop: "After Stop, writes return
+// ErrStopped": CreateSpace after Stop returns ErrStopped whether the name
+// is new or already exists.
+func TestContractCreateSpaceAfterStop(t *testing.T) {
+	ctx := ctxFor(t)
+	e := start(t, simConfig(t, newSimDisk(t, 79)))
+	spec := ringpipe.SpaceSpec{Name: "s", Dims: 1, Bits: 8}
+	_, err := e.CreateSpace(ctx, spec)
+	require.NoError(t, err)
+	stop(t, e)
+	_, err = e.CreateSpace(ctx, ringpipe.SpaceSpec{Name: "new", Dims: 1, Bits: 8})
+	assert.ErrorIs(t, err, ringpipe.ErrStopped, "a new name")
+	_, err = e.CreateSpace(ctx, spec)
+	assert.ErrorIs(t, err, ringpipe.ErrStopped, "an existing name with the same spec")
+}
+
+// TestContractRingEntriesNamed: RingEntries = 1 is a power of two, so
+// Start's validation lets it through; if the ring cannot work with it,
+// Start must still say that RingEntries is the invalid value.
+func TestContractRingEntriesNamed(t *testing.T) {
+	cfg := realConfig(t, ringpipe.BackendAuto)
+	cfg.RingEntries = 1
+	e, err := ringpipe.Start(ctxFor(t), cfg)
+	if err != nil {
+		assert.Contains(t, err.Error(), "Config.RingEntries", "Start refused RingEntries = 1 without naming the field")
+		return
+	}
+	sp := createSpace(t, e, "s", 1, 8)
+	_, err = e.Put(ctxFor(t), sp, ringpipe.Point{1}, []byte("v"))
+	assert.NoError(t, err)
+	assert.NoError(t, e.Stop(ctxFor(t)))
+}
+
+// TestContractStopCutsFlushAndCreateSpace: ErrStopped means "the engine is
+// stopped or stopping". A Flush or a CreateSpace that Stop cuts short must
+// say so with ErrStopped, not with the context.Canceled of the engine's
+// own actors (the caller's ctx is live, so that error misleads).
+func TestContractStopCutsFlushAndCreateSpace(t *testing.T) {
+	for round := range 10 {
+		e := start(t, simConfig(t, newSimDisk(t, int64(90+round))))
+		ctx := ctxFor(t)
+		sp := createSpace(t, e, "s", 2, 8)
+		var wg sync.WaitGroup
+		var bad sync.Map // what -> the error
+		started := make(chan struct{}, 2)
+		check := func(what string, err error) bool {
+			if err == nil {
+				return true
+			}
+			if !errors.Is(err, ringpipe.ErrStopped) {
+				bad.Store(what, err)
+			}
+			return false
+		}
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				if _, err := e.Put(ctx, sp, ringpipe.Point{uint32(i % 256), 0}, []byte("v")); err != nil {
+					break
+				}
+				if i == 0 {
+					started <- struct{}{}
+				}
+				if !check("Flush", e.Flush(ctx, sp)) {
+					return
+				}
+			}
+		})
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				_, err := e.CreateSpace(ctx, ringpipe.SpaceSpec{Name: fmt.Sprintf("c%d", i), Dims: 1, Bits: 8})
+				if i == 0 {
+					started <- struct{}{}
+				}
+				if !check("CreateSpace", err) {
+					return
+				}
+			}
+		})
+		<-started
+		<-started
+		require.NoError(t, e.Stop(ctx))
+		wg.Wait()
+		bad.Range(func(what, err any) bool {
+			t.Errorf("round %d: %s cut short by Stop returned %v, not ErrStopped", round, what, err)
+			return true
+		})
+		if t.Failed() {
+			return
+		}
+	}
+}
