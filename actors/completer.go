@@ -57,6 +57,8 @@ type Completer struct {
 	// sink, set by an inline commit, collects the feedback and publisher
 	// messages that settling produces, which the commit delivers itself.
 	sink *inlineSink
+	// seq numbers the settlements that publish (see Fence).
+	seq uint64
 }
 
 // inlineSink is what an inline commit's reaping produced for the
@@ -379,6 +381,18 @@ func (c *Completer) settle(ctx context.Context, f *flight) {
 	// timings at one writer). Nothing orders the two: Appended messages
 	// reach the publisher's inbox before this goroutine reaps any later
 	// completion, so before any Sealed that follows this feedback.
+	if len(pub) > 0 {
+		c.seq++
+		switch m := pub[len(pub)-1].(type) {
+		case Appended:
+			m.Seq = c.seq
+			pub[len(pub)-1] = m
+		case FailAcks:
+			m.Seq = c.seq
+			pub[len(pub)-1] = m
+		}
+	}
+	fb.pubSeq = c.seq
 	stagetrace.Mark(stagetrace.Settled)
 	c.feedback(fb)
 	for _, m := range pub {

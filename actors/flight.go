@@ -83,6 +83,9 @@ type feedback struct {
 	// done are the groups this event finished (acknowledged or failed),
 	// for Sync's barriers.
 	done []*group
+	// pubSeq is the number of the completer's latest settlement that
+	// published, this one's if it did (see Fence).
+	pubSeq uint64
 }
 
 func tokenOf(id uint64, i int) uint64 { return id<<8 | uint64(i) }

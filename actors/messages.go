@@ -95,6 +95,9 @@ type Appended struct {
 	Records []messages.Record
 	Acks    []*messages.Write
 	Staged  bool // the acks are from the staging WAL
+	// Seq, on the last message of a settlement, is that settlement's
+	// number (see Fence); 0 on the others.
+	Seq uint64
 }
 
 // Sealed says that Block holds all of Space's generation Gen and is
@@ -118,12 +121,26 @@ type AddSpace struct {
 type FailAcks struct {
 	Writes []*messages.Write
 	Err    error
+	Seq    uint64 // as Appended's
+}
+
+// Fence answers Reply (nil) once the publisher has applied the messages of
+// every settlement up to number Seq: the acknowledgements of the writes a
+// Sync waited for, so that their tickets are done and the writes visible
+// when Sync returns. The submitter sends it when a Sync's writes are all
+// decided; the completer numbers its settlements and tells the submitter
+// each one's number in its feedback before it sends the messages, so the
+// Fence may arrive first and then waits.
+type Fence struct {
+	Seq   uint64
+	Reply chan<- error // room for one
 }
 
 func (Appended) publisherMsg() {}
 func (Sealed) publisherMsg()   {}
 func (AddSpace) publisherMsg() {}
 func (FailAcks) publisherMsg() {}
+func (Fence) publisherMsg()    {}
 
 // SealerMsg is a request in the sealer's inbox.
 type SealerMsg interface{ sealerMsg() }

@@ -30,6 +30,10 @@ type Publisher struct {
 	turn  sync.Mutex
 	tail  *livetail.Tail
 	batch []PublisherMsg
+	// applied is the highest settlement number whose messages are all
+	// applied; fences wait for higher ones (see Fence).
+	applied uint64
+	fences  []Fence
 }
 
 // maxBurst bounds the notices applied per publish, so that the first
@@ -150,8 +154,15 @@ func (p *Publisher) apply() {
 			for _, w := range m.Writes {
 				w.Ack.Complete(0, false, fmt.Errorf("write to space %d: %w", w.Record.Space, m.Err))
 			}
+			p.applied = max(p.applied, m.Seq)
+		case Fence:
+			p.fences = append(p.fences, m)
+		}
+		if a, ok := m.(Appended); ok {
+			p.applied = max(p.applied, a.Seq)
 		}
 	}
+	p.answerFences(false)
 	clear(p.batch)
 	p.batch = p.batch[:0]
 }
@@ -167,4 +178,23 @@ func (p *Publisher) Drain() {
 	if len(p.batch) > 0 {
 		p.apply()
 	}
+	// The actors have stopped: whatever a Fence still waits for was
+	// stranded and is failed by the engine's final sweep; the Syncs'
+	// writes were decided.
+	p.answerFences(true)
+}
+
+// answerFences answers the Fences whose settlements are applied, or all
+// of them.
+func (p *Publisher) answerFences(all bool) {
+	keep := p.fences[:0]
+	for _, f := range p.fences {
+		if all || f.Seq <= p.applied {
+			f.Reply <- nil
+		} else {
+			keep = append(keep, f)
+		}
+	}
+	clear(p.fences[len(keep):])
+	p.fences = keep
 }

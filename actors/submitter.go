@@ -63,6 +63,7 @@ type Submitter struct {
 	staged      int // records in all staged lists
 	outstanding map[*group]struct{}
 	barriers    []barrier
+	pubSeq      uint64     // the latest settlement number heard (see Fence)
 	fbBuf       []feedback // feedback drained before a submission
 	promote     int        // promotion budget from the last PromoteTick
 	runCtx      context.Context
@@ -903,6 +904,7 @@ func (s *Submitter) drainFeedback() error {
 }
 
 func (s *Submitter) handleFeedback(fb feedback) error {
+	s.pubSeq = max(s.pubSeq, fb.pubSeq)
 	for _, g := range fb.done {
 		delete(s.outstanding, g)
 	}
@@ -1110,12 +1112,29 @@ func (s *Submitter) checkBarriers() {
 	keep := s.barriers[:0]
 	for _, b := range s.barriers {
 		if b.upto < low {
-			b.reply <- nil
+			s.fence(b.reply)
 		} else {
 			keep = append(keep, b)
 		}
 	}
 	s.barriers = keep
+}
+
+// fence answers a Sync whose writes are all decided (durable or failed)
+// through the publisher, once it has acknowledged them (see Fence).
+func (s *Submitter) fence(reply chan<- error) {
+	m := PublisherMsg(Fence{Seq: s.pubSeq, Reply: reply})
+	select {
+	case <-s.ch.Failed:
+		// The publisher may be gone; the writes are decided.
+		reply <- nil
+	default:
+		select {
+		case s.ch.Publisher <- m:
+		case <-s.ch.Failed:
+			reply <- nil
+		}
+	}
 }
 
 // FailPending completes every write and barrier the submitter holds with

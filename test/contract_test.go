@@ -938,3 +938,38 @@ func TestContractStopCutsFlushAndCreateSpace(t *testing.T) {
 		}
 	}
 }
+
+// TestContractSyncCompletesTickets: "Sync returns once every write
+// accepted before the call is durable", and a Ticket "says when it is
+// durable": once Sync has returned, the ticket of every PutAsync before
+// it is done, and its write is visible.
+func TestContractSyncCompletesTickets(t *testing.T) {
+	for _, b := range []ringpipe.Backend{ringpipe.BackendAuto, ringpipe.BackendStd} {
+		t.Run(b.String(), func(t *testing.T) {
+			ctx := ctxFor(t)
+			e := start(t, realConfig(t, b))
+			sp := createSpace(t, e, "s", 1, 16)
+			var tickets []*ringpipe.Ticket
+			for i := range 300 {
+				tk, err := e.PutAsync(ctx, sp, ringpipe.Point{uint32(i)}, []byte("v"))
+				require.NoError(t, err)
+				tickets = append(tickets, tk)
+			}
+			require.NoError(t, e.Sync(ctx))
+			notDone, missing := 0, 0
+			for i, tk := range tickets {
+				select {
+				case <-tk.Done():
+				default:
+					notDone++
+				}
+				if _, err := e.Get(ctx, sp, ringpipe.Point{uint32(i)}); err != nil {
+					missing++
+				}
+			}
+			assert.Zero(t, notDone, "tickets not done when Sync returned, of %d", len(tickets))
+			assert.Zero(t, missing, "writes not visible when Sync returned, of %d", len(tickets))
+			stop(t, e)
+		})
+	}
+}

@@ -1,0 +1,59 @@
+package actors
+
+import (
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/ringpipe/ringpipe/livetail"
+	"github.com/ringpipe/ringpipe/messages"
+)
+
+// TestFenceWaitsForItsSettlement: a Fence that reaches the publisher
+// before the messages of the settlement it names is answered only once
+// they are applied (their writes acknowledged), whichever kind the last
+// one is; Drain answers whatever still waits.
+func TestFenceWaitsForItsSettlement(t *testing.T) {
+	env := &Env{Log: zaptest.NewLogger(t), Metrics: &Metrics{}}
+	var view atomic.Pointer[livetail.View]
+	p := NewPublisher(env, NewChannels(4, 8), livetail.NewTail(), &view)
+	answered := func(c chan error) bool {
+		select {
+		case err := <-c:
+			require.NoError(t, err)
+			return true
+		default:
+			return false
+		}
+	}
+	w1 := &messages.Write{Ack: messages.NewAck()}
+	w2 := &messages.Write{Ack: messages.NewAck()}
+	f1, f2, f3 := make(chan error, 1), make(chan error, 1), make(chan error, 1)
+
+	p.applyNow([]PublisherMsg{Fence{Seq: 1, Reply: f1}, Fence{Seq: 2, Reply: f2}, Fence{Seq: 3, Reply: f3}})
+	assert.False(t, answered(f1), "settlement 1 not applied yet")
+
+	// Settlement 1: two messages, only the last numbered; in two bursts.
+	p.applyNow([]PublisherMsg{FailAcks{Writes: []*messages.Write{w1}, Err: assert.AnError}})
+	assert.False(t, answered(f1), "the first message of settlement 1 is not all of it")
+	p.applyNow([]PublisherMsg{FailAcks{Writes: []*messages.Write{w2}, Err: assert.AnError, Seq: 1}})
+	assert.True(t, answered(f1))
+	assert.True(t, w1.Ack.Completed() && w2.Ack.Completed(), "acknowledged before the Fence's answer")
+	assert.False(t, answered(f2))
+
+	// Settlement 2 ends with an Appended (no acks needed for the rule).
+	p.applyNow([]PublisherMsg{Appended{Seq: 2}})
+	assert.True(t, answered(f2))
+	assert.False(t, answered(f3))
+
+	// A Fence for a settlement applied already is answered at once.
+	f0 := make(chan error, 1)
+	p.applyNow([]PublisherMsg{Fence{Seq: 2, Reply: f0}})
+	assert.True(t, answered(f0))
+
+	p.Drain()
+	assert.True(t, answered(f3), "Drain answers what still waits")
+}
