@@ -1,0 +1,106 @@
+package actors
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/ringpipe/ringpipe/messages"
+)
+
+// TestAuditPromoterYieldsAndCaps: issue 4, "promoter ... yields to
+// foreground writes and caps its work per tick". With staged work and a
+// non-empty write queue it skips ticks (at most maxYield in a row); with
+// an empty queue it asks at once; every tick asks for at most maxPromote;
+// with nothing staged it asks for nothing; a backlog above the cap stops
+// the yielding.
+func TestAuditPromoterYieldsAndCaps(t *testing.T) {
+	const tick = 2 * time.Millisecond
+	env := &Env{Log: zap.NewNop(), Cfg: Config{PromoteInterval: tick}, Metrics: &Metrics{}}
+	ch := NewChannels(8, 8)
+	p := NewPromoter(env, ch)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		assert.ErrorIs(t, <-done, context.Canceled)
+	}()
+	next := func(within time.Duration) (PromoteTick, bool) {
+		select {
+		case m := <-ch.Submitter:
+			pt, ok := m.(PromoteTick)
+			require.True(t, ok, "promoter sent %T", m)
+			return pt, true
+		case <-time.After(within):
+			return PromoteTick{}, false
+		}
+	}
+
+	// Nothing staged: no tick.
+	_, got := next(30 * tick)
+	assert.False(t, got, "a tick with nothing staged")
+
+	// Staged work and a busy write queue: the promoter yields for maxYield
+	// ticks (>= maxYield intervals), then asks for at most maxPromote.
+	ch.Writes <- &messages.Barrier{Reply: make(chan error, 1)}
+	t0 := time.Now()
+	env.Metrics.StagedPending.Store(10)
+	pt, got := next(10 * time.Second)
+	require.True(t, got, "the promoter never ticked while the queue stayed busy (starved)")
+	assert.GreaterOrEqual(t, time.Since(t0), time.Duration(maxYield-2)*tick, // a tick may be pending already
+		"promoted without yielding to a busy write queue")
+	assert.Equal(t, maxPromote, pt.Max, "the cap per tick")
+	pt.Reply <- 10
+
+	// An empty queue: the next tick asks at once.
+	<-ch.Writes
+	pt, got = next(5 * time.Second)
+	require.True(t, got)
+	pt.Reply <- 10
+
+	// A backlog above the cap: no yielding even with a busy queue.
+	ch.Writes <- &messages.Barrier{Reply: make(chan error, 1)}
+	env.Metrics.StagedPending.Store(maxPromote + 1)
+	t0 = time.Now()
+	pt, got = next(10 * time.Second)
+	require.True(t, got)
+	assert.Less(t, time.Since(t0), time.Duration(maxYield)*tick, "a backlog above the cap still yielded")
+	assert.Equal(t, maxPromote, pt.Max)
+	pt.Reply <- maxPromote
+	env.Metrics.StagedPending.Store(0)
+	<-ch.Writes
+}
+
+// TestAuditRoutingHysteresis: DESIGN.md routing per space with hysteresis:
+// a slow space goes back to its hot file only after fastSyncsToRecover
+// consecutive fast syncs (under half the deadline); a slow sync in between
+// starts the count again; a fast space is not affected.
+func TestAuditRoutingHysteresis(t *testing.T) {
+	const dwt = 2 * time.Millisecond
+	s := &Submitter{env: &Env{Cfg: Config{DirectWriteTimeout: dwt}}, lg: zap.NewNop()}
+	sp := &spaceState{info: messages.SpaceInfo{ID: 1}, slow: true}
+	fast, slow := dwt/4, dwt
+	for range fastSyncsToRecover - 1 {
+		s.observeSync(sp, fast)
+	}
+	assert.True(t, sp.slow, "back to direct writes before %d fast syncs", fastSyncsToRecover)
+	s.observeSync(sp, slow)
+	assert.True(t, sp.slow)
+	assert.Zero(t, sp.fast, "a slow sync restarts the count")
+	for range fastSyncsToRecover - 1 {
+		s.observeSync(sp, fast)
+	}
+	assert.True(t, sp.slow, "the count did not restart")
+	s.observeSync(sp, fast)
+	assert.False(t, sp.slow, "%d consecutive fast syncs route the space back", fastSyncsToRecover)
+
+	ok := &spaceState{info: messages.SpaceInfo{ID: 2}}
+	s.observeSync(ok, slow)
+	assert.False(t, ok.slow, "observeSync alone never marks a space slow (a missed deadline does)")
+	assert.GreaterOrEqual(t, fastSyncsToRecover, 2, "hysteresis needs more than one fast sync")
+}
