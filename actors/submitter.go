@@ -390,7 +390,11 @@ func (s *Submitter) dispatch(ctx context.Context) error {
 		if sp.install != nil && !sp.busy {
 			s.install(sp)
 		}
-		if len(sp.held) == 0 || sp.busy {
+		// A busy file's held writes wait for it, unless the space is
+		// slow: they go to the staging WAL, which does not wait for a
+		// stalled hot file (the DirectWriteTimeout bound holds for every
+		// write, not only the one that missed the deadline).
+		if len(sp.held) == 0 || (sp.busy && !sp.slow) {
 			continue
 		}
 		if sp.expect > 0 {
@@ -535,6 +539,9 @@ func (s *Submitter) submitHeld(ctx context.Context, sp *spaceState) error {
 	stage := !usable || (sp.slow && room > 0)
 	if stage && room <= 0 {
 		return nil // the segment cannot take them now: they wait in held
+	}
+	if sp.busy && !stage {
+		return nil // they wait for the file's batch in flight
 	}
 	deadline := !stage && !sp.slow && room > 0
 	limit := 0
