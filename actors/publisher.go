@@ -190,7 +190,10 @@ func (p *Publisher) answerFences(all bool) {
 	keep := p.fences[:0]
 	for _, f := range p.fences {
 		if all || f.Seq <= p.applied {
-			f.Reply <- nil
+			select {
+			case f.Reply <- nil: // room for one
+			default: // answered already (a batch applied again after a restart)
+			}
 		} else {
 			keep = append(keep, f)
 		}
