@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,7 +92,7 @@ func newRing(cfg Config) (ring.Ring, error) {
 func start(ctx context.Context, cfg Config) (*engine, error) {
 	r, err := newRing(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("ringpipe: start in %s: %w", cfg.Dir, err)
+		return nil, startError(cfg.Dir, err)
 	}
 	e := &engine{cfg: cfg, lg: cfg.Logger, r: r, sd: ring.NewSync(r), info: r.Info(), lockFD: -1,
 		writeLat: latency.New(), syncLat: latency.New(),
@@ -105,7 +106,7 @@ func start(ctx context.Context, cfg Config) (*engine, error) {
 	if err != nil {
 		e.closeFiles(rec) //nolint:errcheck // the recovery error is the one to report
 		r.Close()         //nolint:errcheck // the recovery error is the one to report
-		return nil, fmt.Errorf("ringpipe: start in %s: %w", cfg.Dir, err)
+		return nil, startError(cfg.Dir, err)
 	}
 	e.sup = supervisor.New(supervisor.Options{Logger: e.lg.Named("supervisor"), OnEvent: e.onEvent,
 		MaxRestarts: int(testhook.RestartLimit.Load())})
@@ -143,6 +144,30 @@ func (e *engine) onEvent(ev supervisor.Event) {
 		})
 		e.lg.Error("engine failed: writes are refused, reads still work", zap.Error(ev.Err))
 	}
+}
+
+// wrappedError is err under a prefix saying what was being done. Its
+// message drops err's own leading "ringpipe: " so that a sentinel wrapped
+// inside does not repeat the package ("ringpipe: flush space 1: seal:
+// ringpipe: engine stopped"); errors.Is and errors.As see err.
+type wrappedError struct {
+	prefix string
+	err    error
+}
+
+func (w *wrappedError) Error() string {
+	return w.prefix + ": " + strings.TrimPrefix(w.err.Error(), "ringpipe: ")
+}
+
+func (w *wrappedError) Unwrap() error { return w.err }
+
+// startError is Start's error in dir. An ErrLocked error is returned as
+// it is: its message names the directory already.
+func startError(dir string, err error) error {
+	if errors.Is(err, ErrLocked) {
+		return err
+	}
+	return &wrappedError{prefix: "ringpipe: start in " + dir, err: err}
 }
 
 // gone returns the error for an engine that cannot take a request.
@@ -193,7 +218,7 @@ func (e *engine) cutByStop(ctx context.Context, err error) error {
 	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	return fmt.Errorf("%w: %v", ErrStopped, err)
+	return fmt.Errorf("%w: %s", ErrStopped, strings.TrimPrefix(err.Error(), "ringpipe: "))
 }
 
 // queue puts r on the write queue unless ctx, stop or failure comes first.
@@ -238,15 +263,16 @@ func (e *engine) enqueue(ctx context.Context, space SpaceID, p Point, value []by
 		return nil, err
 	}
 	if err := info.CheckPoint(p); err != nil {
-		return nil, fmt.Errorf("space %d (%s): %w", space, info.Name, err)
+		return nil, err // names the point, the space (ID and name) and the coordinate
 	}
 	if len(value) > e.cfg.MaxValueSize {
-		return nil, fmt.Errorf("%w: %d bytes, MaxValueSize is %d (Preallocate = %d)", ErrValueTooLarge, len(value), e.cfg.MaxValueSize, e.cfg.Preallocate)
+		return nil, fmt.Errorf("%w: %d bytes for space %d %q, Config.MaxValueSize is %d (Preallocate = %d)",
+			ErrValueTooLarge, len(value), space, info.Name, e.cfg.MaxValueSize, e.cfg.Preallocate)
 	}
 	if sz := wal.FrameSize(wal.RecordSize(messages.Record{Space: space, Point: p, Value: value})); int64(sz) > e.cfg.Preallocate-4096 {
 		// A log file must hold the record whole (with room for its header).
-		return nil, fmt.Errorf("%w: a record of %d bytes does not fit a log file of Preallocate = %d bytes",
-			ErrValueTooLarge, sz, e.cfg.Preallocate)
+		return nil, fmt.Errorf("%w: a record of %d bytes for space %d %q does not fit a log file of Config.Preallocate = %d bytes",
+			ErrValueTooLarge, sz, space, info.Name, e.cfg.Preallocate)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -335,7 +361,8 @@ func (e *engine) sync(ctx context.Context) error {
 }
 
 func (e *engine) flush(ctx context.Context, space SpaceID) (err error) {
-	if _, err := e.space(space); err != nil {
+	info, err := e.space(space)
+	if err != nil {
 		return err
 	}
 	defer func() { err = e.cutByStop(ctx, err) }()
@@ -347,12 +374,12 @@ func (e *engine) flush(ctx context.Context, space SpaceID) (err error) {
 	preply := make(chan error, 1)
 	err, werr := ask(e, ctx, e.ch.Submitter, actors.SubmitterMsg(actors.PromoteSpace{Space: space, Reply: preply}), preply)
 	if err = errors.Join(werr, err); err != nil {
-		return fmt.Errorf("flush space %d: promote its staged records: %w", space, err)
+		return &wrappedError{prefix: fmt.Sprintf("ringpipe: flush space %d %q: promote its staged records", space, info.Name), err: err}
 	}
 	sreply := make(chan error, 1)
 	err, werr = ask(e, ctx, e.ch.Sealer, actors.SealerMsg(actors.Flush{Space: space, Reply: sreply}), sreply)
 	if err = errors.Join(werr, err); err != nil {
-		return fmt.Errorf("flush space %d: seal: %w", space, err)
+		return &wrappedError{prefix: fmt.Sprintf("ringpipe: flush space %d %q: seal", space, info.Name), err: err}
 	}
 	return nil
 }
@@ -368,7 +395,8 @@ func (e *engine) createSpace(ctx context.Context, spec SpaceSpec) (id SpaceID, e
 	for _, info := range *e.registry.Load() {
 		if info.Name == spec.Name {
 			if info.SpaceSpec != spec {
-				return 0, fmt.Errorf("%w: %q is %d dims × %d bits", ErrSpaceExists, spec.Name, info.Dims, info.Bits)
+				return 0, fmt.Errorf("%w: %q is space %d of %d dims × %d bits, asked for %d dims × %d bits",
+					ErrSpaceExists, spec.Name, info.ID, info.Dims, info.Bits, spec.Dims, spec.Bits)
 			}
 			return info.ID, nil
 		}

@@ -55,7 +55,7 @@ func (e *engine) doStop(ctx context.Context) error {
 		select {
 		case e.ch.Writes <- &messages.Barrier{Reply: reply}:
 			if err, werr := waitReply(e, ctx, reply); werr != nil || err != nil {
-				errs = append(errs, fmt.Errorf("ringpipe: stop: drain: %w", errors.Join(werr, err)))
+				errs = append(errs, &wrappedError{prefix: "ringpipe: stop: drain", err: errors.Join(werr, err)})
 			}
 		case <-ctx.Done():
 			errs = append(errs, fmt.Errorf("ringpipe: stop: drain: %w", ctx.Err()))
@@ -87,7 +87,7 @@ func (e *engine) doStop(ctx context.Context) error {
 		t.Stop()
 	}
 	if e.supErr != nil {
-		errs = append(errs, fmt.Errorf("ringpipe: stop: %w", e.supErr))
+		errs = append(errs, &wrappedError{prefix: "ringpipe: stop", err: e.supErr})
 	}
 
 	// 4. Nothing runs any more: settle the files' last batches and fail

@@ -190,11 +190,13 @@ func (v *View) Scan(space messages.SpaceID, box Box, fn func(messages.Record) bo
 	if err != nil {
 		return err
 	}
-	if err := s.info.CheckPoint(box.Min); err != nil {
-		return fmt.Errorf("livetail: box Min: %w", err)
+	// The errors reach the API's callers as they are: they name the box
+	// corner, the space and what is wrong.
+	if err := s.info.CheckPointAs("box Min", box.Min); err != nil {
+		return err
 	}
-	if err := s.info.CheckPoint(box.Max); err != nil {
-		return fmt.Errorf("livetail: box Max: %w", err)
+	if err := s.info.CheckPointAs("box Max", box.Max); err != nil {
+		return err
 	}
 	if box.empty() {
 		return nil

@@ -34,15 +34,15 @@ type SpaceInfo struct {
 func (s SpaceSpec) Validate() error {
 	switch {
 	case s.Name == "":
-		return errors.New("space: empty Name")
+		return errors.New("space with an empty Name")
 	case len(s.Name) > MaxSpaceName:
-		return fmt.Errorf("space %q: Name longer than %d bytes", s.Name, MaxSpaceName)
+		return fmt.Errorf("space %.32q...: Name of %d bytes, longer than %d", s.Name, len(s.Name), MaxSpaceName)
 	case s.Dims < 1 || s.Dims > 16:
 		return fmt.Errorf("space %q: Dims %d not in 1..16", s.Name, s.Dims)
 	case s.Bits < 1 || s.Bits > 32:
 		return fmt.Errorf("space %q: Bits %d not in 1..32", s.Name, s.Bits)
 	case s.Dims*s.Bits > 64:
-		return fmt.Errorf("space %q: Dims*Bits = %d exceeds 64", s.Name, s.Dims*s.Bits)
+		return fmt.Errorf("space %q: Dims*Bits = %d*%d = %d exceeds 64", s.Name, s.Dims, s.Bits, s.Dims*s.Bits)
 	}
 	return nil
 }
@@ -53,18 +53,52 @@ const MaxSpaceName = 255
 // CheckPoint reports whether p is a point of spec: the right number of
 // coordinates, each below 2^Bits. The error wraps ErrInvalidPoint.
 func (s SpaceSpec) CheckPoint(p Point) error {
+	if why := s.pointProblem(p); why != "" {
+		return fmt.Errorf("%w: %s of space %q: %s", ErrInvalidPoint, pointString(p), s.Name, why)
+	}
+	return nil
+}
+
+// CheckPoint is SpaceSpec.CheckPoint with the space's ID in the message.
+func (s SpaceInfo) CheckPoint(p Point) error { return s.CheckPointAs("", p) }
+
+// CheckPointAs is CheckPoint for a point the caller calls what (a box's
+// "Min" or "Max"): the message says which point, of which space (ID and
+// name), and what is wrong with it.
+func (s SpaceInfo) CheckPointAs(what string, p Point) error {
+	why := s.pointProblem(p)
+	if why == "" {
+		return nil
+	}
+	if what != "" {
+		what += " "
+	}
+	return fmt.Errorf("%w: %s%s of space %d %q: %s", ErrInvalidPoint, what, pointString(p), s.ID, s.Name, why)
+}
+
+// pointProblem says what is wrong with p as a point of s, or "".
+func (s SpaceSpec) pointProblem(p Point) string {
 	if len(p) != s.Dims {
-		return fmt.Errorf("%w: %d coordinates, space %q has %d dimensions", ErrInvalidPoint, len(p), s.Name, s.Dims)
+		return fmt.Sprintf("%d coordinates, the space has %d dimensions", len(p), s.Dims)
 	}
 	if s.Bits < 32 {
 		lim := uint32(1) << s.Bits
 		for i, c := range p {
 			if c >= lim {
-				return fmt.Errorf("%w: coordinate %d is %d, space %q allows < 2^%d", ErrInvalidPoint, i, c, s.Name, s.Bits)
+				return fmt.Sprintf("coordinate %d is %d, the space's %d bits allow at most %d", i, c, s.Bits, lim-1)
 			}
 		}
 	}
-	return nil
+	return ""
+}
+
+// pointString prints p for an error message; a point too long for any
+// space is summarised, not printed.
+func pointString(p Point) string {
+	if len(p) > 16 {
+		return fmt.Sprintf("(%d coordinates)", len(p))
+	}
+	return fmt.Sprint([]uint32(p))
 }
 
 // Record is one versioned write.
