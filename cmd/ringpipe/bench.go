@@ -52,7 +52,10 @@ const stopTimeout = time.Minute
 func parseBench(args []string, stderr io.Writer) (benchConfig, error) {
 	var c benchConfig
 	fs := flag.NewFlagSet("ringpipe bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// The flag package prints a parse error before the usage; fail prints
+	// it again after. Discard the first so that it shows once, last, as
+	// the errors below do. Usage writes to stderr itself.
+	fs.SetOutput(io.Discard)
 	fs.IntVar(&c.writers, "writers", 64, "concurrent writers")
 	fs.IntVar(&c.valueSize, "value-size", 100, "bytes per value")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "how long to write")
@@ -65,8 +68,10 @@ func parseBench(args []string, stderr io.Writer) (benchConfig, error) {
 	fs.BoolVar(&c.json, "json", false, "print the result as one JSON object")
 	fs.StringVar(&c.plot, "plot", "", "write the latency CDF to `FILE` (.png or .svg)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: ringpipe bench [flags]\n\nDurable-write benchmark through the public API. Flags:\n")
+		fmt.Fprintf(stderr, "usage: ringpipe bench [flags]\n\nDurable-write benchmark through the public API. Flags:\n")
+		fs.SetOutput(stderr)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
