@@ -389,7 +389,8 @@ func (e *engine) createSpace(ctx context.Context, spec SpaceSpec) (id SpaceID, e
 		return 0, fmt.Errorf("ringpipe: create space: %w", err)
 	}
 	if e.stopping() {
-		return 0, fmt.Errorf("%w: create space %q", ErrStopped, spec.Name)
+		// Stopped, or failed for good (which closes the intake too).
+		return 0, fmt.Errorf("%w: create space %q", e.gone(), spec.Name)
 	}
 	defer func() { err = e.cutByStop(ctx, err) }()
 	for _, info := range *e.registry.Load() {
