@@ -49,6 +49,9 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 	}
 	lockPath := filepath.Join(cfg.Dir, "LOCK")
 	fd, err := ring.Open(e.sd, lockPath, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+	if errors.Is(err, syscall.ENOTDIR) {
+		return rec, fmt.Errorf("Config.Dir is not a directory: %w", err)
+	}
 	if err != nil {
 		return rec, fmt.Errorf("open the lock file: %w", err)
 	}

@@ -84,6 +84,9 @@ func TestErrorsAuditStartDir(t *testing.T) {
 		cfg.Dir = dir
 		_, err := ringpipe.Start(ctxFor(t), cfg)
 		checkMsg(t, err, nil, "ringpipe: start in "+dir+": ", "not a directory")
+		if dir == file {
+			assert.Contains(t, err.Error(), "start in "+file+": Config.Dir is not a directory")
+		}
 	}
 
 	cfg := realConfig(t, ringpipe.BackendStd)

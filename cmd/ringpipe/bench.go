@@ -228,7 +228,7 @@ func (a *app) runBench(c benchConfig) (*benchResult, *hdr.Histogram, error) {
 		if backend == ringpipe.BackendURing && strings.Contains(err.Error(), "io_uring") {
 			err = fmt.Errorf("%w (without io_uring, try -backend std)", err)
 		}
-		return nil, nil, fmt.Errorf("start the engine in %s: %w", dir, err)
+		return nil, nil, fmt.Errorf("start the engine: %w", err) // err names dir
 	}
 	stopped := false
 	stop := func() error {

@@ -150,7 +150,7 @@ func TestBenchStartFails(t *testing.T) {
 	// says why.
 	code, out, errOut := runCmd(t, shortBench("-backend", "std", "-dir", "/proc/no/such/dir")...)
 	assert.Equal(t, exitFail, code)
-	assert.Contains(t, errOut, "ringpipe bench: start the engine in /proc/no/such/dir")
+	assert.Contains(t, errOut, "ringpipe bench: start the engine: ringpipe: start in /proc/no/such/dir")
 	assert.Empty(t, out)
 
 	// A directory an engine holds: ErrLocked's message, no io_uring hint.

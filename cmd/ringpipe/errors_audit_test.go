@@ -69,7 +69,7 @@ func TestErrorsAuditBenchStart(t *testing.T) {
 	code, out, errOut := runCmd(t, shortBench("-backend", "std", "-dir", file)...)
 	assert.Equal(t, exitFail, code)
 	assert.Empty(t, out)
-	assert.True(t, strings.HasPrefix(errOut, "ringpipe bench: start the engine in "+file+": ringpipe: start in "+file+": "), errOut)
+	assert.True(t, strings.HasPrefix(errOut, "ringpipe bench: start the engine: ringpipe: start in "+file+": Config.Dir is not a directory: "), errOut)
 	assert.Contains(t, errOut, "not a directory")
 
 	ctx := context.Background()
@@ -79,7 +79,7 @@ func TestErrorsAuditBenchStart(t *testing.T) {
 	defer e.Stop(ctx)
 	code, _, errOut = runCmd(t, shortBench("-backend", "std", "-dir", dir)...)
 	assert.Equal(t, exitFail, code)
-	assert.Equal(t, "ringpipe bench: start the engine in "+dir+": ringpipe: directory locked by another engine: "+dir+"\n", errOut)
+	assert.Equal(t, "ringpipe bench: start the engine: ringpipe: directory locked by another engine: "+dir+"\n", errOut)
 	for _, cmd := range []string{"inspect", "verify"} {
 		code, _, errOut = runCmd(t, cmd, dir)
 		assert.Equal(t, exitFail, code)
