@@ -810,29 +810,7 @@ func TestFailed(t *testing.T) {
 // writes after it, is corruption, not a torn tail: Start refuses it with a
 // *CorruptionError that names the file.
 func TestCorrupt(t *testing.T) {
-	disk := newSimDisk(t, 6)
-	cfg := simConfig(t, disk)
-	e := start(t, cfg)
-	sp := createSpace(t, e, "s", 1, 16)
-	for i := range 50 {
-		_, err := e.Put(ctxFor(t), sp, ringpipe.Point{uint32(i)}, fmt.Appendf(nil, "value %d", i))
-		require.NoError(t, err)
-	}
-	// Find the hot segment before Stop could seal and retire it: crash
-	// the process instead (acknowledged writes are durable anyway).
-	disk.Crash()
-	sctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	err := e.Stop(sctx)
-	t.Logf("Stop after a crash: %v", err)
-
-	var target string
-	for _, f := range disk.Files() {
-		if strings.HasPrefix(f, hotPrefix(sp)) && strings.HasSuffix(f, ".seg") {
-			target = f
-		}
-	}
-	require.NotEmpty(t, target, "no hot segment of space %d among %v", sp, disk.Files())
+	disk, cfg, sp, target := crashedHotSegment(t)
 	data, err := disk.ReadFile(target)
 	require.NoError(t, err)
 	require.Greater(t, len(data), 64)
@@ -853,11 +831,40 @@ func TestCorrupt(t *testing.T) {
 
 	// A refused Start released the directory: repairing the bit lets it in.
 	require.NoError(t, disk.FlipBit(target, 28*8+3))
-	e = start(t, cfg)
+	e := start(t, cfg)
 	rec, err := e.Get(ctxFor(t), sp, ringpipe.Point{49})
 	require.NoError(t, err)
 	assert.Equal(t, []byte("value 49"), rec.Value)
 	stop(t, e)
+}
+
+// crashedHotSegment writes 50 records ("value i" at point i) into a 1-D
+// space of an engine on a simulated disk and crashes the process, so that
+// the hot segment is still there (Stop would seal and retire it; the
+// acknowledged writes are durable anyway). It returns the disk, the
+// engine's Config, the space and the hot segment's path on the disk.
+func crashedHotSegment(t *testing.T) (*sim.Disk, ringpipe.Config, ringpipe.SpaceID, string) {
+	t.Helper()
+	disk := newSimDisk(t, 6)
+	cfg := simConfig(t, disk)
+	e := start(t, cfg)
+	sp := createSpace(t, e, "s", 1, 16)
+	for i := range 50 {
+		_, err := e.Put(ctxFor(t), sp, ringpipe.Point{uint32(i)}, fmt.Appendf(nil, "value %d", i))
+		require.NoError(t, err)
+	}
+	disk.Crash()
+	sctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	t.Logf("Stop after a crash: %v", e.Stop(sctx))
+	var target string
+	for _, f := range disk.Files() {
+		if strings.HasPrefix(f, hotPrefix(sp)) && strings.HasSuffix(f, ".seg") {
+			target = f
+		}
+	}
+	require.NotEmpty(t, target, "no hot segment of space %d among %v", sp, disk.Files())
+	return disk, cfg, sp, target
 }
 
 // TestStatsCountOnReturn: once Put has returned, its write is acknowledged,

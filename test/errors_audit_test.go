@@ -104,25 +104,7 @@ func TestErrorsAuditStartDir(t *testing.T) {
 // *CorruptionError whose Path is relative to Config.Dir, and the message
 // says the directory, the file, the offset and the reason.
 func TestErrorsAuditCorruptAtStart(t *testing.T) {
-	disk := newSimDisk(t, 6)
-	cfg := simConfig(t, disk)
-	e := start(t, cfg)
-	sp := createSpace(t, e, "s", 1, 16)
-	for i := range 50 {
-		_, err := e.Put(ctxFor(t), sp, ringpipe.Point{uint32(i)}, fmt.Appendf(nil, "value %d", i))
-		require.NoError(t, err)
-	}
-	disk.Crash()
-	sctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	_ = e.Stop(sctx)
-	var target string
-	for _, f := range disk.Files() {
-		if strings.HasPrefix(f, hotPrefix(sp)) && strings.HasSuffix(f, ".seg") {
-			target = f
-		}
-	}
-	require.NotEmpty(t, target)
+	disk, cfg, _, target := crashedHotSegment(t)
 	require.NoError(t, disk.FlipBit(target, 28*8+3)) // the first frame's payload
 
 	_, err := ringpipe.Start(ctxFor(t), cfg)
