@@ -226,32 +226,21 @@ func TestErrorsAuditCancelledAndStopped(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	p := ringpipe.Point{1}
-	for name, err := range map[string]error{
-		"Put":      func() error { _, err := e.Put(cctx, sp, p, nil); return err }(),
-		"Delete":   func() error { _, err := e.Delete(cctx, sp, p); return err }(),
-		"PutAsync": func() error { _, err := e.PutAsync(cctx, sp, p, nil); return err }(),
-		"Sync":     e.Sync(cctx),
-		"Flush":    e.Flush(cctx, sp),
-		"CreateSpace": func() error {
-			_, err := e.CreateSpace(cctx, ringpipe.SpaceSpec{Name: "n", Dims: 1, Bits: 1})
-			return err
-		}(),
-		"Get":  func() error { _, err := e.Get(cctx, sp, p); return err }(),
-		"Scan": e.Scan(cctx, sp, ringpipe.Box{Min: p, Max: p}, func(ringpipe.Record) bool { return true }),
-	} {
+	calls := writeCalls(e, cctx, sp, p)
+	calls["CreateSpace"] = func() error {
+		_, err := e.CreateSpace(cctx, ringpipe.SpaceSpec{Name: "n", Dims: 1, Bits: 1})
+		return err
+	}()
+	calls["Get"] = func() error { _, err := e.Get(cctx, sp, p); return err }()
+	calls["Scan"] = e.Scan(cctx, sp, ringpipe.Box{Min: p, Max: p}, func(ringpipe.Record) bool { return true })
+	for name, err := range calls {
 		assert.ErrorIs(t, err, context.Canceled, name)
 	}
 	_, err := e.Get(ctx, sp, p)
 	assert.ErrorIs(t, err, ringpipe.ErrNotFound, "a cancelled Put was applied")
 
 	stop(t, e)
-	for name, err := range map[string]error{
-		"Put":      func() error { _, err := e.Put(ctx, sp, p, nil); return err }(),
-		"Delete":   func() error { _, err := e.Delete(ctx, sp, p); return err }(),
-		"PutAsync": func() error { _, err := e.PutAsync(ctx, sp, p, nil); return err }(),
-		"Sync":     e.Sync(ctx),
-		"Flush":    e.Flush(ctx, sp),
-	} {
+	for name, err := range writeCalls(e, ctx, sp, p) {
 		checkMsg(t, err, ringpipe.ErrStopped)
 		assert.Equal(t, "ringpipe: engine stopped", err.Error(), name)
 	}
@@ -278,14 +267,7 @@ func TestErrorsAuditFailed(t *testing.T) {
 		require.True(t, time.Now().Before(deadline), "no ErrFailed; last error %v", last)
 		_, last = e.Put(ctx, sp, ringpipe.Point{uint32(100 + i)}, []byte("doomed"))
 	}
-	p := ringpipe.Point{7}
-	for name, err := range map[string]error{
-		"Put":      func() error { _, err := e.Put(ctx, sp, p, nil); return err }(),
-		"Delete":   func() error { _, err := e.Delete(ctx, sp, p); return err }(),
-		"PutAsync": func() error { _, err := e.PutAsync(ctx, sp, p, nil); return err }(),
-		"Sync":     e.Sync(ctx),
-		"Flush":    e.Flush(ctx, sp),
-	} {
+	for name, err := range writeCalls(e, ctx, sp, ringpipe.Point{7}) {
 		checkMsg(t, err, ringpipe.ErrFailed, "restart limit")
 		assert.NotErrorIs(t, err, ringpipe.ErrStopped, name)
 	}
@@ -303,4 +285,16 @@ func TestErrorsAuditFailed(t *testing.T) {
 		assert.NotContains(t, err.Error(), "ringpipe: ringpipe: ")
 	}
 	disk.ClearFaults()
+}
+
+// writeCalls makes each write method's call at p in space sp with ctx
+// (an empty value) and returns its error by method name.
+func writeCalls(e *ringpipe.Engine, ctx context.Context, sp ringpipe.SpaceID, p ringpipe.Point) map[string]error {
+	return map[string]error{
+		"Put":      func() error { _, err := e.Put(ctx, sp, p, nil); return err }(),
+		"Delete":   func() error { _, err := e.Delete(ctx, sp, p); return err }(),
+		"PutAsync": func() error { _, err := e.PutAsync(ctx, sp, p, nil); return err }(),
+		"Sync":     e.Sync(ctx),
+		"Flush":    e.Flush(ctx, sp),
+	}
 }
