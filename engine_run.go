@@ -180,6 +180,35 @@ func (e *engine) gone() error {
 	}
 }
 
+// refuseInput returns err, a caller's bad input to a write, as it is
+// while the engine takes writes. Once Stop has been called or the engine
+// has failed, that state comes first: API.md says writes after Stop return
+// ErrStopped, and it is what the caller must act on. errors.Is holds for
+// both the state and the input error.
+func (e *engine) refuseInput(err error) error {
+	var state error
+	select {
+	case <-e.failed:
+		state = ErrFailed
+	default:
+		if !e.stopping() {
+			return err
+		}
+		state = ErrStopped
+	}
+	return &stateError{state: state, err: err}
+}
+
+// stateError is an input error met after the engine stopped taking writes
+// (see refuseInput).
+type stateError struct{ state, err error }
+
+func (s *stateError) Error() string {
+	return s.state.Error() + " (and: " + strings.TrimPrefix(s.err.Error(), "ringpipe: ") + ")"
+}
+
+func (s *stateError) Unwrap() []error { return []error{s.state, s.err} }
+
 // enter admits a caller into the intake; leave must follow as soon as
 // the caller has handed its request to an actor (never after waiting for
 // the reply: stop and escalation wait for the intake to empty before they
@@ -258,21 +287,8 @@ func (e *engine) space(id SpaceID) (SpaceInfo, error) {
 // the caller waits for the write anyway) it commits the write on the
 // caller's goroutine instead when the pipeline is idle (actors.Inline).
 func (e *engine) enqueue(ctx context.Context, space SpaceID, p Point, value []byte, tomb, commit bool) (*Ticket, error) {
-	info, err := e.space(space)
-	if err != nil {
-		return nil, err
-	}
-	if err := info.CheckPoint(p); err != nil {
-		return nil, err // names the point, the space (ID and name) and the coordinate
-	}
-	if len(value) > e.cfg.MaxValueSize {
-		return nil, fmt.Errorf("%w: %d bytes for space %d %q, Config.MaxValueSize is %d (Preallocate = %d)",
-			ErrValueTooLarge, len(value), space, info.Name, e.cfg.MaxValueSize, e.cfg.Preallocate)
-	}
-	if sz := wal.FrameSize(wal.RecordSize(messages.Record{Space: space, Point: p, Value: value})); int64(sz) > e.cfg.Preallocate-4096 {
-		// A log file must hold the record whole (with room for its header).
-		return nil, fmt.Errorf("%w: a record of %d bytes for space %d %q does not fit a log file of Config.Preallocate = %d bytes",
-			ErrValueTooLarge, sz, space, info.Name, e.cfg.Preallocate)
+	if err := e.checkWrite(space, p, value); err != nil {
+		return nil, e.refuseInput(err)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -295,6 +311,28 @@ func (e *engine) enqueue(ctx context.Context, space SpaceID, p Point, value []by
 		return nil, err
 	}
 	return &Ticket{ack: w.Ack}, nil
+}
+
+// checkWrite checks a write's input: its space exists, p fits it, and the
+// value and the record fit their limits.
+func (e *engine) checkWrite(space SpaceID, p Point, value []byte) error {
+	info, err := e.space(space)
+	if err != nil {
+		return err
+	}
+	if err := info.CheckPoint(p); err != nil {
+		return err // names the point, the space (ID and name) and the coordinate
+	}
+	if len(value) > e.cfg.MaxValueSize {
+		return fmt.Errorf("%w: %d bytes for space %d %q, Config.MaxValueSize is %d (Preallocate = %d)",
+			ErrValueTooLarge, len(value), space, info.Name, e.cfg.MaxValueSize, e.cfg.Preallocate)
+	}
+	if sz := wal.FrameSize(wal.RecordSize(messages.Record{Space: space, Point: p, Value: value})); int64(sz) > e.cfg.Preallocate-4096 {
+		// A log file must hold the record whole (with room for its header).
+		return fmt.Errorf("%w: a record of %d bytes for space %d %q does not fit a log file of Config.Preallocate = %d bytes",
+			ErrValueTooLarge, sz, space, info.Name, e.cfg.Preallocate)
+	}
+	return nil
 }
 
 // waitReply waits for a reply, ctx, or the actors' end. Once the actors
@@ -363,7 +401,7 @@ func (e *engine) sync(ctx context.Context) error {
 func (e *engine) flush(ctx context.Context, space SpaceID) (err error) {
 	info, err := e.space(space)
 	if err != nil {
-		return err
+		return e.refuseInput(err)
 	}
 	defer func() { err = e.cutByStop(ctx, err) }()
 	// Everything accepted is durable, then staged records are in their
@@ -386,7 +424,7 @@ func (e *engine) flush(ctx context.Context, space SpaceID) (err error) {
 
 func (e *engine) createSpace(ctx context.Context, spec SpaceSpec) (id SpaceID, err error) {
 	if err := spec.Validate(); err != nil {
-		return 0, fmt.Errorf("ringpipe: create space: %w", err)
+		return 0, e.refuseInput(fmt.Errorf("ringpipe: create space: %w", err))
 	}
 	if e.stopping() {
 		// Stopped, or failed for good (which closes the intake too).

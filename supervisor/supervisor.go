@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/rand"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -256,8 +257,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			}
 			u.restarts = append(keep, now)
 			if len(u.restarts) > s.opts.MaxRestarts {
-				err := fmt.Errorf("%w: unit %s: %d failures within %v, last: %s: %v", ErrEscalated, u.name,
-					len(u.restarts), s.opts.Window, ex.service, ex.err)
+				err := fmt.Errorf("%w: unit %s: %d failures within %v, last: %v", ErrEscalated, u.name,
+					len(u.restarts), s.opts.Window, serviceError(ex.service, ex.err))
 				s.lg.Error("restart limit exceeded", zap.String("unit", u.name), zap.Error(err))
 				s.emit(Event{Kind: EventEscalated, Unit: u.name, Service: ex.service, Err: err})
 				return errors.Join(err, stopAll())
@@ -297,7 +298,7 @@ func (s *Supervisor) drainExits(exits chan exit, msg string) []error {
 			s.lg.Warn(msg, zap.String("unit", u), zap.String("actor", ex.service),
 				zap.Error(ex.err), zap.ByteString("stack", ex.stack))
 			s.emit(Event{Kind: EventFailed, Unit: u, Service: ex.service, Err: ex.err, Stack: ex.stack})
-			errs = append(errs, fmt.Errorf("supervisor: %s: %s: %w", msg, ex.service, ex.err))
+			errs = append(errs, fmt.Errorf("supervisor: %s: %w", msg, serviceError(ex.service, ex.err)))
 		default:
 			return errs
 		}
@@ -357,4 +358,13 @@ func (s *Supervisor) start(parent context.Context, i int, exits chan<- exit) *ru
 	}
 	s.emit(Event{Kind: EventStarted, Unit: u.name})
 	return r
+}
+
+// serviceError names the actor in its error, unless the error names it
+// already (an actor's own errors start with its name: "submitter: ...").
+func serviceError(service string, err error) error {
+	if strings.HasPrefix(err.Error(), service+": ") {
+		return err
+	}
+	return fmt.Errorf("%s: %w", service, err)
 }

@@ -226,6 +226,23 @@ func TestEscalatesPastTheLimit(t *testing.T) {
 	}
 }
 
+// TestEscalationNamesTheActorOnce: an actor's errors start with its name;
+// the escalation error names it once, and names an actor whose error does
+// not.
+func TestEscalationNamesTheActorOnce(t *testing.T) {
+	for _, tc := range []struct{ msg, want string }{
+		{"bad: disk on fire", "last: bad: disk on fire"},
+		{"disk on fire", "last: bad: disk on fire"},
+	} {
+		s := New(Options{Clock: &fakeClock{}, MaxRestarts: 1, Window: time.Second})
+		s.Add("bad", []string{"bad"}, Func(func(ctx context.Context) error { return errors.New(tc.msg) }))
+		err := s.Run(context.Background())
+		require.ErrorIs(t, err, ErrEscalated)
+		assert.Contains(t, err.Error(), tc.want)
+		assert.NotContains(t, err.Error(), "bad: bad:")
+	}
+}
+
 func TestFailuresOutsideTheWindowDecay(t *testing.T) {
 	clk := &fakeClock{}
 	runs := 0

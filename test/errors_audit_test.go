@@ -246,7 +246,34 @@ func TestErrorsAuditCancelledAndStopped(t *testing.T) {
 	}
 	_, err = e.CreateSpace(ctx, ringpipe.SpaceSpec{Name: "new", Dims: 1, Bits: 1})
 	checkMsg(t, err, ringpipe.ErrStopped, `create space "new"`)
+	assertStateFirst(t, e, ringpipe.ErrStopped)
 	assert.NoError(t, e.Stop(ctx), "a second Stop")
+}
+
+// assertStateFirst: bad input to a write on an engine that no longer takes
+// writes says the engine's state (API.md: writes after Stop return
+// ErrStopped), and still says what was wrong with the input.
+func assertStateFirst(t *testing.T, e *ringpipe.Engine, state error) {
+	t.Helper()
+	ctx := ctxFor(t)
+	const unknown = ringpipe.SpaceID(999)
+	sp := e.Spaces()[0].ID
+	for name, err := range writeCalls(e, ctx, unknown, ringpipe.Point{1}) {
+		if name == "Sync" {
+			continue // no input
+		}
+		checkMsg(t, err, state, "999")
+		assert.ErrorIs(t, err, ringpipe.ErrUnknownSpace, name)
+	}
+	for name, err := range writeCalls(e, ctx, sp, ringpipe.Point{1, 2, 3}) {
+		if name == "Sync" || name == "Flush" {
+			continue // no point
+		}
+		checkMsg(t, err, state, "3 coordinates")
+		assert.ErrorIs(t, err, ringpipe.ErrInvalidPoint, name)
+	}
+	_, err := e.CreateSpace(ctx, ringpipe.SpaceSpec{Name: "bad", Dims: 0, Bits: 1})
+	checkMsg(t, err, state, "Dims")
 }
 
 // TestErrorsAuditFailed: once an actor is past its restart limit every
@@ -276,6 +303,7 @@ func TestErrorsAuditFailed(t *testing.T) {
 	_, err = e.CreateSpace(ctx, ringpipe.SpaceSpec{Name: "n", Dims: 1, Bits: 1})
 	checkMsg(t, err, nil, `create space "n"`)
 	assert.ErrorIs(t, err, ringpipe.ErrFailed, "CreateSpace")
+	assertStateFirst(t, e, ringpipe.ErrFailed)
 	rec, err := e.Get(ctx, sp, ringpipe.Point{1})
 	require.NoError(t, err, "reads work on a failed engine")
 	assert.Equal(t, rev, rec.Revision)
@@ -283,6 +311,7 @@ func TestErrorsAuditFailed(t *testing.T) {
 	t.Logf("Stop of a failed engine: %v", err)
 	if err != nil {
 		assert.NotContains(t, err.Error(), "ringpipe: ringpipe: ")
+		assert.NotContains(t, err.Error(), "submitter: submitter: ")
 	}
 	disk.ClearFaults()
 }
