@@ -38,7 +38,8 @@ func (e *Engine) Stop(ctx context.Context) error { return e.eng.stop(ctx) }
 
 // CreateSpace creates a space; it is durable on return. Creating an
 // existing name with the same spec returns its ID; with a different spec,
-// ErrSpaceExists.
+// ErrSpaceExists. A name is 1 to 255 bytes of valid UTF-8, not only white
+// space, without control characters.
 func (e *Engine) CreateSpace(ctx context.Context, spec SpaceSpec) (SpaceID, error) {
 	return e.eng.createSpace(ctx, spec)
 }

@@ -423,7 +423,7 @@ func (e *engine) flush(ctx context.Context, space SpaceID) (err error) {
 }
 
 func (e *engine) createSpace(ctx context.Context, spec SpaceSpec) (id SpaceID, err error) {
-	if err := spec.Validate(); err != nil {
+	if err := errors.Join(spec.Validate(), spec.CheckNewName()); err != nil {
 		return 0, e.refuseInput(fmt.Errorf("ringpipe: create space: %w", err))
 	}
 	if e.stopping() {

@@ -6,6 +6,9 @@ package messages
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // SpaceID names a space. IDs are assigned by the manifest, starting at 1.
@@ -43,6 +46,25 @@ func (s SpaceSpec) Validate() error {
 		return fmt.Errorf("space %q: Bits %d not in 1..32", s.Name, s.Bits)
 	case s.Dims*s.Bits > 64:
 		return fmt.Errorf("space %q: Dims*Bits = %d*%d = %d exceeds 64", s.Name, s.Dims, s.Bits, s.Dims*s.Bits)
+	}
+	return nil
+}
+
+// CheckNewName reports whether spec's Name is fit for a new space: valid
+// UTF-8, with a character other than white space, and no control
+// characters (a name is printed in logs, errors and the CLI's output,
+// which such characters garble). Validate does not check it, so that a
+// directory whose manifest names a space otherwise still opens.
+func (s SpaceSpec) CheckNewName() error {
+	switch {
+	case !utf8.ValidString(s.Name):
+		return fmt.Errorf("space %q: Name is not valid UTF-8", s.Name)
+	case strings.TrimSpace(s.Name) == "":
+		return fmt.Errorf("space %q: Name is only white space", s.Name)
+	case strings.IndexFunc(s.Name, unicode.IsControl) >= 0:
+		i := strings.IndexFunc(s.Name, unicode.IsControl)
+		r, _ := utf8.DecodeRuneInString(s.Name[i:])
+		return fmt.Errorf("space %q: Name has a control character (%U at byte %d)", s.Name, r, i)
 	}
 	return nil
 }

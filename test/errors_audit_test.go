@@ -133,6 +133,10 @@ func TestErrorsAuditSpaceSpec(t *testing.T) {
 		{ringpipe.SpaceSpec{Name: "x", Dims: 1, Bits: 33}, `space "x": Bits 33 not in 1..32`},
 		{ringpipe.SpaceSpec{Name: "x", Dims: 3, Bits: 32}, `space "x": Dims*Bits = 3*32 = 96 exceeds 64`},
 		{ringpipe.SpaceSpec{Name: strings.Repeat("n", 300), Dims: 1, Bits: 1}, "Name of 300 bytes, longer than 255"},
+		{ringpipe.SpaceSpec{Name: " \t", Dims: 1, Bits: 1}, `space " \t": Name is only white space`},
+		{ringpipe.SpaceSpec{Name: "a\x00b", Dims: 1, Bits: 1}, `space "a\x00b": Name has a control character (U+0000 at byte 1)`},
+		{ringpipe.SpaceSpec{Name: "tab\there", Dims: 1, Bits: 1}, `(U+0009 at byte 3)`},
+		{ringpipe.SpaceSpec{Name: "bad\xffutf8", Dims: 1, Bits: 1}, `Name is not valid UTF-8`},
 	} {
 		_, err := e.CreateSpace(ctx, tc.spec)
 		checkMsg(t, err, nil, tc.want)
@@ -142,6 +146,11 @@ func TestErrorsAuditSpaceSpec(t *testing.T) {
 	checkMsg(t, err, ringpipe.ErrSpaceExists,
 		fmt.Sprintf(`"sensors" is space %d of 2 dims × 8 bits, asked for 3 dims × 8 bits`, sp))
 	assert.Len(t, e.Spaces(), 1, "a refused spec created a space")
+	// Names with spaces inside, or in any script, are fine.
+	for _, name := range []string{"air quality", "Luftgüte", "空气"} {
+		_, err := e.CreateSpace(ctx, ringpipe.SpaceSpec{Name: name, Dims: 1, Bits: 8})
+		assert.NoError(t, err, name)
+	}
 }
 
 // TestErrorsAuditPointsAndValues: a bad point names the point, the space
