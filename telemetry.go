@@ -51,6 +51,10 @@ type Telemetry struct {
 	// the submitter's group commit. Each is also in Stats' DirectWrites
 	// or StagedWrites, or failed.
 	InlineCommits uint64
+	// Publishes counts the Views the publisher published. It applies the
+	// notices that wait together as one burst and publishes once for it,
+	// so acknowledged writes per publish says how well that batches.
+	Publishes uint64
 
 	// Actors names every actor, in start order, so that an exporter can
 	// report a restart count of zero: Stats.ActorRestarts lists only the
@@ -103,6 +107,7 @@ func (e *engine) telemetry() Telemetry {
 		DeadlinesFired:  rs.DeadlinesFired,
 		CQOverflows:     rs.CQOverflows,
 		InlineCommits:   e.metrics.InlineCommits.Load(),
+		Publishes:       e.metrics.Publishes.Load(),
 		Actors:          slices.Clone(actorNames),
 		Stopped:         closed(e.stopCh),
 		Failed:          closed(e.failed),

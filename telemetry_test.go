@@ -77,6 +77,10 @@ func TestTelemetry(t *testing.T) {
 			assert.Equal(t, uint64(n), last.Count)
 			assert.Equal(t, n, tel.UnsealedRecords, "nothing sealed yet")
 			assert.Zero(t, tel.DeadlinesFired)
+			// Each write was published, some together; CreateSpace
+			// published once more.
+			assert.Greater(t, tel.Publishes, uint64(1))
+			assert.LessOrEqual(t, tel.Publishes, uint64(n+1))
 
 			require.NoError(t, e.Flush(ctxFor(t), space))
 			tel = e.Telemetry()

@@ -61,6 +61,7 @@ type Metrics struct {
 	InlineCommits atomic.Uint64 // writes an inline commit took (see Inline)
 	Promoted      atomic.Uint64
 	SealedBlocks  atomic.Uint64
+	Publishes     atomic.Uint64 // Views the publisher published (one per burst)
 	StagedPending atomic.Int64
 	Unsealed      atomic.Int64 // records in active and frozen hot generations
 	WriteLatency  LatencyRecorder

@@ -1,8 +1,10 @@
 package actors
 
 import (
+	"context"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -56,4 +58,46 @@ func TestFenceWaitsForItsSettlement(t *testing.T) {
 
 	p.Drain()
 	assert.True(t, answered(f3), "Drain answers what still waits")
+}
+
+// TestOnePublishPerBurst: notices that wait in the publisher's inbox
+// together are applied as one burst, published as one View, and only then
+// acknowledged: each writer, once acknowledged, finds its record in the
+// published View.
+func TestOnePublishPerBurst(t *testing.T) {
+	env := &Env{Log: zaptest.NewLogger(t), Metrics: &Metrics{}}
+	env.Metrics.init()
+	var view atomic.Pointer[livetail.View]
+	tail := livetail.NewTail()
+	info := messages.SpaceInfo{ID: 1, SpaceSpec: messages.SpaceSpec{Name: "s", Dims: 1, Bits: 16}}
+	require.NoError(t, tail.AddSpace(info, Keyer(info.SpaceSpec)))
+	ch := NewChannels(4, 8)
+	p := NewPublisher(env, ch, tail, &view)
+
+	const n = 12
+	var ws []*messages.Write
+	for i := range n {
+		rec := messages.Record{Space: 1, Point: messages.Point{uint32(i)}, Revision: messages.Revision(i + 1), Value: []byte{byte(i)}}
+		w := &messages.Write{Record: rec, Ack: messages.NewAck()}
+		ws = append(ws, w)
+		ch.Publisher <- Appended{Space: 1, Gen: 1, Records: []messages.Record{rec}, Acks: []*messages.Write{w}, Seq: uint64(i + 1)}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	for _, w := range ws {
+		select {
+		case <-w.Ack.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatal("a write was never acknowledged")
+		}
+		v := view.Load()
+		rec, err := v.Get(1, w.Record.Point)
+		require.NoError(t, err, "acknowledged, not in the View")
+		assert.Equal(t, w.Record.Revision, rec.Revision)
+	}
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
+	assert.Equal(t, uint64(1), env.Metrics.Publishes.Load(), "notices waiting together are one burst, one publish")
+	assert.Equal(t, messages.Revision(n), view.Load().Revision())
 }

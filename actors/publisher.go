@@ -122,6 +122,7 @@ func (p *Publisher) apply() {
 	}
 	v := p.tail.Publish()
 	p.view.Store(v)
+	p.env.Metrics.Publishes.Add(1)
 	// CreateSpace hears only now: the View it reads next must hold the
 	// space (answered before the publish, a Get right after CreateSpace
 	// could say ErrUnknownSpace).

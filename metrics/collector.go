@@ -21,6 +21,7 @@
 //	ringpipe_io_deadlines_fired_total        counter   hot-batch I/O whose DirectWriteTimeout passed (the batch was staged)
 //	ringpipe_cq_overflows_total              counter   io_uring completion-queue overflows
 //	ringpipe_inline_commits_total            counter   Puts and Deletes committed on their caller's goroutine (the pipeline was idle)
+//	ringpipe_publishes_total                 counter   Views published (one per burst of durable notices)
 //	ringpipe_actor_restarts_total{actor}     counter   restarts by actor
 //	ringpipe_queue_depth                     gauge     writes waiting in the write queue
 //	ringpipe_queue_capacity                  gauge     the write queue's capacity
@@ -72,9 +73,9 @@ func WithConstLabels(l prometheus.Labels) Option {
 type collector struct {
 	e *ringpipe.Engine
 
-	writes, promoted, sealed, syncs, shortIO, deadlines, cqOverflows, inline, restarts *prometheus.Desc
-	queueDepth, queueCap, stagedPending, unsealed, stopped, failed, info               *prometheus.Desc
-	writeLat, syncLat, batchSize                                                       *prometheus.Desc
+	writes, promoted, sealed, syncs, shortIO, deadlines, cqOverflows, inline, publishes, restarts *prometheus.Desc
+	queueDepth, queueCap, stagedPending, unsealed, stopped, failed, info                          *prometheus.Desc
+	writeLat, syncLat, batchSize                                                                  *prometheus.Desc
 }
 
 // NewCollector returns a prometheus.Collector that reports e's Stats and
@@ -108,6 +109,8 @@ func NewCollector(e *ringpipe.Engine, opts ...Option) prometheus.Collector {
 		cqOverflows: d("cq_overflows_total", "Times the io_uring completion queue overflowed (always 0 on the std backend)."),
 		inline: d("inline_commits_total",
 			"Puts and Deletes committed on their caller's goroutine because the pipeline was idle; the rest took the write queue."),
+		publishes: d("publishes_total",
+			"Views published; the publisher publishes once per burst of durable notices, so writes per publish shows its batching."),
 		restarts:   d("actor_restarts_total", "Actor restarts by the engine's supervisor.", "actor"),
 		queueDepth: d("queue_depth", "Writes waiting in the write queue."),
 		queueCap:   d("queue_capacity", "Capacity of the write queue (Config.QueueCapacity)."),
@@ -127,7 +130,7 @@ func NewCollector(e *ringpipe.Engine, opts ...Option) prometheus.Collector {
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		c.writes, c.promoted, c.sealed, c.syncs, c.shortIO, c.deadlines, c.cqOverflows, c.inline, c.restarts,
+		c.writes, c.promoted, c.sealed, c.syncs, c.shortIO, c.deadlines, c.cqOverflows, c.inline, c.publishes, c.restarts,
 		c.queueDepth, c.queueCap, c.stagedPending, c.unsealed, c.stopped, c.failed, c.info,
 		c.writeLat, c.syncLat, c.batchSize,
 	} {
@@ -157,6 +160,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.deadlines, t.DeadlinesFired)
 	counter(c.cqOverflows, t.CQOverflows)
 	counter(c.inline, t.InlineCommits)
+	counter(c.publishes, t.Publishes)
 	// Every actor, so that a restart shows as an increase from 0 and not
 	// as a new series; and any name Stats has that Telemetry does not.
 	seen := make(map[string]bool, len(t.Actors))

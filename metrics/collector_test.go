@@ -168,6 +168,9 @@ func TestCollector(t *testing.T) {
 			assert.Zero(t, g.counter(t, "ringpipe_io_deadlines_fired_total"))
 			assert.Equal(t, float64(e.Telemetry().InlineCommits), g.counter(t, "ringpipe_inline_commits_total"))
 			assert.LessOrEqual(t, g.counter(t, "ringpipe_inline_commits_total"), float64(n))
+			// Every write was published; a burst of them once.
+			assert.GreaterOrEqual(t, g.counter(t, "ringpipe_publishes_total"), 1.0)
+			assert.LessOrEqual(t, g.counter(t, "ringpipe_publishes_total"), float64(e.Telemetry().Publishes))
 			for _, a := range []string{"publisher", "submitter", "completer", "sealer", "promoter"} {
 				assert.Zero(t, g.counter(t, "ringpipe_actor_restarts_total", "actor", a), a)
 			}
