@@ -1036,6 +1036,91 @@ func TestDesignUnwritableHotSegmentRoutesToWAL(t *testing.T) {
 	stop(t, e)
 }
 
+// TestDesignLateDirectWriteAppliedOnce: DESIGN.md §1 "The write that
+// missed may still land late: a record that ends up in both places is
+// applied once — revisions are unique, and every reader and recovery step
+// deduplicates by (space, revision)", and the promoter "appends staged
+// entries into their hot segments (skipping revisions already there)".
+// A write misses its hot segment's deadline and is acknowledged from the
+// staging WAL; its hot copy lands late, and that generation reaches
+// SealThreshold and is sealed before any promotion. The staged copy must
+// then not be written into the next generation (and a second block): each
+// revision is in exactly one block.
+//
+// VIOLATION: the late write's revision is sealed into two blocks. Its
+// staged copy stays in the submitter's staged list after its hot copy
+// committed (actors/completer.go settle, kindHot: a group decided from
+// the WAL only gets an Appended notice; actors/submitter.go handleFeedback
+// does not drop the staged record), and Submitter.install does not drop
+// staged records the generation it freezes holds, so submitPromotion
+// writes the record into the next generation: hot.Segment.Prepare skips
+// only revisions of the segment it appends to. Reads are not affected
+// (Get and Scan take the newest revision per point, so the copies read as
+// one: checkModel passes), but the record is stored, promoted and sealed
+// twice, which TestRecoveryDropsSealedWALRecords treats as a bug on the
+// recovery path ("Flush sealed the same records again").
+func TestDesignLateDirectWriteAppliedOnce(t *testing.T) {
+	disk := newSimDisk(t, 99)
+	cfg := simConfig(t, disk)
+	cfg.SealThreshold = 4
+	cfg.PromoteInterval = time.Hour // promotion only when Flush asks
+	e := start(t, cfg)
+	ctx := ctxFor(t)
+	spec := ringpipe.SpaceSpec{Name: "s", Dims: 1, Bits: 16}
+	sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
+	m := newModel(spec)
+	put := func(i int) {
+		t.Helper()
+		p := ringpipe.Point{uint32(i)}
+		v := fmt.Appendf(nil, "v%d", i)
+		rev, err := e.Put(ctx, sp, p, v)
+		require.NoError(t, err)
+		m.add(write{point: p, rev: rev, value: v})
+	}
+	for i := range 3 {
+		put(i)
+	}
+	require.Zero(t, e.Stats().StagedWrites)
+	stallHot(disk, sp) // the next write's hot copy lands 200 ms (virtual) late
+	put(3)
+	require.Equal(t, uint64(1), e.Stats().StagedWrites, "the late write was acknowledged from the staging WAL")
+	// Its hot copy lands, the generation holds SealThreshold records and
+	// is sealed.
+	waitFor(t, e, "the first generation sealed", func(st ringpipe.Stats) bool { return st.SealedBlocks >= 1 })
+	disk.ClearFaults()
+	require.NoError(t, e.Flush(ctx, sp)) // promotes what is staged, seals the rest
+	checkModel(t, engineReader(t, e), sp, m, fullBox(spec))
+	st := e.Stats()
+	tel := e.Telemetry()
+	t.Logf("stats %+v; unsealed records %d", st, tel.UnsealedRecords)
+	stop(t, e)
+
+	r := disk.NewRing(ring.Options{Entries: 8})
+	defer r.Close() //nolint:errcheck // nothing in flight
+	state, err := snapshot.Load(ring.NewSync(r), simDir)
+	require.NoError(t, err)
+	where := make(map[ringpipe.Revision][]uint64) // revision → blocks holding it
+	for _, bm := range state.Index(sp).Blocks() {
+		p := snapshot.BlockPath(simDir, sp, bm.ID)
+		data, err := disk.ReadFile(p)
+		require.NoError(t, err)
+		blk, err := snapshot.DecodeBlock(p, data)
+		require.NoError(t, err)
+		require.NoError(t, blk.All(func(en snapshot.Entry) bool {
+			where[en.Revision] = append(where[en.Revision], bm.ID)
+			return true
+		}))
+	}
+	for _, w := range m.last {
+		assert.Len(t, where[w.rev], 1, "revision %d (%v) is in blocks %v", w.rev, w.point, where[w.rev])
+	}
+	assert.Len(t, where, len(m.last), "revisions in blocks")
+
+	e = start(t, cfg)
+	checkModel(t, engineReader(t, e), sp, m, fullBox(spec))
+	stop(t, e)
+}
+
 // TestDesignRoutePerSpace: DESIGN.md §1 "Route per space, not per write: a
 // missed deadline marks the space slow and its writes go staged until its
 // hot file shows fast syncs again ..., so routing does not flap". One
