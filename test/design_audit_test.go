@@ -1014,7 +1014,9 @@ func TestDesignUnwritableHotSegmentRoutesToWAL(t *testing.T) {
 		pctx, cancel := context.WithTimeout(ctx, bound)
 		rev, err := e.Put(pctx, sp, p, v)
 		cancel()
-		if !assert.NoError(t, err, "Put %d (hot opens withheld: %d; stats %+v)", i, hr.heldCount(), e.Stats()) {
+		if err != nil {
+			// Stats only now: it is slow under -race.
+			assert.NoError(t, err, "Put %d (hot opens withheld: %d; stats %+v)", i, hr.heldCount(), e.Stats())
 			break
 		}
 		m.add(write{point: p, rev: rev, value: v})
@@ -1154,7 +1156,9 @@ func TestDesignRoutePerSpace(t *testing.T) {
 		pctx, cancel := context.WithTimeout(ctx, hangTimeout)
 		defer cancel()
 		_, err := e.Put(pctx, sp, ringpipe.Point{uint32(i)}, []byte("v"))
-		require.NoError(t, err, "Put %d to space %d (stats %+v)", i, sp, e.Stats())
+		if err != nil {
+			require.NoError(t, err, "Put %d to space %d (stats %+v)", i, sp, e.Stats())
+		}
 	}
 	for i := range 5 {
 		put(slow, i)
