@@ -991,7 +991,20 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 			s.retireWAL()
 		} else {
 			s.env.Metrics.Unsealed.Add(int64(len(f.groups[0].recs)))
-			if !f.rerouted && !f.retry {
+			if f.rerouted {
+				// A late copy: its records are in this generation now.
+				// Those whose staged copy was durable first are staged;
+				// they must not be promoted again, into a later
+				// generation once this one is sealed (the record would
+				// be in two blocks). Their promotion is done. (A staged
+				// copy still in flight is not staged: the completer
+				// stages only groups whose hot copy has not landed.)
+				var recs []messages.Record
+				for _, g := range f.groups {
+					recs = append(recs, g.recs...)
+				}
+				s.promoted(sp, recs)
+			} else if !f.retry {
 				s.noteSettled(sp, len(f.groups[0].writes), fb.syncDur)
 			}
 		}
