@@ -259,14 +259,20 @@ type lcCreated struct {
 // and value, every failed one wholly or not at all, nothing else is there,
 // every created space is there with its ID, and revisions go on above.
 func TestLifecycleStopUnderMixedLoad(t *testing.T) {
-	for _, b := range []ringpipe.Backend{ringpipe.BackendAuto, ringpipe.BackendStd} {
-		t.Run(b.String(), func(t *testing.T) { lcMixedRun(t, b) })
+	for _, tc := range []struct {
+		name string
+		cfg  func(t *testing.T) ringpipe.Config
+	}{
+		{"auto", func(t *testing.T) ringpipe.Config { return realConfig(t, ringpipe.BackendAuto) }},
+		{"std", func(t *testing.T) ringpipe.Config { return realConfig(t, ringpipe.BackendStd) }},
+		{"sim", func(t *testing.T) ringpipe.Config { return simConfig(t, newSimDisk(t, 61)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) { lcMixedRun(t, tc.cfg(t)) })
 	}
 }
 
-func lcMixedRun(t *testing.T, backend ringpipe.Backend) {
+func lcMixedRun(t *testing.T, cfg ringpipe.Config) {
 	seed := lcSeed(t)
-	cfg := realConfig(t, backend)
 	cfg.SealThreshold = 256 // seals run under the load too
 	e := start(t, cfg)
 	ctx := ctxFor(t)
@@ -1166,6 +1172,136 @@ func TestLifecycleStartCancelled(t *testing.T) {
 	t.Logf("%d of 12 Starts gave up on their ctx", refused)
 	goleak.VerifyNone(t, before)
 	assert.Equal(t, fds0, lcFDs(t), "open fds before and after the Starts")
+
+	e = start(t, cfg)
+	checkModel(t, engineReader(t, e), sp, m, fullBox(spec))
+	stop(t, e)
+}
+
+// TestLifecycleStartRace: eight Starts on one directory at once, fresh
+// and with data, released together: exactly one gets the engine, every
+// other ErrLocked; the winner has every earlier write and takes new ones;
+// once it stops, the directory opens again with all of them.
+func TestLifecycleStartRace(t *testing.T) {
+	cfg := realConfig(t, ringpipe.BackendAuto)
+	spec := ringpipe.SpaceSpec{Name: "s", Dims: 1, Bits: 16}
+	m := newModel(spec)
+	var sp ringpipe.SpaceID
+	for round := range 4 {
+		engines := make([]*ringpipe.Engine, 8)
+		errs := make([]error, len(engines))
+		gate := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range engines {
+			wg.Go(func() {
+				<-gate
+				engines[i], errs[i] = ringpipe.Start(ctxFor(t), cfg)
+			})
+		}
+		close(gate)
+		lcWait(t, "racing Starts", lcDone(&wg))
+		var e *ringpipe.Engine
+		for i, err := range errs {
+			if err == nil {
+				t.Cleanup(func() { _ = engines[i].Stop(context.Background()) })
+				if !assert.Nil(t, e, "round %d: two Starts on one directory both succeeded", round) {
+					continue
+				}
+				e = engines[i]
+				continue
+			}
+			assert.ErrorIs(t, err, ringpipe.ErrLocked, "round %d: Start %d", round, i)
+			assert.Nil(t, engines[i])
+		}
+		require.NotNil(t, e, "round %d: no Start succeeded: %v", round, errs)
+		ctx := ctxFor(t)
+		var err error
+		sp, err = e.CreateSpace(ctx, spec)
+		require.NoError(t, err)
+		checkModel(t, engineReader(t, e), sp, m, fullBox(spec))
+		for i := range 50 {
+			p := ringpipe.Point{uint32(round*50 + i)}
+			v := fmt.Appendf(nil, "r%d-%d", round, i)
+			rev, err := e.Put(ctx, sp, p, v)
+			require.NoError(t, err)
+			m.add(write{point: p, rev: rev, value: v})
+		}
+		stop(t, e)
+	}
+	e := start(t, cfg)
+	checkModel(t, engineReader(t, e), sp, m, fullBox(spec))
+	stop(t, e)
+}
+
+// TestLifecycleReentrantCalls: a Scan's fn, on an Engine and on a View,
+// calls the engine back: Put, Get, Sync, Flush, CreateSpace, Stats,
+// Telemetry, and at last Stop. Every call returns (watchdog): a callback
+// holds nothing the engine needs. Then writes say ErrStopped and what was
+// acknowledged survives a restart.
+func TestLifecycleReentrantCalls(t *testing.T) {
+	cfg := realConfig(t, ringpipe.BackendAuto)
+	e := start(t, cfg)
+	ctx := ctxFor(t)
+	spec := ringpipe.SpaceSpec{Name: "s", Dims: 1, Bits: 16}
+	sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
+	m := newModel(spec)
+	for i := range 100 {
+		if i == 50 {
+			require.NoError(t, e.Flush(ctx, sp)) // a block under the scans
+		}
+		p := ringpipe.Point{uint32(i)}
+		rev, err := e.Put(ctx, sp, p, []byte("v"))
+		require.NoError(t, err)
+		m.add(write{point: p, rev: rev, value: []byte("v")})
+	}
+	callBack := func(where string, i int, stopToo bool) {
+		p := ringpipe.Point{uint32(1000 + i)}
+		v := fmt.Appendf(nil, "%s-%d", where, i)
+		rev, err := e.Put(ctx, sp, p, v)
+		if err == nil {
+			m.add(write{point: p, rev: rev, value: v})
+		} else {
+			assert.ErrorIs(t, err, ringpipe.ErrStopped, "%s: Put", where)
+		}
+		_, err = e.Get(ctx, sp, p)
+		if err != nil {
+			assert.ErrorIs(t, err, ringpipe.ErrNotFound, "%s: Get", where)
+		}
+		if err := e.Sync(ctx); err != nil {
+			assert.ErrorIs(t, err, ringpipe.ErrStopped, "%s: Sync", where)
+		}
+		if err := e.Flush(ctx, sp); err != nil {
+			assert.ErrorIs(t, err, ringpipe.ErrStopped, "%s: Flush", where)
+		}
+		if _, err := e.CreateSpace(ctx, ringpipe.SpaceSpec{Name: fmt.Sprintf("%s-%d", where, i), Dims: 1, Bits: 8}); err != nil {
+			assert.ErrorIs(t, err, ringpipe.ErrStopped, "%s: CreateSpace", where)
+		}
+		_ = e.Stats()
+		_ = e.Telemetry()
+		_ = e.Spaces()
+		if stopToo {
+			assert.NoError(t, e.Stop(ctx), "%s: Stop", where)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		i := 0
+		v := e.View()
+		assert.NoError(t, e.Scan(ctx, sp, fullBox(spec), func(ringpipe.Record) bool {
+			i++
+			callBack("Engine.Scan", i, false)
+			return i < 3
+		}))
+		assert.NoError(t, v.Scan(sp, fullBox(spec), func(ringpipe.Record) bool {
+			i++
+			callBack("View.Scan", i, i == 6)
+			return i < 6
+		}))
+	}()
+	lcWait(t, "calls from inside a Scan's fn", done)
+	_, err := e.Put(ctx, sp, ringpipe.Point{7}, []byte("after"))
+	assert.ErrorIs(t, err, ringpipe.ErrStopped)
 
 	e = start(t, cfg)
 	checkModel(t, engineReader(t, e), sp, m, fullBox(spec))
