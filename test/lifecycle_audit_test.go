@@ -271,6 +271,15 @@ func TestLifecycleStopUnderMixedLoad(t *testing.T) {
 	}
 }
 
+// TestLifecycleStopUnderMixedLoadTinyQueue is the same with a write queue
+// of 4 and batches of 2, so that writers wait for room in the queue when
+// Stop comes.
+func TestLifecycleStopUnderMixedLoadTinyQueue(t *testing.T) {
+	cfg := realConfig(t, ringpipe.BackendAuto)
+	cfg.QueueCapacity, cfg.BatchSize = 4, 2
+	lcMixedRun(t, cfg)
+}
+
 func lcMixedRun(t *testing.T, cfg ringpipe.Config) {
 	seed := lcSeed(t)
 	cfg.SealThreshold = 256 // seals run under the load too
@@ -1339,6 +1348,7 @@ func TestLifecycleRestartCycles(t *testing.T) {
 	var sp ringpipe.SpaceID
 	var maxRev ringpipe.Revision
 	const cycles = 20
+	lockedAll := 0 // ErrLocked answers to the Starts that raced a Stop
 
 	var fds0 []string
 	var before goleak.Option
@@ -1405,30 +1415,51 @@ func TestLifecycleRestartCycles(t *testing.T) {
 			e = start(t, cfg)
 			continue
 		}
-		// The next Start races this Stop.
-		stopped := make(chan error, 1)
-		go func() { stopped <- e.Stop(ctx) }()
-		locked := 0
-		var next *ringpipe.Engine
-		for next == nil {
-			n, err := ringpipe.Start(ctx, cfg)
-			if errors.Is(err, ringpipe.ErrLocked) {
-				locked++
-				require.NoError(t, ctx.Err(), "cycle %d: the directory was never released", c)
-				continue
+		// The next Start races this Stop: Starts are refused while this
+		// engine runs, and go on being tried while it stops.
+		type started struct {
+			e      *ringpipe.Engine
+			err    error
+			locked int
+		}
+		refused := make(chan struct{})
+		next := make(chan started, 1)
+		go func() {
+			locked := 0
+			for {
+				n, err := ringpipe.Start(ctx, cfg)
+				if !errors.Is(err, ringpipe.ErrLocked) || ctx.Err() != nil {
+					next <- started{n, err, locked}
+					return
+				}
+				if locked++; locked == 1 {
+					close(refused)
+				}
 			}
-			require.NoError(t, err, "cycle %d: Start while the last engine stops", c)
-			next = n
+		}()
+		select {
+		case <-refused:
+		case r := <-next:
+			if r.e != nil {
+				_ = r.e.Stop(ctx)
+			}
+			require.FailNow(t, "a Start on a directory in use", "cycle %d: %v", c, r.err)
 		}
-		require.NoError(t, <-stopped, "cycle %d: Stop", c)
-		t.Cleanup(func() { _ = next.Stop(context.Background()) })
-		if c == cycles-1 {
-			t.Logf("cycle %d: %d ErrLocked before the directory was released", c, locked)
-		}
-		e = next
+		require.NoError(t, e.Stop(ctx), "cycle %d: Stop", c)
+		var r started
+		lcWait(t, "a Start after the last engine stopped", func() <-chan struct{} {
+			d := make(chan struct{})
+			go func() { r = <-next; close(d) }()
+			return d
+		}())
+		require.NoError(t, r.err, "cycle %d: Start while the last engine stops", c)
+		t.Cleanup(func() { _ = r.e.Stop(context.Background()) })
+		lockedAll += r.locked
+		e = r.e
 	}
 	checkModel(t, engineReader(t, e), sp, m, fullBox(spec))
 	stop(t, e)
+	t.Logf("%d ErrLocked answers to the Starts that raced a Stop", lockedAll)
 	goleak.VerifyNone(t, before)
 	fds1 := lcFDs(t)
 	assert.Equal(t, fds0, fds1, "open fds after cycle 0 and after cycle %d", cycles-1)
