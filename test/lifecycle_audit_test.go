@@ -293,7 +293,6 @@ func lcMixedRun(t *testing.T, cfg ringpipe.Config) {
 	writes := make([][]*lcWrite, goroutines)
 	created := make([][]lcCreated, goroutines)
 	var acked atomic.Int64
-	stopCalled := make(chan struct{})
 	stopReturned := make(chan struct{})
 	var wg sync.WaitGroup
 	for g := range goroutines {
@@ -521,7 +520,6 @@ func lcMixedRun(t *testing.T, cfg ringpipe.Config) {
 	}
 	require.GreaterOrEqual(t, acked.Load(), int64(300), "the load made no progress")
 	t.Logf("Stop after %d acknowledged writes; stats %+v", acked.Load(), e.Stats())
-	close(stopCalled)
 	stopErrs := make([]error, 3)
 	var stoppers sync.WaitGroup
 	for i := range stopErrs {
@@ -757,11 +755,11 @@ func TestLifecycleStopRepeated(t *testing.T) {
 	errs.check(t)
 
 	assert.NoError(t, e.Stop(ctx), "Stop after Stop returned")
-	// VIOLATION: engine.stop answers a later call with a select over
-	// stopDone and ctx.Done(); with an ended ctx both are ready and Go
-	// picks one at random, so about half of these calls return
-	// context.Canceled although the engine stopped long ago. API.md:
-	// "later calls return nil".
+	// VIOLATION: engine.stop (engine_stop.go) answers a later call with
+	// a select over stopDone and ctx.Done(); with an ended ctx both are
+	// ready and Go picks one at random, so about half of these calls
+	// return context.Canceled although the engine stopped long ago.
+	// API.md: "later calls return nil".
 	ended, cancel := context.WithCancel(ctx)
 	cancel()
 	nonNil := 0
@@ -784,11 +782,10 @@ func TestLifecycleStopRepeated(t *testing.T) {
 // (rounds 0-5) or ends a random 0-5 ms into it (rounds 6 and 7), from
 // four goroutines at once, while 16 writers run (and a Sync, a Flush and
 // a CreateSpace loop). Stop returns (nil or ctx's error), every call
-// returns with nil or ErrStopped,
-// every ticket is done, no goroutine is left (goleak against those from
-// before the engine started), the directory is released, and after a
-// restart every acknowledged write is there once with its revision, every
-// failed one wholly or not at all.
+// returns with nil or ErrStopped, every ticket is done, no goroutine is
+// left (goleak against those from before the engine started), the
+// directory is released, and after a restart every acknowledged write is
+// there once with its revision, every failed one wholly or not at all.
 func TestLifecycleStopExpiredCtx(t *testing.T) {
 	for round := range 8 {
 		t.Run(fmt.Sprintf("round%d", round), func(t *testing.T) {
