@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -199,12 +200,20 @@ func (e *engine) refuseInput(err error) error {
 	return &stateError{state: state, err: err}
 }
 
-// stateError is an input error met after the engine stopped taking writes
-// (see refuseInput).
-type stateError struct{ state, err error }
+// stateError is an error met after the engine stopped taking writes: bad
+// input (see refuseInput), or, when cause is set, what Stop's cutting an
+// operation short did to it (see cutByStop).
+type stateError struct {
+	state, err error
+	cause      bool
+}
 
 func (s *stateError) Error() string {
-	return s.state.Error() + " (and: " + strings.TrimPrefix(s.err.Error(), "ringpipe: ") + ")"
+	msg := strings.TrimPrefix(s.err.Error(), "ringpipe: ")
+	if s.cause {
+		return s.state.Error() + ": " + msg
+	}
+	return s.state.Error() + " (and: " + msg + ")"
 }
 
 func (s *stateError) Unwrap() []error { return []error{s.state, s.err} }
@@ -237,17 +246,20 @@ func (e *engine) stopping() bool {
 	return e.closed
 }
 
-// cutByStop makes err, an operation's failure, say ErrStopped when Stop
-// cut the operation short: the actors' context ended, not the caller's,
-// and context.Canceled alone would blame the caller.
+// cutByStop makes err, an operation's failure, say ErrStopped (ErrFailed
+// on a failed engine) when Stop cut the operation short: the actors'
+// context ended, or a Stop whose ctx ended closed the ring under the I/O,
+// not the caller's ctx, and context.Canceled alone would blame the caller.
+// errors.Is holds for err's own causes too.
 func (e *engine) cutByStop(ctx context.Context, err error) error {
-	if err == nil || errors.Is(err, ErrStopped) || ctx.Err() != nil || !e.stopping() {
+	if err == nil || errors.Is(err, ErrStopped) || errors.Is(err, ErrFailed) || ctx.Err() != nil || !e.stopping() {
 		return err
 	}
-	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) &&
+		!errors.Is(err, ring.ErrClosed) && !errors.Is(err, syscall.ECANCELED) {
 		return err
 	}
-	return fmt.Errorf("%w: %s", ErrStopped, strings.TrimPrefix(err.Error(), "ringpipe: "))
+	return &stateError{state: e.gone(), err: err, cause: true}
 }
 
 // queue puts r on the write queue unless ctx, stop or failure comes first.
@@ -305,12 +317,12 @@ func (e *engine) enqueue(ctx context.Context, space SpaceID, p Point, value []by
 	w := &messages.Write{Record: rec, Ack: messages.NewAck(), Enqueued: time.Now()}
 	stagetrace.Mark(stagetrace.Queued)
 	if commit && e.inline.Commit(ctx, w) {
-		return &Ticket{ack: w.Ack}, nil
+		return &Ticket{ack: w.Ack, e: e}, nil
 	}
 	if err := e.queue(ctx, w); err != nil {
 		return nil, err
 	}
-	return &Ticket{ack: w.Ack}, nil
+	return &Ticket{ack: w.Ack, e: e}, nil
 }
 
 // checkWrite checks a write's input: its space exists, p fits it, and the

@@ -23,6 +23,13 @@ func (e *engine) stop(ctx context.Context) error {
 	if first {
 		return e.stopErr
 	}
+	// A Stop that has finished answers nil even when ctx has ended too
+	// (a select over both would pick either).
+	select {
+	case <-e.stopDone:
+		return nil
+	default:
+	}
 	select {
 	case <-e.stopDone:
 		return nil

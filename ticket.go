@@ -9,6 +9,7 @@ import (
 // Ticket is the receipt of a PutAsync: it says when the write is durable.
 type Ticket struct {
 	ack *messages.Ack
+	e   *engine // says ErrStopped for a write Stop cut short (cutByStop)
 }
 
 // Done is closed once the write is durable (and visible) or has failed.
@@ -20,7 +21,7 @@ func (t *Ticket) Done() <-chan struct{} { return t.ack.Done() }
 func (t *Ticket) Wait(ctx context.Context) (Revision, error) {
 	select {
 	case <-t.ack.Done():
-		return t.ack.Result()
+		return t.result(ctx)
 	default:
 	}
 	done := ctx.Done()
@@ -28,12 +29,22 @@ func (t *Ticket) Wait(ctx context.Context) (Revision, error) {
 		// A ctx that never ends (context.Background): a plain receive,
 		// not a select.
 		<-t.ack.Done()
-		return t.ack.Result()
+		return t.result(ctx)
 	}
 	select {
 	case <-t.ack.Done():
-		return t.ack.Result()
+		return t.result(ctx)
 	case <-done:
 		return 0, ctx.Err()
 	}
+}
+
+// result is the write's outcome; a write that Stop cut short says
+// ErrStopped.
+func (t *Ticket) result(ctx context.Context) (Revision, error) {
+	rev, err := t.ack.Result()
+	if err != nil && t.e != nil {
+		err = t.e.cutByStop(ctx, err)
+	}
+	return rev, err
 }

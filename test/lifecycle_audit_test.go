@@ -755,11 +755,10 @@ func TestLifecycleStopRepeated(t *testing.T) {
 	errs.check(t)
 
 	assert.NoError(t, e.Stop(ctx), "Stop after Stop returned")
-	// VIOLATION: engine.stop (engine_stop.go) answers a later call with
-	// a select over stopDone and ctx.Done(); with an ended ctx both are
-	// ready and Go picks one at random, so about half of these calls
-	// return context.Canceled although the engine stopped long ago.
-	// API.md: "later calls return nil".
+	// API.md: "later calls return nil", also with an ended ctx. (Before
+	// the fix, engine.stop answered a later call with a select over
+	// stopDone and ctx.Done(), and about half of these returned
+	// context.Canceled.)
 	ended, cancel := context.WithCancel(ctx)
 	cancel()
 	nonNil := 0
@@ -841,17 +840,11 @@ func TestLifecycleStopExpiredCtx(t *testing.T) {
 			lcWait(t, "the writers after Stop", lcDone(wg))
 			a, f := lcSettleTickets(writes, errs, false)
 			t.Logf("tickets after Stop: %d acknowledged, %d failed", a, f)
-			// VIOLATION: a write that a Stop with an ended ctx cuts short
-			// (Put, Delete, or an accepted PutAsync's ticket) fails with
-			// "write to space 1: submitter: stopping: context canceled:
-			// actors: the submitter stopped before it took this I/O",
-			// which is not ErrStopped: the caller's ctx is live, the
-			// engine's actors' ctx ended. API.md: "After Stop, writes
-			// return ErrStopped" ("the engine is stopped or stopping").
-			// The error comes from Submitter.submit (actors/submitter.go)
-			// through failGroups and the publisher's FailAcks; the write
-			// path has no counterpart of engine.cutByStop, which maps the
-			// same thing to ErrStopped for Flush and CreateSpace.
+			// A write that a Stop with an ended ctx cuts short (Put,
+			// Delete, or an accepted PutAsync's ticket) says ErrStopped:
+			// the caller's ctx is live. (Before the fix it failed with
+			// the submitter's "stopping: context canceled" alone;
+			// Ticket.Wait now maps it as engine.cutByStop does for Flush.)
 			errs.check(t)
 			goleak.VerifyNone(t, before)
 
