@@ -270,21 +270,25 @@ func (e *engine) queue(ctx context.Context, r messages.Request) error {
 	// select's locking was 4% of the process's CPU. The caller has
 	// entered (enter), so the queue is still read; a failure or Stop that
 	// comes now finds r queued, as when the select below picks it.
+	e.ch.Queued.Add(1) // before the send: see actors.Channels.Queued
 	select {
 	case e.ch.Writes <- r:
 		return nil
 	default:
 	}
+	var err error
 	select {
 	case e.ch.Writes <- r:
 		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		err = ctx.Err()
 	case <-e.stopCh:
-		return ErrStopped
+		err = ErrStopped
 	case <-e.failed:
-		return ErrFailed
+		err = ErrFailed
 	}
+	e.ch.Queued.Add(-1)
+	return err
 }
 
 func (e *engine) space(id SpaceID) (SpaceInfo, error) {

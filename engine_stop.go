@@ -59,14 +59,17 @@ func (e *engine) doStop(ctx context.Context) error {
 			break // the ring is closed: nothing more becomes durable
 		}
 		reply := make(chan error, 1)
+		e.ch.Queued.Add(1) // taken back by the submitter, or below
 		select {
 		case e.ch.Writes <- &messages.Barrier{Reply: reply}:
 			if err, werr := waitReply(e, ctx, reply); werr != nil || err != nil {
 				errs = append(errs, &wrappedError{prefix: "ringpipe: stop: drain", err: errors.Join(werr, err)})
 			}
 		case <-ctx.Done():
+			e.ch.Queued.Add(-1)
 			errs = append(errs, fmt.Errorf("ringpipe: stop: drain: %w", ctx.Err()))
 		case <-e.supDone:
+			e.ch.Queued.Add(-1)
 		}
 	}
 
@@ -201,6 +204,7 @@ func (e *engine) failPending() {
 	for {
 		select {
 		case r := <-e.ch.Writes:
+			e.ch.Queued.Add(-1)
 			switch r := r.(type) {
 			case *messages.Write:
 				r.Ack.Complete(0, false, err)

@@ -240,7 +240,15 @@ type SealHint struct {
 // Channels are the inboxes that join the actors. The engine makes them
 // once; they outlive actor restarts.
 type Channels struct {
-	Writes    chan messages.Request // the write queue, Config.QueueCapacity
+	Writes chan messages.Request // the write queue, Config.QueueCapacity
+	// Queued counts the requests sent, or being sent, to Writes that the
+	// submitter has not yet taken: a sender adds 1 before its send (and
+	// takes it back if it gives up), the submitter subtracts 1 as it
+	// takes each. An inline commit sees the pipeline idle only at 0,
+	// which len(Writes) cannot tell: a request Run has received but not
+	// yet taken is in neither. Without it a Put could overtake a
+	// PutAsync the same goroutine made just before (its revision lower).
+	Queued    atomic.Int64
 	Submitter chan SubmitterMsg
 	Publisher chan PublisherMsg
 	Sealer    chan SealerMsg

@@ -109,7 +109,7 @@ func (s *Submitter) idleFor(w *messages.Write) bool {
 		return false
 	}
 	if s.held > 0 || len(s.walHeld) > 0 || len(s.outstanding) > 0 || len(s.fbBuf) > 0 ||
-		len(s.barriers) > 0 || len(s.ch.Writes) > 0 || len(s.ch.feedback) > 0 {
+		len(s.barriers) > 0 || len(s.ch.Writes) > 0 || s.ch.Queued.Load() > 0 || len(s.ch.feedback) > 0 {
 		return false
 	}
 	sp := s.spaces[w.Record.Space]

@@ -314,6 +314,7 @@ func (s *Submitter) take(ctx context.Context, r messages.Request) {
 	var timer <-chan time.Time
 	gathering, yields := false, 0
 	for {
+		s.ch.Queued.Add(-1) // r is taken (see Channels.Queued)
 		switch r := r.(type) {
 		case *messages.Write:
 			var ok bool
