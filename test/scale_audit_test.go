@@ -1263,12 +1263,16 @@ func TestScaleLongRun(t *testing.T) {
 		}
 	}
 	stop(t, e)
-	rep := checkLayout(t, cfg.Dir, hot.DefaultSegmentSize, []ringpipe.SpaceInfo{{ID: sp, SpaceSpec: spec}})
-	t.Logf("after Stop: files %+v; layout: %d hot generations, %d spares, %d WAL segments",
-		scCountFiles(t, cfg.Dir), len(rep.segs[sp]), rep.spares, len(rep.walSegs))
+	// A seal that Stop cut short may leave its generation's file for the
+	// next Start to retire (README, "Durability"): the layout is checked
+	// after the restart, which seals nothing.
+	t.Logf("after Stop: files %+v", scCountFiles(t, cfg.Dir))
 	t0 = time.Now()
 	e = start(t, cfg)
 	t.Logf("restart: recovery took %v", time.Since(t0).Round(time.Millisecond))
 	check("after a restart")
 	stop(t, e)
+	rep := checkLayout(t, cfg.Dir, hot.DefaultSegmentSize, []ringpipe.SpaceInfo{{ID: sp, SpaceSpec: spec}})
+	t.Logf("after the restart's Stop: files %+v; layout: %d hot generations, %d spares, %d WAL segments",
+		scCountFiles(t, cfg.Dir), len(rep.segs[sp]), rep.spares, len(rep.walSegs))
 }
