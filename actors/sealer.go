@@ -191,35 +191,52 @@ func (s *Sealer) createSpace(ctx context.Context, spec messages.SpaceSpec) (mess
 			return 0, fmt.Errorf("%w: %q is %d dims × %d bits", messages.ErrSpaceExists,
 				spec.Name, info.Dims, info.Bits)
 		}
-		if sp := s.spaces[info.ID]; sp != nil && sp.needGen {
-			// A failed earlier attempt: finish it.
-			return info.ID, s.rotate(ctx, sp)
+		if _, served := (*s.registry.Load())[info.ID]; served {
+			return info.ID, nil
 		}
-		return info.ID, nil
+		// A failed earlier attempt: the manifest holds the space, the
+		// engine does not serve it yet. Finish it.
+		sp := s.spaces[info.ID]
+		if sp == nil {
+			sp = &sealSpace{info: info, needGen: true}
+			s.spaces[info.ID] = sp
+		}
+		return info.ID, s.finishCreate(ctx, sp)
 	}
 	id := st.NextSpaceID()
 	if _, err := man.Apply(snapshot.SpaceCreated{ID: id, Spec: spec}); err != nil {
 		return 0, fmt.Errorf("create space %q: %w", spec.Name, err)
 	}
-	info := messages.SpaceInfo{ID: id, SpaceSpec: spec}
-	sp := &sealSpace{info: info, needGen: true}
+	sp := &sealSpace{info: messages.SpaceInfo{ID: id, SpaceSpec: spec}, needGen: true}
 	s.spaces[id] = sp
+	return id, s.finishCreate(ctx, sp)
+}
+
+// finishCreate serves a space the manifest holds: the publisher's View
+// gets it, its first generation is created and installed, and only then
+// the registry (which Put checks) names it. Each step may be done again
+// by a retried CreateSpace after a failure (AddSpace and rotate are
+// idempotent for a space already added or a generation already made).
+func (s *Sealer) finishCreate(ctx context.Context, sp *sealSpace) error {
+	info := sp.info
 	reply := make(chan error, 1)
-	if err := send(ctx, s.ch.Publisher, PublisherMsg(AddSpace{Info: info, Keyer: Keyer(spec), Reply: reply})); err != nil {
-		return 0, err
+	if err := send(ctx, s.ch.Publisher, PublisherMsg(AddSpace{Info: info, Keyer: Keyer(info.SpaceSpec), Reply: reply})); err != nil {
+		return err
 	}
 	if err := recv(ctx, reply); err != nil {
-		return 0, fmt.Errorf("create space %q: %w", spec.Name, err)
+		return fmt.Errorf("create space %q: %w", info.Name, err)
 	}
-	if err := s.rotate(ctx, sp); err != nil {
-		return 0, fmt.Errorf("create space %q: %w", spec.Name, err)
+	if sp.needGen {
+		if err := s.rotate(ctx, sp); err != nil {
+			return fmt.Errorf("create space %q: %w", info.Name, err)
+		}
 	}
 	reg := maps.Clone(*s.registry.Load())
-	reg[id] = info
+	reg[info.ID] = info
 	s.registry.Store(&reg)
-	s.lg.Info("space created", zap.Uint32("space", uint32(id)), zap.String("name", spec.Name),
-		zap.Int("dims", spec.Dims), zap.Int("bits", spec.Bits))
-	return id, nil
+	s.lg.Info("space created", zap.Uint32("space", uint32(info.ID)), zap.String("name", info.Name),
+		zap.Int("dims", info.Dims), zap.Int("bits", info.Bits))
+	return nil
 }
 
 // flush seals the space's active generation when it holds records.

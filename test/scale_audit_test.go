@@ -693,14 +693,10 @@ func TestScaleManySpaces(t *testing.T) {
 // CreateSpace, retried, gives a space that works. Everything acknowledged
 // survives a restart.
 //
-// VIOLATION: the retried CreateSpace returns the space's ID and no error,
-// but the space is not usable in this engine's life: Put says
-// ErrUnknownSpace and Spaces() does not list it (after a restart it is
-// there). The failed attempt had made the space durable in the manifest
-// and then failed to create its first hot generation; the retry finishes
-// that generation (actors/sealer.go: Sealer.createSpace, the "failed
-// earlier attempt" branch) but returns before the registry update and
-// the log line that the first attempt's success path does.
+// It failed before the fix: the retried CreateSpace returned the ID, but
+// Put said ErrUnknownSpace and Spaces() did not list it until a restart
+// (the retry finished the first generation but skipped the registry
+// update). Sealer.finishCreate now does every step of a retry.
 func TestScaleFDLimitReached(t *testing.T) {
 	var lim syscall.Rlimit
 	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim))
