@@ -210,6 +210,13 @@ func defaulted[T int | int64 | time.Duration](field string, p *T, def T) error {
 // coordinates a point has (16), fits a log file of prealloc bytes with
 // room for its header: what enqueue accepts at most. It is below 1 when no
 // record fits.
+// minPreallocateFor is the smallest Preallocate whose log files hold a
+// record frame of sz bytes (see maxValueFitting), rounded up to 4 KiB.
+func minPreallocateFor(sz int) int64 {
+	n := int64(sz) + 4096
+	return max(minPreallocate, (n+4095)&^4095)
+}
+
 func maxValueFitting(prealloc int64) int {
 	room := int(prealloc - 4096)
 	base := wal.RecordSize(messages.Record{Point: make(messages.Point, 16)})

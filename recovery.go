@@ -260,6 +260,19 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 		return rec, fmt.Errorf("staging WAL: %w", err)
 	}
 	rec.wal = w
+	// A staged record must fit an empty hot file of this Config, or it
+	// could never be promoted (nor a Flush of its space end): refuse a
+	// Preallocate lowered below one, as Put refuses such a record.
+	for _, rs := range staged {
+		for _, r := range rs {
+			if sz := wal.FrameSize(wal.RecordSize(r)); int64(sz) > cfg.Preallocate-4096 {
+				return rec, fmt.Errorf("Config.Preallocate = %d bytes is too small for a record of %d bytes "+
+					"(space %d, revision %d) in the staging WAL, which must still be moved into a hot segment: "+
+					"start with Preallocate >= %d, Flush every space, then lower it",
+					cfg.Preallocate, sz, r.Space, r.Revision, minPreallocateFor(sz))
+			}
+		}
+	}
 	stagedN := 0
 	for id, rs := range staged {
 		if err := tail.Append(id, livetail.StagedGeneration, rs...); err != nil {

@@ -389,16 +389,11 @@ var scSimChanges = []scChange{
 		// them still staged: recovery reads them, and promotion must
 		// still move them into a hot segment (or Start must refuse).
 		//
-		// VIOLATION: Start under b accepts Preallocate = 64 KiB (and
-		// shrinks the default MaxValueSize to fit it) although the
-		// staging WAL holds 200 KiB records that no hot segment of
-		// 64 KiB can take. The engine starts, the records read back,
-		// but they can never be promoted: the submitter's promotion
-		// gets hot.ErrFull, asks for a seal, the sealer rotates to a
-		// new, empty generation, and again (about 50 empty generations
-		// a second, 1,300 syncs in 5 s), and a Flush of the space never
-		// returns. A silent half-open: after a power loss always; after
-		// a clean Stop whenever Stop left such a record staged.
+		// It failed before the fix: Start under b accepted it, the
+		// records could never be promoted (each try rotated to a new
+		// empty generation, about 50 a second) and a Flush never
+		// returned. Now recovery refuses Preallocate, naming the record
+		// and the size it needs.
 		name: "Preallocate/smaller",
 		a:    func(c *ringpipe.Config) { c.Preallocate = 1 << 20 },
 		b:    func(c *ringpipe.Config) { c.Preallocate = 64 << 10 },
