@@ -31,6 +31,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/ringpipe/ringpipe"
 	"github.com/ringpipe/ringpipe/ring"
@@ -675,4 +676,384 @@ func TestPressureSlowHotFileLongRun(t *testing.T) {
 	prCheckAll(t, e, sp, spec, m)
 	stop(t, e)
 	t.Logf("checked %d acknowledged writes before and after a power loss (%v)", len(m.last), time.Since(tD).Round(time.Millisecond))
+}
+
+// prWriter runs one goroutine's Puts into sp and records what each
+// returned: acknowledged writes in good, failed ones in failed (wholly
+// present or absent after a restart), latencies of successful ones.
+type prWriter struct {
+	e      *ringpipe.Engine
+	sp     ringpipe.SpaceID
+	good   *acks
+	mu     sync.Mutex
+	failed []attempt
+	errs   []error
+	lat    []time.Duration
+}
+
+func (w *prWriter) put(ctx context.Context, p ringpipe.Point, v []byte) error {
+	t0 := time.Now()
+	rev, err := w.e.Put(ctx, w.sp, p, v)
+	d := time.Since(t0)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil {
+		w.failed = append(w.failed, attempt{space: w.sp, point: p, value: v})
+		w.errs = append(w.errs, err)
+		return err
+	}
+	w.good.add(write{point: p, rev: rev, value: v})
+	w.lat = append(w.lat, d)
+	return nil
+}
+
+// run starts writers goroutines of per Puts each (points {row+g, i}),
+// each stopping at its first error; the returned channel is closed once
+// they have all returned.
+func (w *prWriter) run(ctx context.Context, writers, per int, row uint32, tag string) <-chan struct{} {
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Go(func() {
+			for i := range per {
+				if w.put(ctx, ringpipe.Point{row + uint32(g), uint32(i)}, fmt.Appendf(nil, "%s-w%d-%d", tag, g, i)) != nil {
+					return
+				}
+			}
+		})
+	}
+	return lcDone(&wg)
+}
+
+// latencies returns the latencies recorded since from, sorted, and resets
+// nothing.
+func (w *prWriter) latencies(from int) []time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := slices.Clone(w.lat[from:])
+	slices.Sort(out)
+	return out
+}
+
+func (w *prWriter) count() int { w.mu.Lock(); defer w.mu.Unlock(); return len(w.lat) }
+
+func pct(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	return ds[min(len(ds)-1, int(float64(len(ds))*p))]
+}
+
+// TestPressureBothRoutesSlow: the hot file and the staging WAL are both
+// slow (every write and sync of either takes 20 ms of real time; the hot
+// file's also miss DirectWriteTimeout on the sim's clock). Puts get slower
+// (each takes at least the 20 ms: it waits for one of the two copies) but
+// none fails and none is lost. Stop comes while 16 writers run, with a
+// 30 ms ctx (shorter than the drain) or an ample one: it returns (nil, or
+// ctx's error with the short one), every Put returns nil or ErrStopped, no
+// goroutine is left (goleak), and after a power loss the next Start has
+// every acknowledged write, and every failed one wholly or not at all.
+func TestPressureBothRoutesSlow(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		stopCtx time.Duration
+	}{{"stop-30ms", 30 * time.Millisecond}, {"stop-ample", opTimeout}} {
+		t.Run(tc.name, func(t *testing.T) { bothRoutesSlow(t, tc.stopCtx) })
+	}
+}
+
+func bothRoutesSlow(t *testing.T, stopCtx time.Duration) {
+	disk := newSimDisk(t, 202)
+	hotKey := prHotKey(1)
+	ctl := newSlowCtl(hotKey, prWALKey)
+	cfg := ctl.config(simConfig(t, disk), disk)
+	e := start(t, cfg)
+	t.Cleanup(ctl.normal)
+	spec := ringpipe.SpaceSpec{Name: "s", Dims: 2, Bits: 16}
+	sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
+	require.Equal(t, ringpipe.SpaceID(1), sp)
+	ctx := ctxFor(t)
+	var good acks
+	w := &prWriter{e: e, sp: sp, good: &good}
+
+	lcWait(t, "healthy writers", w.run(ctx, 8, 10, 0, "healthy"))
+	require.Empty(t, w.errs, "Puts failed on a healthy disk")
+	lat0 := w.latencies(0)
+
+	const slow = 20 * time.Millisecond
+	ctl.set(hotKey, slow)
+	ctl.set(prWALKey, slow)
+	prVirtualDelay(disk, hotPrefix(sp))
+	st0 := e.Stats()
+	n0 := w.count()
+	lcWait(t, "writers on the slow disk", w.run(ctx, 8, 15, 100, "slow"))
+	assert.Empty(t, w.errs, "Puts failed on a slow disk")
+	lat1 := w.latencies(n0)
+	st1 := e.Stats()
+	t.Logf("Put latency, healthy: p50 %v max %v; both routes slow (%v): p50 %v max %v (%d Puts: %d staged, %d direct)",
+		pct(lat0, 0.5), pct(lat0, 1), slow, pct(lat1, 0.5), pct(lat1, 1), len(lat1),
+		st1.StagedWrites-st0.StagedWrites, st1.DirectWrites-st0.DirectWrites)
+	require.NotEmpty(t, lat1)
+	assert.GreaterOrEqual(t, lat1[0], slow, "a Put on the slow disk returned before either copy could be durable")
+
+	// Stop while 16 writers run on the slow disk.
+	n1 := w.count()
+	running := w.run(ctx, 16, 1000, 200, "stop")
+	require.Eventually(t, func() bool { return w.count() >= n1+32 }, hangTimeout, time.Millisecond, "the writers make progress")
+	sctx, cancel := context.WithTimeout(context.Background(), stopCtx)
+	defer cancel()
+	var stopErr error
+	var took time.Duration
+	within(t, "Stop on a slow disk", func() {
+		t0 := time.Now()
+		stopErr = e.Stop(sctx)
+		took = time.Since(t0)
+	})
+	lcWait(t, "writers after Stop", running)
+	w.mu.Lock()
+	errs := slices.Clone(w.errs)
+	w.mu.Unlock()
+	t.Logf("Stop with a %v ctx took %v and returned %v; %d Puts acknowledged in all, %d cut short", stopCtx, took, stopErr, w.count(), len(errs))
+	if stopCtx >= opTimeout {
+		assert.NoError(t, stopErr, "Stop with an ample ctx on a slow disk")
+	} else if stopErr != nil {
+		assert.ErrorIs(t, stopErr, context.DeadlineExceeded, "Stop's error")
+	}
+	for _, err := range errs {
+		assert.ErrorIs(t, err, ringpipe.ErrStopped, "a Put that Stop cut short")
+	}
+	// Stop stopped every goroutine the engine started (this test's own
+	// have returned).
+	goleak.VerifyNone(t)
+
+	ctl.normal()
+	disk.ClearFaults()
+	disk.PowerLoss(rand.New(rand.NewSource(202)))
+	e = start(t, cfg)
+	checkModelLive(t, e, sp, good.model(t, spec), w.failed)
+	stop(t, e)
+}
+
+// TestPressureQueueFull: API.md QueueCapacity and ctx semantics. The disk
+// stops answering, so the submitter stops draining the write queue (its
+// held writes reach their bound) and the queue (8) fills. Then: Puts
+// block; a Put and a Delete whose ctx ends while blocked return ctx's
+// error (deadline or cancel); Stop, called while Puts are blocked, makes
+// each of them return ErrStopped; once the disk answers Stop drains and
+// acknowledges everything it had accepted. After a restart, none of the
+// Puts and Deletes that returned an error is applied ("A context
+// cancelled before the write is queued means not applied"; a write Stop
+// refused before it was queued is not either), and every accepted write is.
+func TestPressureQueueFull(t *testing.T) {
+	disk := newSimDisk(t, 203)
+	gate := newHangGate()
+	cfg := simConfig(t, disk)
+	cfg.NewRing = func(o ring.Options) (ring.Ring, error) { return gate.wrap(disk.NewRing(o)), nil }
+	cfg.QueueCapacity = 8
+	cfg.BatchSize = 4
+	e := start(t, cfg)
+	t.Cleanup(gate.release) // before start's Stop
+	spec := ringpipe.SpaceSpec{Name: "s", Dims: 2, Bits: 16}
+	sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kept, err := e.Put(ctx, sp, ringpipe.Point{0, 0}, []byte("kept"))
+	require.NoError(t, err)
+
+	gate.shut()
+	var tickets []*ringpipe.Ticket
+	var refused ringpipe.Point
+	for i := 0; refused == nil; i++ {
+		require.Less(t, i, 1<<16, "the write queue never filled")
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		tk, err := e.PutAsync(short, sp, ringpipe.Point{1, uint32(i)}, []byte("queued"))
+		cancel()
+		if err != nil {
+			require.ErrorIs(t, err, context.DeadlineExceeded, "PutAsync %d", i)
+			refused = ringpipe.Point{1, uint32(i)}
+			break
+		}
+		tickets = append(tickets, tk)
+	}
+	st := e.Stats()
+	t.Logf("%d writes accepted before the queue was full (queue %d/%d)", len(tickets), st.QueueDepth, cfg.QueueCapacity)
+	require.Equal(t, cfg.QueueCapacity, st.QueueDepth, "the queue is full")
+
+	type result struct {
+		p   ringpipe.Point
+		err error
+	}
+	const nBlocked = 4
+	blocked := make(chan result, nBlocked)
+	for j := range nBlocked {
+		go func() {
+			p := ringpipe.Point{2, uint32(j)}
+			_, err := e.Put(ctx, sp, p, []byte("blocked"))
+			blocked <- result{p, err}
+		}()
+	}
+	// Puts whose ctx ends while they wait for room.
+	dctx, dcancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err = e.Put(dctx, sp, ringpipe.Point{3, 0}, []byte("deadline"))
+	dcancel()
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "a Put whose deadline passed while the queue was full")
+	cctx, ccancel := context.WithCancel(ctx)
+	time.AfterFunc(100*time.Millisecond, ccancel)
+	_, err = e.Put(cctx, sp, ringpipe.Point{3, 1}, []byte("cancelled"))
+	ccancel()
+	assert.ErrorIs(t, err, context.Canceled, "a Put cancelled while the queue was full")
+	dctx, dcancel = context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err = e.Delete(dctx, sp, ringpipe.Point{0, 0})
+	dcancel()
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "a Delete whose deadline passed while the queue was full")
+	select {
+	case r := <-blocked:
+		t.Errorf("a Put at %v returned (%v) while the queue was full and the disk did not answer", r.p, r.err)
+		blocked <- r
+	default:
+	}
+
+	// Stop while Puts are blocked.
+	stopped := make(chan error, 1)
+	go func() { stopped <- e.Stop(ctx) }()
+	var stoppedPuts []ringpipe.Point
+	for range nBlocked {
+		select {
+		case r := <-blocked:
+			assert.ErrorIs(t, r.err, ringpipe.ErrStopped, "a Put blocked on the full queue when Stop came (%v)", r.p)
+			stoppedPuts = append(stoppedPuts, r.p)
+		case <-time.After(hangTimeout):
+			buf := make([]byte, 16<<20)
+			gate.release()
+			t.Fatalf("a Put blocked on the full queue did not return %v after Stop; goroutines:\n%s", hangTimeout, buf[:runtime.Stack(buf, true)])
+		}
+	}
+	gate.release()
+	select {
+	case err := <-stopped:
+		assert.NoError(t, err, "Stop, once the disk answers again")
+	case <-time.After(hangTimeout):
+		buf := make([]byte, 16<<20)
+		t.Fatalf("Stop did not return %v after the disk answered; goroutines:\n%s", hangTimeout, buf[:runtime.Stack(buf, true)])
+	}
+	revs := make([]ringpipe.Revision, len(tickets))
+	for i, tk := range tickets {
+		select {
+		case <-tk.Done():
+		default:
+			t.Fatalf("accepted write %d not done after Stop returned", i)
+		}
+		revs[i], err = tk.Wait(ctx)
+		require.NoError(t, err, "accepted write %d: Stop drains and acknowledges what was accepted", i)
+	}
+
+	e = start(t, cfg)
+	for _, p := range append([]ringpipe.Point{{3, 0}, {3, 1}, refused}, stoppedPuts...) {
+		rec, err := e.Get(ctx, sp, p)
+		assert.ErrorIs(t, err, ringpipe.ErrNotFound, "%v: a write that returned an error before it was queued is applied (%q rev %d)", p, rec.Value, rec.Revision)
+	}
+	rec, err := e.Get(ctx, sp, ringpipe.Point{0, 0})
+	if assert.NoError(t, err, "the Delete whose ctx ended while blocked was applied") {
+		assert.Equal(t, kept, rec.Revision)
+	}
+	for i, rev := range revs {
+		rec, err := e.Get(ctx, sp, ringpipe.Point{1, uint32(i)})
+		if !assert.NoError(t, err, "accepted write %d", i) || !assert.Equal(t, rev, rec.Revision, "accepted write %d", i) {
+			break
+		}
+	}
+	stop(t, e)
+}
+
+// TestPressureFlushSlowSpace: Flush of a space whose records wait in the
+// staging WAL because its hot file does not answer. A Flush whose ctx
+// ends first returns ctx's error, having sealed nothing; a Flush without
+// a deadline waits, and completes (promoted, sealed, visible) once the
+// file answers. A second round cuts one Flush short while promotion cannot
+// proceed, and then, with the hot file back, one whose seal cannot write
+// its block; a power loss follows while the block still does not answer:
+// the next Start shows every acknowledged write exactly once, and a Flush
+// then completes.
+func TestPressureFlushSlowSpace(t *testing.T) {
+	disk := newSimDisk(t, 204)
+	hotKey := prHotKey(1)
+	const blockKey = "/blocks/"
+	ctl := newSlowCtl(hotKey, blockKey)
+	cfg := ctl.config(simConfig(t, disk), disk)
+	e := start(t, cfg)
+	t.Cleanup(ctl.normal)
+	spec := ringpipe.SpaceSpec{Name: "s", Dims: 2, Bits: 16}
+	sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
+	require.Equal(t, ringpipe.SpaceID(1), sp)
+	ctx := ctxFor(t)
+	var good acks
+	w := &prWriter{e: e, sp: sp, good: &good}
+	lcWait(t, "healthy writers", w.run(ctx, 1, 5, 0, "warm"))
+
+	stall := func(row uint32, tag string) {
+		t.Helper()
+		ctl.set(hotKey, prStalled)
+		prVirtualDelay(disk, hotPrefix(sp))
+		lcWait(t, "writers while the hot file stalls", w.run(ctx, 4, 25, row, tag))
+		require.Empty(t, w.errs)
+		require.Positive(t, e.Stats().StagedPending, "writes wait in the staging WAL")
+	}
+	flushShort := func(while string) {
+		t.Helper()
+		sealed := e.Stats().SealedBlocks
+		fctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		var err error
+		within(t, "a Flush with a 200 ms ctx", func() { err = e.Flush(fctx, sp) })
+		assert.ErrorIs(t, err, context.DeadlineExceeded, "Flush while %s", while)
+		st := e.Stats()
+		assert.Equal(t, sealed, st.SealedBlocks, "a Flush that returned an error sealed a block")
+		checkModel(t, engineReader(t, e), sp, good.model(t, spec), fullBox(spec))
+	}
+
+	stall(10, "a")
+	flushShort("promotion cannot proceed")
+	flushed := make(chan error, 1)
+	go func() { flushed <- e.Flush(ctx, sp) }()
+	select {
+	case err := <-flushed:
+		t.Errorf("Flush returned (%v) while the staged records could not be promoted", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	sealed := e.Stats().SealedBlocks
+	ctl.set(hotKey, 0)
+	disk.ClearFaults()
+	select {
+	case err := <-flushed:
+		assert.NoError(t, err, "Flush once the hot file answers")
+	case <-time.After(hangTimeout):
+		buf := make([]byte, 16<<20)
+		t.Fatalf("Flush did not return %v after the hot file answered; stats %+v; goroutines:\n%s", hangTimeout, e.Stats(), buf[:runtime.Stack(buf, true)])
+	}
+	st := e.Stats()
+	assert.Zero(t, st.StagedPending, "Flush promoted every staged record")
+	assert.Greater(t, st.SealedBlocks, sealed, "Flush sealed a block")
+	assert.Zero(t, e.Telemetry().UnsealedRecords, "Flush sealed every record")
+	checkModel(t, engineReader(t, e), sp, good.model(t, spec), fullBox(spec))
+
+	stall(20, "b")
+	flushShort("promotion cannot proceed")
+	ctl.set(hotKey, 0)
+	disk.ClearFaults()
+	ctl.set(blockKey, prStalled)
+	lcWait(t, "writers while block writes stall", w.run(ctx, 2, 10, 30, "c"))
+	require.Empty(t, w.errs)
+	flushShort("the seal's block write does not answer")
+	assert.Positive(t, ctl.withheldOf(blockKey), "the seal's block I/O was withheld")
+	disk.PowerLoss(rand.New(rand.NewSource(204)))
+	sctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	within(t, "Stop after a power loss", func() { t.Logf("Stop after the power loss: %v", e.Stop(sctx)) })
+	ctl.normal()
+	disk.ClearFaults()
+	e = start(t, cfg)
+	checkModel(t, engineReader(t, e), sp, good.model(t, spec), fullBox(spec))
+	require.NoError(t, e.Flush(ctx, sp), "Flush after the restart")
+	assert.Zero(t, e.Stats().StagedPending)
+	checkModel(t, engineReader(t, e), sp, good.model(t, spec), fullBox(spec))
+	stop(t, e)
 }
