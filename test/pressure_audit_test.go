@@ -18,10 +18,12 @@ package test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"path"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -32,6 +34,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 
 	"github.com/ringpipe/ringpipe"
 	"github.com/ringpipe/ringpipe/ring"
@@ -1056,4 +1059,198 @@ func TestPressureFlushSlowSpace(t *testing.T) {
 	assert.Zero(t, e.Stats().StagedPending)
 	checkModel(t, engineReader(t, e), sp, good.model(t, spec), fullBox(spec))
 	stop(t, e)
+}
+
+// TestPressureDiskFullBothRoutes: DESIGN.md "Disk full (ENOSPC) is
+// reported to writers and clears when space returns", with both routes
+// unavailable: the space is slow (its hot file does not answer, so its
+// writes go to the staging WAL) and the WAL's disk is full. Puts return
+// an error that says the disk is full (errors.Is ENOSPC), neither hang
+// nor say ErrFailed; once space returns, Puts succeed again on the same
+// engine, still through the WAL while the hot file stalls, and directly
+// once it answers. A restart after a power loss shows every acknowledged
+// write, and each failed one wholly or not at all.
+func TestPressureDiskFullBothRoutes(t *testing.T) {
+	disk := newSimDisk(t, 205)
+	hotKey := prHotKey(1)
+	ctl := newSlowCtl(hotKey)
+	cfg := ctl.config(simConfig(t, disk), disk)
+	e := start(t, cfg)
+	t.Cleanup(ctl.normal)
+	spec := ringpipe.SpaceSpec{Name: "s", Dims: 2, Bits: 16}
+	sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
+	require.Equal(t, ringpipe.SpaceID(1), sp)
+	ctx := ctxFor(t)
+	var good acks
+	w := &prWriter{e: e, sp: sp, good: &good}
+	lcWait(t, "healthy writers", w.run(ctx, 1, 5, 0, "warm"))
+
+	// The space turns slow: its next write misses its deadline and is
+	// acknowledged from the WAL; later ones go to the WAL at once.
+	ctl.set(hotKey, prStalled)
+	prVirtualDelay(disk, hotPrefix(sp))
+	require.NoError(t, w.put(ctx, ringpipe.Point{1, 0}, []byte("slow")))
+	require.Equal(t, uint64(1), e.Stats().StagedWrites, "the write was acknowledged from the staging WAL")
+
+	enospc := sim.Fault{Kind: sim.ENOSPC, Persist: true, Path: simDir + "/wal/",
+		Ops: []ring.Opcode{ring.OpWrite, ring.OpWritev, ring.OpFallocate}}
+	disk.Inject(enospc)
+	hits := len(disk.Hits())
+	n0 := len(w.errs)
+	within(t, "Puts while both routes are unavailable", func() {
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Go(func() {
+				for i := range 5 {
+					pctx, cancel := context.WithTimeout(ctx, hangTimeout/2)
+					_ = w.put(pctx, ringpipe.Point{10 + uint32(g), uint32(i)}, []byte("full"))
+					cancel()
+				}
+			})
+		}
+		wg.Wait()
+	})
+	w.mu.Lock()
+	errs := slices.Clone(w.errs[n0:])
+	w.mu.Unlock()
+	t.Logf("while the WAL's disk was full: %d of 20 Puts failed; first error: %v; stats %+v", len(errs), errors.Join(errs[:min(1, len(errs))]...), e.Stats())
+	assert.Greater(t, len(disk.Hits()), hits, "the ENOSPC fault fired")
+	assert.Len(t, errs, 20, "Puts that succeeded with both routes unavailable")
+	for _, err := range errs {
+		assert.ErrorIs(t, err, unix.ENOSPC, "the error says the disk is full")
+		assert.NotErrorIs(t, err, ringpipe.ErrFailed, "a full disk failed the engine")
+		assert.NotErrorIs(t, err, context.DeadlineExceeded, "a Put hung")
+	}
+
+	// Space returns; the hot file still does not answer.
+	disk.ClearFaults()
+	prVirtualDelay(disk, hotPrefix(sp))
+	staged := e.Stats().StagedWrites
+	n1 := len(w.errs)
+	within(t, "Puts once space returned", func() {
+		for i := range 10 {
+			pctx, cancel := context.WithTimeout(ctx, hangTimeout/2)
+			assert.NoError(t, w.put(pctx, ringpipe.Point{20, uint32(i)}, []byte("room again")), "Put %d once space returned", i)
+			cancel()
+		}
+	})
+	assert.Len(t, w.errs, n1)
+	assert.Equal(t, staged+10, e.Stats().StagedWrites, "acknowledged from the staging WAL (the hot file still stalls)")
+	assert.False(t, e.Telemetry().Failed, "the engine failed")
+	t.Logf("actor restarts: %v", e.Stats().ActorRestarts)
+
+	ctl.set(hotKey, 0)
+	disk.ClearFaults()
+	require.NoError(t, e.Flush(ctx, sp), "Flush once the hot file answers")
+	lcWait(t, "writers once both routes are back", w.run(ctx, 2, 10, 30, "after"))
+	assert.Len(t, w.errs, n1, "Puts failed once both routes were back")
+	m := good.model(t, spec)
+	checkModelLive(t, e, sp, m, w.failed)
+	stop(t, e)
+	disk.PowerLoss(rand.New(rand.NewSource(205)))
+	e = start(t, cfg)
+	checkModelLive(t, e, sp, m, w.failed)
+	stop(t, e)
+}
+
+// prWaitOrDump waits for done for at most hangTimeout; on timeout it
+// fails the test (without ending it) with what and every goroutine's
+// stack, and returns false.
+func prWaitOrDump(t *testing.T, what string, done <-chan struct{}) bool {
+	t.Helper()
+	timer := time.NewTimer(hangTimeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return true
+	case <-timer.C:
+		var b strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
+		t.Errorf("%s: still waiting after %v; goroutines:\n%s", what, hangTimeout, b.String())
+		return false
+	}
+}
+
+// TestPressureDiskFullWhenSpaceTurnsSlow: DESIGN.md §1 "A stalled hot
+// segment file therefore never stalls writers for longer than the deadline
+// plus one WAL sync" and "Disk full (ENOSPC) is reported to writers", in
+// the other order from TestPressureDiskFullBothRoutes: the staging WAL's
+// disk is full first, then the hot file stops answering. The writes that
+// miss their deadline cannot be staged; their writers, whose ctx never
+// ends (as a user's Put often has), must get the disk-full error, not wait
+// for the stalled file. Once space returns and the file answers, writes
+// succeed on the same engine; after a power loss and a restart every
+// acknowledged write is there, each failed one wholly or not at all.
+//
+// "4 writers" (queued, group commit) passes: the staged copy's ENOSPC
+// fails the writers at once (their hot copy may still land, which the
+// contract allows after an error).
+//
+// VIOLATION ("lone writer"): a lone writer's Put is committed inline
+// (actors.Inline). Its hot write misses the deadline, the WAL batch that
+// would stage it fails with ENOSPC, and Submitter.failGroups hands the
+// failure to the publisher, which completes the Put's ack. But the caller
+// is blocked in Inline.reap's c.reapOnce (ring Reap), waiting for a
+// completion of the stalled hot write still in the completer's table;
+// nothing wakes it when its ack is completed elsewhere. The Put returns
+// only when its ctx ends (never, for context.Background) or the hot file
+// answers, and then says ENOSPC.
+func TestPressureDiskFullWhenSpaceTurnsSlow(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		writers int
+	}{{"lone writer", 1}, {"4 writers", 4}} {
+		t.Run(tc.name, func(t *testing.T) {
+			disk := newSimDisk(t, 206)
+			hotKey := prHotKey(1)
+			ctl := newSlowCtl(hotKey)
+			cfg := ctl.config(simConfig(t, disk), disk)
+			e := start(t, cfg)
+			t.Cleanup(ctl.normal)
+			spec := ringpipe.SpaceSpec{Name: "s", Dims: 2, Bits: 16}
+			sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
+			require.Equal(t, ringpipe.SpaceID(1), sp)
+			ctx := ctxFor(t)
+			var good acks
+			w := &prWriter{e: e, sp: sp, good: &good}
+			lcWait(t, "healthy writers", w.run(ctx, 1, 5, 0, "warm"))
+
+			disk.Inject(sim.Fault{Kind: sim.ENOSPC, Persist: true, Path: simDir + "/wal/",
+				Ops: []ring.Opcode{ring.OpWrite, ring.OpWritev, ring.OpFallocate}})
+			ctl.set(hotKey, prStalled)
+			prVirtualDelay(disk, hotPrefix(sp))
+			inline0 := e.Telemetry().InlineCommits
+			t0 := time.Now()
+			// No deadline of their own: only the engine can end these Puts.
+			done := w.run(context.Background(), tc.writers, 1, 10, "full")
+			if !prWaitOrDump(t, fmt.Sprintf("%d Put(s) with both routes unavailable (inline commits %d)",
+				tc.writers, e.Telemetry().InlineCommits-inline0), done) {
+				ctl.set(hotKey, 0) // the stalled file answers: the Put returns
+				lcWait(t, "the Puts once the hot file answered", done)
+			}
+			w.mu.Lock()
+			errs := slices.Clone(w.errs)
+			w.mu.Unlock()
+			t.Logf("%d writer(s), %d committed inline: %d failed after %v; first error: %v",
+				tc.writers, e.Telemetry().InlineCommits-inline0, len(errs), time.Since(t0), errors.Join(errs[:min(1, len(errs))]...))
+			for _, err := range errs {
+				assert.ErrorIs(t, err, unix.ENOSPC, "the error says the disk is full")
+				assert.NotErrorIs(t, err, ringpipe.ErrFailed, "a full disk failed the engine")
+			}
+
+			ctl.normal()
+			disk.ClearFaults()
+			n1 := len(errs)
+			lcWait(t, "writers once both routes are back", w.run(ctx, 2, 10, 30, "after"))
+			assert.Len(t, w.errs, n1, "Puts failed once space returned and the hot file answered")
+			assert.False(t, e.Telemetry().Failed, "the engine failed")
+			m := good.model(t, spec)
+			checkModelLive(t, e, sp, m, w.failed)
+			stop(t, e)
+			disk.PowerLoss(rand.New(rand.NewSource(206)))
+			e = start(t, cfg)
+			checkModelLive(t, e, sp, m, w.failed)
+			stop(t, e)
+		})
+	}
 }
