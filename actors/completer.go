@@ -44,6 +44,10 @@ type Completer struct {
 	ringErr error        // the ring died: every later flight fails with it
 	wakes   atomic.Int32 // wake-up nops submitted and not yet reaped
 	maxID   uint64       // the highest flight id registered
+	// reroutes counts the hot batches sent to the staging WAL (a missed
+	// deadline, or a cancelled write): an inline commit stops reaping at
+	// one (see Inline.reap).
+	reroutes uint64
 	// stranded are the messages publish could not deliver because the
 	// engine had failed; FailPending hands them on.
 	stranded []PublisherMsg
@@ -289,8 +293,15 @@ func (c *Completer) handle(ctx context.Context, comp ring.Completion) {
 	}
 	i := int(comp.Token & 0xff)
 	if comp.Deadline {
+		if f.kind == kindPromote && !f.rerouted {
+			// A stalled promotion: the space turns slow, so that its
+			// writes stop waiting for the file (see submitPromotion).
+			f.rerouted = true
+			c.feedback(feedback{kind: fbReroute, f: f})
+		}
 		if (f.kind == kindHot) && !f.rerouted && len(f.groups) > 0 {
 			f.rerouted = true
+			c.reroutes++
 			for _, g := range f.groups {
 				c.groups[g].waiting = true
 			}
@@ -339,6 +350,7 @@ func (c *Completer) settle(ctx context.Context, f *flight) {
 			// Cancelled, not failed by the disk (a deadline that fired
 			// without its notice reaching us first): stage the writes.
 			f.rerouted = true
+			c.reroutes++
 			for _, g := range f.groups {
 				c.groups[g].waiting = true
 			}

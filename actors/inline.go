@@ -135,7 +135,13 @@ func (in *Inline) reap(ctx context.Context, w *messages.Write) {
 			}
 		})
 	}
-	for !decided(w) && ctx.Err() == nil && c.ringErr == nil {
+	// A reroute ends the commit's part: the write's fate is now the
+	// staging WAL's (another goroutine may decide it: the publisher fails
+	// it when the WAL is full), and its hot copy may never come back, so
+	// a Reap for it could block for as long as the file stalls. The
+	// actors take over; the caller waits for the write as if queued.
+	reroutes := c.reroutes
+	for !decided(w) && ctx.Err() == nil && c.ringErr == nil && c.reroutes == reroutes {
 		c.drainRegistrations()
 		if len(c.table) == 0 {
 			break // w is held or failed: the submitter has it

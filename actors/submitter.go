@@ -657,7 +657,15 @@ func (s *Submitter) submitPromotion(ctx context.Context, sp *spaceState) error {
 		return nil
 	}
 	f := &flight{kind: kindPromote, space: sp.info.ID, gen: sp.seg.Gen().Gen, hot: p, recs: recs}
-	if err := s.submit(ctx, f, p.Ops()); err != nil {
+	// A deadline, as a direct batch has: while a promotion is in flight
+	// the space's writes wait for its file, so a stalled promotion must
+	// mark the space slow (its notice does; nothing is rerouted: the
+	// records are durable in the WAL) for their wait to stay bounded.
+	ops := slices.Clone(p.Ops())
+	for i := range ops {
+		ops[i].Deadline = s.env.Cfg.DirectWriteTimeout
+	}
+	if err := s.submit(ctx, f, ops); err != nil {
 		sp.seg.Failed(p, err)
 		return fmt.Errorf("submitter: promote into space %d: %w", sp.info.ID, err)
 	}
@@ -954,7 +962,7 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 			if !sp.slow {
 				sp.slow, sp.fast = true, 0
 			}
-			if f.kind == kindHot && !f.retry && s.retryHot(sp, f) {
+			if (f.kind == kindHot || f.kind == kindPromote) && !f.retry && s.retryHot(sp, f) {
 				return nil
 			}
 			// Stopping: the file takes no more batches (the frame
@@ -1016,7 +1024,7 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 	return nil
 }
 
-// retryHot performs a hot batch again that a missed deadline cancelled,
+// retryHot performs a hot batch (or a promotion) again that a missed deadline cancelled,
 // and reports whether it was submitted.
 //
 // A cancelled op is one that had not started: a deadline cancels only
@@ -1036,8 +1044,8 @@ func (s *Submitter) retryHot(sp *spaceState, f *flight) bool {
 	if s.runCtx == nil || s.runCtx.Err() != nil {
 		return false // Settle after Run: nothing may be submitted
 	}
-	r := &flight{kind: kindHot, space: f.space, gen: f.gen, hot: f.hot, groups: f.groups, retry: true,
-		rerouted: true} // its groups went to the WAL: no second reroute
+	r := &flight{kind: f.kind, space: f.space, gen: f.gen, hot: f.hot, groups: f.groups, recs: f.recs, retry: true,
+		rerouted: true} // its groups went to the WAL (or it was a promotion): no second reroute
 	if err := s.submit(s.runCtx, r, f.hot.Ops()); err != nil {
 		return false
 	}
