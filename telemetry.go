@@ -38,9 +38,10 @@ type Telemetry struct {
 	// against which Stats.QueueDepth reads as a fill ratio.
 	QueueCapacity int
 	// DeadlinesFired counts I/O operations whose deadline
-	// (Config.DirectWriteTimeout) passed before they completed; only hot
-	// batches carry one, on their write and on their sync. Each such batch
-	// was staged instead.
+	// (Config.DirectWriteTimeout) passed before they completed; only
+	// writes into hot segments carry one: a direct batch (which was then
+	// staged instead) or a promotion of staged records (which marked the
+	// space slow).
 	DeadlinesFired uint64
 	// CQOverflows counts the times the kernel's completion queue
 	// overflowed and was flushed (io_uring only; always 0 on std).

@@ -18,7 +18,7 @@
 //	ringpipe_sealed_blocks_total             counter   seals: hot generations written as blocks
 //	ringpipe_syncs_total                     counter   fdatasync/fsync operations issued
 //	ringpipe_short_io_retries_total          counter   remainders resubmitted after a short read or write
-//	ringpipe_io_deadlines_fired_total        counter   hot-batch I/O whose DirectWriteTimeout passed (the batch was staged)
+//	ringpipe_io_deadlines_fired_total        counter   hot-segment writes whose DirectWriteTimeout passed (a direct batch was staged; a promotion marked its space slow)
 //	ringpipe_cq_overflows_total              counter   io_uring completion-queue overflows
 //	ringpipe_inline_commits_total            counter   Puts and Deletes committed on their caller's goroutine (the pipeline was idle)
 //	ringpipe_publishes_total                 counter   Views published (one per burst of durable notices)
@@ -99,13 +99,14 @@ func NewCollector(e *ringpipe.Engine, opts ...Option) prometheus.Collector {
 		return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, labels, o.constLabels)
 	}
 	return &collector{
-		e:           e,
-		writes:      d("writes_total", "Writes acknowledged, by path: direct (from a hot segment) or staged (from the staging WAL).", "path"),
-		promoted:    d("promoted_records_total", "Staged records promoted into their space's hot segment."),
-		sealed:      d("sealed_blocks_total", "Seals: hot generations written as sorted blocks."),
-		syncs:       d("syncs_total", "fdatasync and fsync operations issued."),
-		shortIO:     d("short_io_retries_total", "Remainders resubmitted after a short read or write."),
-		deadlines:   d("io_deadlines_fired_total", "Hot-batch I/O operations whose DirectWriteTimeout passed; their batches were staged."),
+		e:        e,
+		writes:   d("writes_total", "Writes acknowledged, by path: direct (from a hot segment) or staged (from the staging WAL).", "path"),
+		promoted: d("promoted_records_total", "Staged records promoted into their space's hot segment."),
+		sealed:   d("sealed_blocks_total", "Seals: hot generations written as sorted blocks."),
+		syncs:    d("syncs_total", "fdatasync and fsync operations issued."),
+		shortIO:  d("short_io_retries_total", "Remainders resubmitted after a short read or write."),
+		deadlines: d("io_deadlines_fired_total",
+			"Writes into hot segments whose DirectWriteTimeout passed: a direct batch was staged instead; a promotion marked its space slow."),
 		cqOverflows: d("cq_overflows_total", "Times the io_uring completion queue overflowed (always 0 on the std backend)."),
 		inline: d("inline_commits_total",
 			"Puts and Deletes committed on their caller's goroutine because the pipeline was idle; the rest took the write queue."),
