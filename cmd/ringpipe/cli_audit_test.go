@@ -176,48 +176,49 @@ func TestCLIAuditVerifyHealthy(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		crash func(t *testing.T, f fixture)
-		warn  func(f fixture) string // the warning verify prints, as a regexp
+		warn  func(t *testing.T, f fixture) string // the warning verify prints, as a regexp
 	}{
 		{"torn last batch of the active hot generation", func(t *testing.T, f fixture) {
 			offs := hotOffsets(t, f)
 			// The last batch's frame half written: its second half
 			// never reached the disk.
 			zeroRange(t, filepath.Join(f.dir, f.hotSeg), offs[4]+20, offs[4]+64)
-		}, func(f fixture) string {
-			return regexp.QuoteMeta(f.hotSeg) + `: offset 304: warning: torn tail of the active hot generation`
+		}, func(t *testing.T, f fixture) string {
+			return regexp.QuoteMeta(f.hotSeg) + fmt.Sprintf(`: offset %d: warning: torn tail of the active hot generation`, hotOffsets(t, f)[4])
 		}},
 		{"active hot generation truncated in its last batch", func(t *testing.T, f fixture) {
 			offs := hotOffsets(t, f)
 			require.NoError(t, os.Truncate(filepath.Join(f.dir, f.hotSeg), offs[4]+30))
-		}, func(f fixture) string {
-			return regexp.QuoteMeta(f.hotSeg) + `: offset 304: warning: torn tail of the active hot generation`
+		}, func(t *testing.T, f fixture) string {
+			return regexp.QuoteMeta(f.hotSeg) + fmt.Sprintf(`: offset %d: warning: torn tail of the active hot generation`, hotOffsets(t, f)[4])
 		}},
 		{"last WAL segment truncated in its last batch", func(t *testing.T, f fixture) {
 			require.NoError(t, os.Truncate(filepath.Join(f.dir, f.walSeg), f.walLast+10))
-		}, func(f fixture) string {
+		}, func(_ *testing.T, f fixture) string {
 			return regexp.QuoteMeta(f.walSeg) + fmt.Sprintf(`: offset %d: warning: torn tail of the last WAL segment`, f.walLast)
 		}},
 		{"a copy of a named block left unnamed (a seal redone under another id)", func(t *testing.T, f fixture) {
 			data, err := os.ReadFile(filepath.Join(f.dir, f.block))
 			require.NoError(t, err)
 			require.NoError(t, os.WriteFile(filepath.Join(f.dir, "blocks", "1", "7.blk"), data, 0o644))
-		}, func(fixture) string {
+		}, func(*testing.T, fixture) string {
 			return `blocks/1/7\.blk: warning: block the manifest does not name \(recovery removes it\)`
 		}},
 		{"an older manifest and a temporary file left by a manifest switch", func(t *testing.T, f fixture) {
 			data, err := os.ReadFile(filepath.Join(f.dir, f.manifest))
 			require.NoError(t, err)
 			require.NoError(t, os.WriteFile(filepath.Join(f.dir, "MANIFEST-000002.tmp"), data[:40], 0o644))
-		}, func(fixture) string {
+		}, func(*testing.T, fixture) string {
 			return `MANIFEST-000002\.tmp: warning: left by an interrupted manifest switch`
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := writeFixture(t)
+			warn := tc.warn(t, f) // before the crash: hotOffsets reads the intact file
 			tc.crash(t, f)
 			code, out, errOut := readOnly(t, "verify", f.dir)
 			assert.Equal(t, exitOK, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
-			assert.Regexp(t, `(?m)^`+tc.warn(f), out)
+			assert.Regexp(t, `(?m)^`+warn, out)
 			assert.Regexp(t, `no damage, [1-9]\d* warnings?$`, strings.TrimSpace(out))
 			code, out, errOut = readOnly(t, "inspect", f.dir)
 			assert.Equal(t, exitOK, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
