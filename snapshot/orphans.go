@@ -70,19 +70,51 @@ type OrphanCheck struct {
 // and no edit can name it now. Temporary files of an interrupted block
 // write are removed unread; files of other names are left alone.
 func (m *Manifest) RemoveOrphans(space messages.SpaceID, check OrphanCheck) (OrphanReport, error) {
+	rep, remove, err := checkOrphans(m.d, m.dir, m.state, m.LostEdit, space, check)
+	if err != nil {
+		return rep, err
+	}
+	d, sdir := m.d, BlockDir(m.dir, space)
+	for _, name := range remove {
+		if err := ring.Unlink(d, filepath.Join(sdir, name)); err != nil && !errors.Is(err, unix.ENOENT) {
+			return rep, fmt.Errorf("snapshot: remove orphaned block %s: %w", name, err)
+		}
+		rep.Removed++
+	}
+	if rep.Removed > 0 {
+		if err := ring.SyncDir(d, sdir); err != nil {
+			return rep, fmt.Errorf("snapshot: remove orphaned blocks: %w", err)
+		}
+	}
+	return rep, nil
+}
+
+// CheckOrphans is RemoveOrphans's verdict on the manifest ScanManifest
+// read (rep), changing nothing: the names (in space's block directory)
+// that RemoveOrphans would remove, the report without Removed, and the
+// *messages.CorruptionError it would return. ringpipe verify tells damage
+// from what recovery repairs by it.
+func CheckOrphans(d ring.Doer, dir string, rep ManifestReport, space messages.SpaceID, check OrphanCheck) (OrphanReport, []string, error) {
+	tail := Tail{Name: rep.Name, End: rep.Result.End, Torn: rep.Result.Torn}
+	return checkOrphans(d, dir, rep.State, func(what string) error { return lostEdit(tail, what) }, space, check)
+}
+
+// checkOrphans is the analysis of RemoveOrphans: it returns what to
+// remove, or the damage that forbids removing anything.
+func checkOrphans(d ring.Doer, dir string, state *State, lostEditFn func(string) error, space messages.SpaceID,
+	check OrphanCheck) (OrphanReport, []string, error) {
 	var rep OrphanReport
-	d := m.d
 	named := make(map[uint64]bool)
-	for _, b := range m.state.Index(space).Blocks() {
+	for _, b := range state.Index(space).Blocks() {
 		named[b.ID] = true
 	}
-	sdir := BlockDir(m.dir, space)
+	sdir := BlockDir(dir, space)
 	names, err := ring.ReadDir(d, sdir)
 	if errors.Is(err, unix.ENOENT) {
-		return rep, nil
+		return rep, nil, nil
 	}
 	if err != nil {
-		return rep, fmt.Errorf("snapshot: list %s: %w", sdir, err)
+		return rep, nil, fmt.Errorf("snapshot: list %s: %w", sdir, err)
 	}
 	var remove []string
 	for _, name := range names {
@@ -107,41 +139,30 @@ func (m *Manifest) RemoveOrphans(space messages.SpaceID, check OrphanCheck) (Orp
 			continue
 		}
 		if err != nil {
-			return rep, err
+			return rep, nil, err
 		}
 		lost, err := notHeld(b, check.Held)
 		if err != nil {
-			return rep, err
+			return rep, nil, err
 		}
 		if lost > 0 {
 			meta := b.Meta()
 			if check.Live != nil && b.Gen() != 0 {
 				if hot, end, ok := check.Live(b.Gen()); ok {
-					return rep, &messages.CorruptionError{Path: hot, Offset: end, Reason: fmt.Sprintf(
+					return rep, nil, &messages.CorruptionError{Path: hot, Offset: end, Reason: fmt.Sprintf(
 						"hot: generation %d's batches end here, but %s, sealed from it by a seal cut short "+
 							"(the manifest does not name the block), holds %d of its %d records (revisions %d..%d) "+
 							"that the generation no longer does: the generation was damaged after they were durable",
 						b.Gen(), rel, lost, meta.Count, meta.MinRev, meta.MaxRev)}
 				}
 			}
-			return rep, m.LostEdit(fmt.Sprintf("naming %s: the block holds %d of its %d records (revisions %d..%d) "+
+			return rep, nil, lostEditFn(fmt.Sprintf("naming %s: the block holds %d of its %d records (revisions %d..%d) "+
 				"nowhere else, so the edit was durable once (its generation was retired after it)",
 				rel, lost, meta.Count, meta.MinRev, meta.MaxRev))
 		}
 		remove = append(remove, name)
 	}
-	for _, name := range remove {
-		if err := ring.Unlink(d, filepath.Join(sdir, name)); err != nil && !errors.Is(err, unix.ENOENT) {
-			return rep, fmt.Errorf("snapshot: remove orphaned block %s: %w", name, err)
-		}
-		rep.Removed++
-	}
-	if rep.Removed > 0 {
-		if err := ring.SyncDir(d, sdir); err != nil {
-			return rep, fmt.Errorf("snapshot: remove orphaned blocks: %w", err)
-		}
-	}
-	return rep, nil
+	return rep, remove, nil
 }
 
 // parseBlockName returns the id of a block file's name, which must be
@@ -181,12 +202,14 @@ func notHeld(b *Block, held func(messages.Record) (bool, error)) (int, error) {
 // an edit, durable once, that it holds no more (what is said
 // "an edit <what> was lost"): a *messages.CorruptionError naming the
 // manifest as Read found it and where it ends, where the edit should be.
-func (m *Manifest) LostEdit(what string) error {
+func (m *Manifest) LostEdit(what string) error { return lostEdit(m.tail, what) }
+
+func lostEdit(tail Tail, what string) error {
 	reason := "manifest: an edit " + what + " was lost"
-	if m.tail.Torn {
+	if tail.Torn {
 		reason += "; the manifest's damaged last frame, here, was dropped as torn"
 	} else {
 		reason += "; the manifest ends here"
 	}
-	return &messages.CorruptionError{Path: m.tail.Name, Offset: m.tail.End, Reason: reason}
+	return &messages.CorruptionError{Path: tail.Name, Offset: tail.End, Reason: reason}
 }

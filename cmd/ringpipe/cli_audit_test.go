@@ -336,13 +336,10 @@ func TestCLIAuditUnknownFiles(t *testing.T) {
 	for _, j := range junk {
 		assert.FileExists(t, filepath.Join(f.dir, j), "recovery removed a file of a name it does not write")
 	}
-	// VIOLATION: verify reports blocks/1/notes.txt as "block the manifest
-	// does not name (recovery removes it)" and inspect as "orphaned: ...
-	// recovery removes it", but recovery leaves a file of a name it does
-	// not write alone (snapshot.RemoveOrphans: OrphanReport.Foreign), as
-	// the FileExists above shows. The survey (cmd/ringpipe/survey.go,
-	// survey.read) counts every unnamed entry of a block directory as an
-	// orphaned block, whatever its name.
+	// Fixed: verify said "block the manifest does not name (recovery
+	// removes it)" of a file of a name the engine does not write, which
+	// recovery leaves alone; the survey now sorts such files as recovery
+	// does (snapshot.CheckOrphans: OrphanReport.Foreign).
 	notes := filepath.Join("blocks", "1", "notes.txt")
 	assert.NotRegexp(t, regexp.QuoteMeta(notes)+`: .*recovery removes it`, out,
 		"verify says recovery removes a file that recovery leaves alone")
@@ -401,19 +398,10 @@ func TestCLIAuditVerifyAgreesWithRecovery(t *testing.T) {
 			// the directory).
 			err := startErr(t, f.dir)
 			require.ErrorIs(t, err, ringpipe.ErrCorrupt, "recovery accepts the directory")
-			// VIOLATION: verify prints only a warning ("blocks/1/9.blk:
-			// warning: block the manifest does not name (recovery
-			// removes it)", or "MANIFEST-000001: offset 112: warning:
-			// torn tail: ... (recovery drops it and rewrites the
-			// manifest)" and "blocks/1/1.blk: warning: block the manifest
-			// does not name (recovery removes it)"), says "no damage" and
-			// exits 0, while recovery refuses the directory with a
-			// CorruptionError ("manifest: an edit naming blocks/1/... was
-			// lost"). When the manifest reads as sound or merely torn, the
-			// survey (cmd/ringpipe/survey.go, survey.read: trusted ->
-			// s.orphans) never checks an unnamed block against the live
-			// hot generations and the named blocks, as recovery does
-			// (snapshot.RemoveOrphans with OrphanCheck.Held/Live).
+			// Fixed: verify printed only a warning, said "no damage" and exited 0,
+			// while recovery refused the directory ("manifest: an edit naming
+			// blocks/1/... was lost"). The survey now judges a block the manifest
+			// does not name with recovery's own check (snapshot.CheckOrphans).
 			assert.Equal(t, exitFail, code, "verify exit status; recovery says: %v\nverify says:\n%s%s", err, out, errOut)
 			assert.NotContains(t, out, "no damage", "verify calls sound a directory recovery refuses: %v", err)
 			assert.Contains(t, out, f.manifest+": offset ", "verify does not name the manifest, as recovery does")
@@ -465,11 +453,7 @@ func TestCLIAuditLocked(t *testing.T) {
 
 	// The usage text an operator sees (ringpipe help, ringpipe verify -h,
 	// ringpipe inspect -h) says what the commands do on a held directory.
-	// VIOLATION: it does not. The behaviour (refuse with ErrLocked, take
-	// the lock while reading) is documented only in the package comment
-	// (go doc) and the README; main.go's usage constant and dirCommand's
-	// fs.Usage (cmd/ringpipe/survey.go) print "usage: ringpipe verify DIR"
-	// and one line per command, with no word about the lock.
+	// Fixed: the usage texts said nothing about the lock; they say it now.
 	_, helpOut, _ := runCmd(t, "help")
 	for _, text := range []string{helpOut, usageOf(t, "verify"), usageOf(t, "inspect")} {
 		assert.Regexp(t, `(?i)\block(ed)?\b|running engine|engine (holds|is running)`, text,
@@ -710,12 +694,8 @@ func TestCLIAuditBadArguments(t *testing.T) {
 		code, out, errOut := runCmd(t, cmd, "")
 		assert.Contains(t, []int{exitFail, exitUsage}, code, "%s \"\"", cmd)
 		assert.Empty(t, out)
-		// VIOLATION (minor, message only): stderr is "ringpipe verify:
-		// ring: op 0 (readdir): empty path", the ring's internal op
-		// name, not a word an operator knows. surveyLocked
-		// (cmd/ringpipe/survey.go) maps ENOENT and ENOTDIR of its
-		// ReadDir to "no such directory" / "not a directory" and passes
-		// any other error through; dirCommand does not refuse "" itself.
+		// Fixed (message only): an empty name said "ring: op 0 (readdir):
+		// empty path"; it is now a usage error naming the empty name.
 		assert.NotContains(t, errOut, "ring: op", "%s \"\": the message names ring internals", cmd)
 		assert.Regexp(t, `(?i)empty`, errOut)
 	}

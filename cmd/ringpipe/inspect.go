@@ -60,6 +60,9 @@ func (a *app) inspect(s *survey) int {
 	for _, o := range s.orphans {
 		fmt.Fprintf(w, "  orphaned: %s (not in the manifest; recovery removes it)\n", o)
 	}
+	for _, f := range s.foreign {
+		fmt.Fprintf(w, "  foreign: %s (not a file the engine writes; recovery leaves it alone)\n", f)
+	}
 
 	fmt.Fprintf(w, "\nhot generations (%d)\n", len(s.gens))
 	if len(s.gens) > 0 {

@@ -79,6 +79,9 @@ commands:
   bench [flags]   durable-write benchmark on a fresh directory (see ringpipe bench -h)
   inspect DIR     spaces, blocks, hot generations, WAL segments, staged entries, manifest edits
   verify DIR      check every checksum and frame; exit 1 if anything is damaged
+
+inspect and verify change nothing; they take DIR's lock while they read,
+so they refuse a directory a running engine holds (stop it first).
 `
 
 // run runs the command line args (without the program name) and returns

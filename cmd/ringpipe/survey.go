@@ -34,7 +34,12 @@ type survey struct {
 
 	blocks  []blockCheck
 	orphans []string // block files (relative paths) the manifest does not name: recovery removes them
-	strays  []string // block directories of no known space: recovery ignores them
+	foreign []string // files in block directories of names the engine does not write: recovery leaves them
+	// orphanErr is the damage recovery finds in a block the manifest does
+	// not name but whose records are nowhere else (snapshot.CheckOrphans):
+	// a lost manifest edit, or a damaged hot generation. Recovery refuses.
+	orphanErr []error
+	strays    []string // block directories of no known space: recovery ignores them
 
 	gens   []genCheck
 	spares []hot.Gen // retired hot files kept for reuse: stale content by design, not read
@@ -72,7 +77,10 @@ type genCheck struct {
 func (a *app) dirCommand(name string, args []string, fn func(*survey) int) int {
 	fs := flag.NewFlagSet("ringpipe "+name, flag.ContinueOnError)
 	fs.SetOutput(a.stderr)
-	fs.Usage = func() { fmt.Fprintf(fs.Output(), "usage: ringpipe %s DIR\n", name) }
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: ringpipe %s DIR\n\nReads DIR and changes nothing. It takes DIR's lock while it reads, so it\n"+
+			"refuses a directory a running engine holds (stop the engine first).\n", name)
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -117,6 +125,9 @@ func openSurvey(dir string) (*survey, func(), error) {
 // surveyLocked locks dir (setting *lockFD to the LOCK file's fd, which
 // the caller closes) and surveys it.
 func surveyLocked(d ring.Doer, dir string, lockFD *int32) (*survey, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("%w: an empty directory name", errUsage)
+	}
 	if _, err := ring.ReadDir(d, dir); err != nil {
 		switch {
 		case errors.Is(err, unix.ENOENT):
@@ -231,15 +242,34 @@ func (s *survey) read() error {
 	// against the manifest, and asked for the staged candidates (a record
 	// a block holds at its revision or a newer one is sealed already).
 	for _, info := range st.Spaces() {
+		bdir := snapshot.BlockDir(s.dir, info.ID)
+		files, err := ring.ReadDir(s.d, bdir)
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			return err
+		}
 		named := map[string]bool{}
 		for _, meta := range st.Index(info.ID).Blocks() {
+			named[filepath.Base(snapshot.BlockPath(s.dir, info.ID, meta.ID))] = true
+		}
+		// A block file the manifest does not name is judged as recovery
+		// judges it (snapshot.CheckOrphans), which asks whether its
+		// records are in a named block: those are kept open for it, only
+		// for a space that has such a file.
+		keep := false
+		for _, f := range files {
+			keep = keep || !named[f]
+		}
+		var kept []*snapshot.Block
+		for _, meta := range st.Index(info.ID).Blocks() {
 			path := snapshot.BlockPath(s.dir, info.ID, meta.ID)
-			named[filepath.Base(path)] = true
 			c := blockCheck{meta: meta, file: s.rel(path)}
 			b, err := snapshot.OpenBlockFor(s.d, s.dir, meta)
 			c.err = err
 			if err == nil {
 				c.gen = b.Gen()
+				if keep {
+					kept = append(kept, b)
+				}
 			}
 			s.blocks = append(s.blocks, c)
 			if err != nil {
@@ -258,13 +288,16 @@ func (s *survey) read() error {
 			}
 			cands[info.ID] = left
 		}
-		files, err := ring.ReadDir(s.d, snapshot.BlockDir(s.dir, info.ID))
-		if err != nil && !errors.Is(err, unix.ENOENT) {
-			return err
+		if !keep {
+			continue
+		}
+		if trusted {
+			s.checkOrphans(info, live[info.ID], kept)
+			continue
 		}
 		for _, f := range files {
 			if !named[f] {
-				unnamed = append(unnamed, filepath.Join(snapshot.BlockDir(s.dir, info.ID), f))
+				unnamed = append(unnamed, filepath.Join(bdir, f))
 			}
 		}
 	}
@@ -290,11 +323,7 @@ func (s *survey) read() error {
 		}
 	}
 	for _, path := range unnamed {
-		if trusted {
-			s.orphans = append(s.orphans, s.rel(path))
-			continue
-		}
-		// Checked against its own checksum only.
+		// The manifest is damaged: checked against its own checksum only.
 		c := blockCheck{file: s.rel(path), unnamed: true}
 		b, err := snapshot.OpenBlock(s.d, path)
 		if c.err = err; err == nil {
@@ -308,6 +337,52 @@ func (s *survey) read() error {
 		}
 	}
 	return nil
+}
+
+// checkOrphans sorts the files of info's block directory that the
+// manifest does not name as recovery does: removable (a seal cut short,
+// an unreadable block, a temporary file), foreign (left alone), or damage
+// recovery refuses. live holds the revisions of the space's live hot
+// generations, named its blocks the manifest names.
+func (s *survey) checkOrphans(info messages.SpaceInfo, live map[messages.Revision]bool, named []*snapshot.Block) {
+	check := snapshot.OrphanCheck{
+		Held: func(r messages.Record) (bool, error) {
+			if live[r.Revision] {
+				return true, nil
+			}
+			key := snapshot.Key(r.Point, info.Dims, info.Bits)
+			for _, b := range named {
+				if b.Meta().MaxRev < r.Revision || !b.MayContain(key) {
+					continue
+				}
+				got, ok, err := b.Get(key, r.Point)
+				if err != nil {
+					return false, err
+				}
+				if ok && got.Revision >= r.Revision {
+					return true, nil
+				}
+			}
+			return false, nil
+		},
+		Live: func(gen uint64) (string, int64, bool) {
+			for _, g := range s.gens {
+				if g.Gen.Space == info.ID && g.Gen.Gen == gen && !g.sealed && !g.unknown {
+					return g.Name, g.Bytes, true
+				}
+			}
+			return "", 0, false
+		},
+	}
+	rep, remove, err := snapshot.CheckOrphans(s.d, s.dir, s.man, info.ID, check)
+	if err != nil {
+		s.orphanErr = append(s.orphanErr, err)
+		return
+	}
+	for _, n := range remove {
+		s.orphans = append(s.orphans, s.rel(filepath.Join(snapshot.BlockDir(s.dir, info.ID), n)))
+	}
+	s.foreign = append(s.foreign, rep.Foreign...)
 }
 
 // rel returns path relative to the directory, as reports name files.
@@ -378,6 +453,12 @@ func (s *survey) findings() (fs []finding, files int) {
 	}
 	for _, o := range s.orphans {
 		fs = append(fs, finding{file: o, offset: -1, warning: true, what: "block the manifest does not name (recovery removes it)"})
+	}
+	for _, err := range s.orphanErr {
+		fs = append(fs, s.damage(s.man.Name, err, false))
+	}
+	for _, f := range s.foreign {
+		fs = append(fs, finding{file: f, offset: -1, warning: true, what: "not a file the engine writes (recovery leaves it alone)"})
 	}
 	for _, d := range s.strays {
 		fs = append(fs, finding{file: d, offset: -1, warning: true, what: "blocks of a space the manifest does not know (recovery ignores them)"})
