@@ -335,15 +335,8 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 func sealedAlready(blocks []*snapshot.Block, spec SpaceSpec, r messages.Record) (bool, error) {
 	key := snapshot.Key(r.Point, spec.Dims, spec.Bits)
 	for _, b := range blocks {
-		if b.Meta().MaxRev < r.Revision || !b.MayContain(key) {
-			continue
-		}
-		got, ok, err := b.Get(key, r.Point)
-		if err != nil {
-			return false, err
-		}
-		if ok && got.Revision >= r.Revision {
-			return true, nil
+		if ok, err := b.Supersedes(key, r); ok || err != nil {
+			return ok, err
 		}
 	}
 	return false, nil

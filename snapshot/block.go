@@ -884,6 +884,21 @@ func (b *Block) pageFor(key uint64) int {
 	return sort.Search(len(b.firstKeys), func(i int) bool { return b.firstKeys[i] > key }) - 1
 }
 
+// Supersedes reports whether the block holds r's point (whose key is key)
+// at r's revision or a newer one: r is sealed already, or overwritten in
+// a block. Recovery and ringpipe verify ask it of WAL records and of the
+// records of blocks the manifest does not name.
+func (b *Block) Supersedes(key uint64, r messages.Record) (bool, error) {
+	if b.meta.MaxRev < r.Revision || !b.MayContain(key) {
+		return false, nil
+	}
+	got, ok, err := b.Get(key, r.Point)
+	if err != nil {
+		return false, err
+	}
+	return ok && got.Revision >= r.Revision, nil
+}
+
 // MayContain reports whether the block may hold key: false means it
 // certainly does not (key range and Bloom filter).
 func (b *Block) MayContain(key uint64) bool {

@@ -277,12 +277,9 @@ func (s *survey) read() error {
 			}
 			left := cands[info.ID][:0]
 			for _, k := range cands[info.ID] {
-				r := k.rec
-				if meta.MaxRev >= r.Revision && b.MayContain(k.key) {
-					// b is verified whole and in memory: Get cannot fail.
-					if got, ok, err := b.Get(k.key, r.Point); err == nil && ok && got.Revision >= r.Revision {
-						continue
-					}
+				// b is verified whole and in memory: Get cannot fail.
+				if ok, err := b.Supersedes(k.key, k.rec); err == nil && ok {
+					continue
 				}
 				left = append(left, k)
 			}
@@ -352,15 +349,8 @@ func (s *survey) checkOrphans(info messages.SpaceInfo, live map[messages.Revisio
 			}
 			key := snapshot.Key(r.Point, info.Dims, info.Bits)
 			for _, b := range named {
-				if b.Meta().MaxRev < r.Revision || !b.MayContain(key) {
-					continue
-				}
-				got, ok, err := b.Get(key, r.Point)
-				if err != nil {
-					return false, err
-				}
-				if ok && got.Revision >= r.Revision {
-					return true, nil
+				if ok, err := b.Supersedes(key, r); ok || err != nil {
+					return ok, err
 				}
 			}
 			return false, nil
