@@ -210,15 +210,19 @@ func defaulted[T int | int64 | time.Duration](field string, p *T, def T) error {
 // coordinates a point has (16), fits a log file of prealloc bytes with
 // room for its header: what enqueue accepts at most. It is below 1 when no
 // record fits.
+// logRoom is how many bytes of record frames a log file of prealloc
+// bytes holds whole (the rest is room for its header).
+func logRoom(prealloc int64) int64 { return prealloc - 4096 }
+
 // minPreallocateFor is the smallest Preallocate whose log files hold a
-// record frame of sz bytes (see maxValueFitting), rounded up to 4 KiB.
+// record frame of sz bytes (see logRoom), rounded up to 4 KiB.
 func minPreallocateFor(sz int) int64 {
-	n := int64(sz) + 4096
+	n := int64(sz) - logRoom(0) // sz and the header's room
 	return max(minPreallocate, (n+4095)&^4095)
 }
 
 func maxValueFitting(prealloc int64) int {
-	room := int(prealloc - 4096)
+	room := int(logRoom(prealloc))
 	base := wal.RecordSize(messages.Record{Point: make(messages.Point, 16)})
 	v := room - wal.FrameSize(base)
 	for wal.FrameSize(base+v+1) <= room {

@@ -187,17 +187,10 @@ func (e *engine) gone() error {
 // ErrStopped, and it is what the caller must act on. errors.Is holds for
 // both the state and the input error.
 func (e *engine) refuseInput(err error) error {
-	var state error
-	select {
-	case <-e.failed:
-		state = ErrFailed
-	default:
-		if !e.stopping() {
-			return err
-		}
-		state = ErrStopped
+	if !e.stopping() && !closed(e.failed) {
+		return err
 	}
-	return &stateError{state: state, err: err}
+	return &stateError{state: e.gone(), err: err}
 }
 
 // stateError is an error met after the engine stopped taking writes: bad
@@ -343,8 +336,8 @@ func (e *engine) checkWrite(space SpaceID, p Point, value []byte) error {
 		return fmt.Errorf("%w: %d bytes for space %d %q, Config.MaxValueSize is %d (Preallocate = %d)",
 			ErrValueTooLarge, len(value), space, info.Name, e.cfg.MaxValueSize, e.cfg.Preallocate)
 	}
-	if sz := wal.FrameSize(wal.RecordSize(messages.Record{Space: space, Point: p, Value: value})); int64(sz) > e.cfg.Preallocate-4096 {
-		// A log file must hold the record whole (with room for its header).
+	if sz := wal.FrameSize(wal.RecordSize(messages.Record{Space: space, Point: p, Value: value})); int64(sz) > logRoom(e.cfg.Preallocate) {
+		// A log file must hold the record whole.
 		return fmt.Errorf("%w: a record of %d bytes for space %d %q does not fit a log file of Config.Preallocate = %d bytes",
 			ErrValueTooLarge, sz, space, info.Name, e.cfg.Preallocate)
 	}

@@ -265,7 +265,7 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 	// Preallocate lowered below one, as Put refuses such a record.
 	for _, rs := range staged {
 		for _, r := range rs {
-			if sz := wal.FrameSize(wal.RecordSize(r)); int64(sz) > cfg.Preallocate-4096 {
+			if sz := wal.FrameSize(wal.RecordSize(r)); int64(sz) > logRoom(cfg.Preallocate) {
 				return rec, fmt.Errorf("Config.Preallocate = %d bytes is too small for a record of %d bytes "+
 					"(space %d, revision %d) in the staging WAL, which must still be moved into a hot segment: "+
 					"start with Preallocate >= %d, Flush every space, then lower it",

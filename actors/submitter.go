@@ -1024,8 +1024,8 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 	return nil
 }
 
-// retryHot performs a hot batch (or a promotion) again that a missed deadline cancelled,
-// and reports whether it was submitted.
+// retryHot performs a hot batch (or a promotion) again that a missed
+// deadline cancelled, and reports whether it was submitted.
 //
 // A cancelled op is one that had not started: a deadline cancels only
 // work still queued (as io_uring's LINK_TIMEOUT does, and sim's Queued
