@@ -31,13 +31,13 @@ type Config struct {
 	Logger             *zap.Logger   // nil: no logging
 	QueueCapacity      int           // write queue; default 4096
 	RingEntries        uint32        // submission queue depth; default 256 (a power of two, 8 to 32768)
-	BatchSize          int           // most writes merged into one submission; default 32
+	BatchSize          int           // most writes merged into one submission; default 32 (or QueueCapacity if less); at most QueueCapacity
 	BatchTimeout       time.Duration // longest wait to fill a batch; 0 (default): submit what is queued
 	DirectWriteTimeout time.Duration // hot-segment deadline before staging; default 2ms
 	PromoteInterval    time.Duration // promoter tick; default 1ms
 	SealThreshold      int           // records per hot segment before sealing; default 16384
 	SealBytes          int64         // or bytes per hot segment before sealing; default 4 MiB
-	MaxValueSize       int           // default 1 MiB, or what one log file of Preallocate bytes holds if less
+	MaxValueSize       int           // default 1 MiB, or what one log file of Preallocate bytes holds if less; at most 64 MiB
 	Preallocate        int64         // bytes preallocated per log file; default 64 MiB (a multiple of 4096, at least 8192)
 	DirectIO           bool          // O_DIRECT for logs and blocks
 	WALRecovery        RecoveryMode  // TolerateTornTail (default) or Strict
@@ -143,7 +143,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.WALRecovery != TolerateTornTail && c.WALRecovery != Strict {
 		return bad("WALRecovery", int(c.WALRecovery), "not TolerateTornTail or Strict")
 	}
-	maxValueSet := c.MaxValueSize != 0
+	maxValueSet, batchSet := c.MaxValueSize != 0, c.BatchSize != 0
 	for _, err := range []error{
 		defaulted("QueueCapacity", &c.QueueCapacity, DefaultQueueCapacity),
 		defaulted("BatchSize", &c.BatchSize, DefaultBatchSize),
@@ -165,6 +165,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.RingEntries&(c.RingEntries-1) != 0 || c.RingEntries < minRingEntries || c.RingEntries > maxRingEntries {
 		return bad("RingEntries", c.RingEntries, fmt.Sprintf("not a power of two from %d to %d", minRingEntries, maxRingEntries))
+	}
+	if c.BatchSize > c.QueueCapacity && !batchSet {
+		// The default shrinks to a small queue, as MaxValueSize's does
+		// to a small log file: refusing a field the caller never set
+		// would not help.
+		c.BatchSize = c.QueueCapacity
 	}
 	if c.BatchSize > c.QueueCapacity {
 		return bad("BatchSize", c.BatchSize, fmt.Sprintf("larger than QueueCapacity (%d)", c.QueueCapacity))

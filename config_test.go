@@ -87,3 +87,18 @@ func TestConfigValueFitsLog(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, DefaultMaxValueSize, c.MaxValueSize, "the default Preallocate holds the default MaxValueSize")
 }
+
+// TestConfigBatchSizeFollowsSmallQueue: with only QueueCapacity set below
+// the default BatchSize, the default shrinks to the queue (it was refused,
+// naming BatchSize, a field the caller never set); an explicit BatchSize
+// above the queue is still refused.
+func TestConfigBatchSizeFollowsSmallQueue(t *testing.T) {
+	c, err := Config{Dir: "/x", QueueCapacity: 16}.withDefaults()
+	require.NoError(t, err)
+	assert.Equal(t, 16, c.BatchSize)
+	c, err = Config{Dir: "/x", QueueCapacity: 64}.withDefaults()
+	require.NoError(t, err)
+	assert.Equal(t, DefaultBatchSize, c.BatchSize)
+	_, err = Config{Dir: "/x", QueueCapacity: 16, BatchSize: 17}.withDefaults()
+	assert.ErrorContains(t, err, "Config.BatchSize")
+}
