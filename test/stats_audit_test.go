@@ -304,13 +304,22 @@ func saQuiet(t *testing.T, what string, st ringpipe.Stats, tel ringpipe.Telemetr
 		"%s: DirectWrites + StagedWrites == acknowledged writes (%d failed and %d rejected count in neither)", what, c.failed.Load(), c.rejected.Load())
 	assert.Equal(t, acked, st.WriteLatency.Count, "%s: Stats.WriteLatency.Count == acknowledged writes", what)
 	assert.Equal(t, acked, tel.WriteLatency.Count, "%s: Telemetry.WriteLatency.Count == acknowledged writes", what)
-	// VIOLATION: (see the report) records are counted as staged
-	// (StagedPending, then Promoted) whose writes were acknowledged as
-	// direct, so on a quiet engine Promoted exceeds StagedWrites, or
-	// StagedPending exceeds StagedWrites - Promoted while promotion is
-	// off. Seen on uring under load (StagedWrites 764, Promoted 765,
-	// StagedPending 0) and on sim with a stalled hot file (StagedWrites
-	// 88, Promoted 0, StagedPending 96).
+	// VIOLATION: records are counted as staged (StagedPending, then
+	// Promoted) whose writes were acknowledged as direct, so on a quiet
+	// engine Promoted exceeds StagedWrites, or StagedPending exceeds
+	// StagedWrites - Promoted while promotion is off. Seen on uring and
+	// std under load (StagedWrites 734, Promoted 735; 447 and 479) and
+	// on sim with a stalled hot file (StagedWrites 88, Promoted 0,
+	// StagedPending 96), by whole groups (7, 8, 32 records). Likely
+	// cause (read, not proven): a rerouted group whose hot copy is
+	// acknowledged before its WAL copy is registered is deleted from
+	// Completer.groups (copies 0, decided); Completer.register then gives
+	// the WAL copy a fresh groupState (hotOK false, decided false), so
+	// Completer.settle (kindWAL) stages its records and sends an ack
+	// whose Claim fails in Publisher.apply (no StagedWrites), and the
+	// submitter later promotes them (Submitter.submitWAL does not skip
+	// groups already decided). On a restarted engine the same invariant
+	// also fails for another reason: see TestStatsAuditRestart.
 	assert.LessOrEqual(t, st.Promoted, st.StagedWrites, "%s: Promoted <= StagedWrites", what)
 	assert.Equal(t, int64(st.StagedWrites)-int64(st.Promoted), int64(st.StagedPending), "%s: StagedPending == StagedWrites - Promoted", what)
 	assert.Zero(t, st.QueueDepth, "%s: QueueDepth when idle", what)
@@ -411,9 +420,10 @@ func TestStatsAuditUnderLoad(t *testing.T) {
 			// Round two: Stop while 32 writers write.
 			stopReaders = saReaders(t, e, 8)
 			var wg sync.WaitGroup
-			wg.Go(func() { saWriters(t, ctx, e, sp, saSpec, 32, 1000, 2, &c, true) })
+			base := c.acked.Load()
+			wg.Go(func() { saWriters(t, ctx, e, sp, saSpec, 32, 2000, 2, &c, true) })
 			waitFor(t, e, "round two under way", func(st ringpipe.Stats) bool {
-				return st.DirectWrites+st.StagedWrites >= c.acked.Load()+64
+				return st.DirectWrites+st.StagedWrites >= base+64
 			})
 			stop(t, e)
 			wg.Wait()
@@ -706,12 +716,11 @@ func TestStatsAuditRestart(t *testing.T) {
 	saWriters(t, ctx, e2, sp, saSpec, 4, 5, 22, &c2, false)
 	waitFor(t, e2, "the recovered staged records promoted", func(st ringpipe.Stats) bool { return st.StagedPending == 0 })
 	st, tel = e2.Stats(), e2.Telemetry()
-	// VIOLATION: (expected) recovery stages the WAL's records again and
-	// counts them in StagedPending, and their promotion in Promoted, but
-	// StagedWrites counts only this lifetime's acknowledgements: Promoted
-	// exceeds StagedWrites and StagedPending != StagedWrites - Promoted
-	// on a restarted engine (recovery.go / actors.Submitter.AddSpace add
-	// to StagedPending without a matching counter).
+	// VIOLATION: recovery stages the WAL's records again and counts them
+	// in StagedPending (Submitter.AddSpace, from recovery.go), and their
+	// promotion in Promoted, but StagedWrites counts only this lifetime's
+	// acknowledgements: a restarted engine shows StagedPending 2 with
+	// StagedWrites 0 at Start, then Promoted 2 > StagedWrites 0.
 	saQuiet(t, "lifetime 2, quiet", st, tel, &c2)
 
 	// The old engine's figures are its own: unchanged by lifetime 2.
