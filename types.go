@@ -60,8 +60,8 @@ type Stats struct {
 	QueueDepth     int
 	DirectWrites   uint64 // acknowledged from a hot segment
 	StagedWrites   uint64 // acknowledged from the staging WAL
-	Promoted       uint64
-	StagedPending  int // staged entries not yet promoted
+	Promoted       uint64 // staged records now in their hot segment (recovered ones too)
+	StagedPending  int    // staged entries not yet promoted, those recovery staged again at Start included
 	SealedBlocks   uint64
 	Syncs          uint64 // fdatasync/fsync operations issued
 	ShortIORetries uint64

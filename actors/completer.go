@@ -77,6 +77,12 @@ type groupState struct {
 	decided bool // acknowledged or failed
 	hotOK   bool // its hot copy is durable
 	waiting bool // its hot copy was rerouted: a staged copy will come
+	// walSeen: its staged copy's flight has registered. A waiting group
+	// decided by its hot copy before then keeps its state until it does,
+	// so that the staged copy's settlement sees hotOK and does not stage
+	// records already in their generation (they would be promoted into a
+	// later one too, and counted as staged twice).
+	walSeen bool
 	// stagedFailed: its staged copy failed while a hot copy was still in
 	// flight, which decides the group alone now.
 	stagedFailed bool
@@ -255,6 +261,9 @@ func (c *Completer) register(f *flight) {
 			c.groups[g] = st
 		}
 		st.copies++
+		if f.kind == kindWAL {
+			st.walSeen = true
+		}
 	}
 }
 
@@ -441,7 +450,7 @@ func (c *Completer) settleGroups(f *flight, decide func(*group, *groupState) (ac
 			failed = append(failed, g)
 		}
 		st.copies--
-		if st.copies == 0 && st.decided {
+		if st.copies == 0 && st.decided && (!st.waiting || st.walSeen) {
 			delete(c.groups, g)
 		}
 	}

@@ -679,8 +679,10 @@ func TestStats(t *testing.T) {
 			assert.LessOrEqual(t, st.WriteLatency.P999, st.WriteLatency.Max)
 			assert.Positive(t, st.DirectWrites)
 			assert.GreaterOrEqual(t, st.DirectWrites+st.StagedWrites, uint64(n))
-			// A staged write whose direct copy won the race is acknowledged
-			// as direct and still promoted: Promoted is bounded by all writes.
+			// Not quiet here: a record may be promoted before the publisher
+			// counts its staged acknowledgement, so Promoted is bounded by
+			// all writes (test/stats_audit_test.go checks the exact
+			// invariant on a quiet engine).
 			assert.LessOrEqual(t, st.Promoted, st.DirectWrites+st.StagedWrites)
 			assert.GreaterOrEqual(t, st.StagedPending, 0)
 			assert.Positive(t, st.Syncs)

@@ -55,6 +55,10 @@ type saTally struct {
 	acked    atomic.Uint64 // returned nil: acknowledged
 	failed   atomic.Uint64 // returned an error from the engine
 	rejected atomic.Uint64 // refused up front (bad point, cancelled context)
+	// recovered is StagedPending at Start: records recovery staged again
+	// from the WAL (they are promoted in this lifetime, not counted in
+	// its StagedWrites).
+	recovered uint64
 }
 
 // saWrite performs one write chosen by rng (Put, Delete, or PutAsync and
@@ -304,24 +308,17 @@ func saQuiet(t *testing.T, what string, st ringpipe.Stats, tel ringpipe.Telemetr
 		"%s: DirectWrites + StagedWrites == acknowledged writes (%d failed and %d rejected count in neither)", what, c.failed.Load(), c.rejected.Load())
 	assert.Equal(t, acked, st.WriteLatency.Count, "%s: Stats.WriteLatency.Count == acknowledged writes", what)
 	assert.Equal(t, acked, tel.WriteLatency.Count, "%s: Telemetry.WriteLatency.Count == acknowledged writes", what)
-	// VIOLATION: records are counted as staged (StagedPending, then
-	// Promoted) whose writes were acknowledged as direct, so on a quiet
-	// engine Promoted exceeds StagedWrites, or StagedPending exceeds
-	// StagedWrites - Promoted while promotion is off. Seen on uring and
-	// std under load (StagedWrites 734, Promoted 735; 447 and 479) and
-	// on sim with a stalled hot file (StagedWrites 88, Promoted 0,
-	// StagedPending 96), by whole groups (7, 8, 32 records). Likely
-	// cause (read, not proven): a rerouted group whose hot copy is
-	// acknowledged before its WAL copy is registered is deleted from
-	// Completer.groups (copies 0, decided); Completer.register then gives
-	// the WAL copy a fresh groupState (hotOK false, decided false), so
-	// Completer.settle (kindWAL) stages its records and sends an ack
-	// whose Claim fails in Publisher.apply (no StagedWrites), and the
-	// submitter later promotes them (Submitter.submitWAL does not skip
-	// groups already decided). On a restarted engine the same invariant
-	// also fails for another reason: see TestStatsAuditRestart.
-	assert.LessOrEqual(t, st.Promoted, st.StagedWrites, "%s: Promoted <= StagedWrites", what)
-	assert.Equal(t, int64(st.StagedWrites)-int64(st.Promoted), int64(st.StagedPending), "%s: StagedPending == StagedWrites - Promoted", what)
+	// Fixed: records were counted as staged (StagedPending, then
+	// Promoted) whose writes were acknowledged as direct: a rerouted
+	// group whose hot copy was acknowledged before its WAL copy
+	// registered lost its Completer.groups state, so the WAL copy staged
+	// records already in their generation. The state now stays until the
+	// WAL copy registers (groupState.walSeen). Records recovery staged
+	// again at Start count in StagedPending and Promoted, not in this
+	// lifetime's StagedWrites (c.recovered; see Stats' godoc).
+	assert.LessOrEqual(t, st.Promoted, c.recovered+st.StagedWrites, "%s: Promoted <= recovered + StagedWrites", what)
+	assert.Equal(t, int64(c.recovered+st.StagedWrites)-int64(st.Promoted), int64(st.StagedPending),
+		"%s: StagedPending == recovered + StagedWrites - Promoted", what)
 	assert.Zero(t, st.QueueDepth, "%s: QueueDepth when idle", what)
 	// Each batch (hot, WAL or promotion) is one DSync write, counted as a
 	// sync; BatchSize counts hot and WAL batches.
@@ -713,14 +710,16 @@ func TestStatsAuditRestart(t *testing.T) {
 
 	// The recovered staged records are promoted now (default interval).
 	var c2 saTally
+	// What recovery staged, counted as the Start snapshot saw it (some
+	// may have been promoted already).
+	c2.recovered = uint64(st.StagedPending) + st.Promoted
 	saWriters(t, ctx, e2, sp, saSpec, 4, 5, 22, &c2, false)
 	waitFor(t, e2, "the recovered staged records promoted", func(st ringpipe.Stats) bool { return st.StagedPending == 0 })
 	st, tel = e2.Stats(), e2.Telemetry()
-	// VIOLATION: recovery stages the WAL's records again and counts them
-	// in StagedPending (Submitter.AddSpace, from recovery.go), and their
-	// promotion in Promoted, but StagedWrites counts only this lifetime's
-	// acknowledgements: a restarted engine shows StagedPending 2 with
-	// StagedWrites 0 at Start, then Promoted 2 > StagedWrites 0.
+	// Recovery staged the WAL's records again (StagedPending at Start);
+	// their promotion counts in Promoted, not in this lifetime's
+	// StagedWrites (before the Stats godoc said so, this was pinned as
+	// a violation).
 	saQuiet(t, "lifetime 2, quiet", st, tel, &c2)
 
 	// The old engine's figures are its own: unchanged by lifetime 2.
