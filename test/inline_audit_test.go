@@ -905,3 +905,167 @@ func iaStopRace(t *testing.T, c iaConf) {
 	checkModel(t, engineReader(t, e), sp, m, fullBox(routeSpec))
 	stop(t, e)
 }
+
+// ---------------------------------------------------------------------
+// A Put whose context ends while the ring is full.
+
+// fullRingProbe wraps the engine's ring: it counts the ops in flight and
+// the Submits waiting for room, and, once armed, runs hook at the next
+// Reap (the inline commit's first one, on an idle engine) before it
+// reaps.
+type fullRingProbe struct {
+	ring.Ring
+	inflight atomic.Int64 // ops submitted and not yet reaped (no deadlines here)
+	waiting  atomic.Int64 // Submits in progress
+	nops     atomic.Int64 // of them, wake-up nops (OpNop, token 0)
+	armed    atomic.Bool
+	hook     func()
+}
+
+func (r *fullRingProbe) Submit(ops []ring.Op) error {
+	nop := len(ops) == 1 && ops[0].Code == ring.OpNop && ops[0].Token == 0
+	r.waiting.Add(1)
+	if nop {
+		r.nops.Add(1)
+	}
+	err := r.Ring.Submit(ops)
+	if err == nil {
+		r.inflight.Add(int64(len(ops)))
+	}
+	if nop {
+		r.nops.Add(-1)
+	}
+	r.waiting.Add(-1)
+	return err
+}
+
+func (r *fullRingProbe) Reap(out []ring.Completion) (int, error) {
+	if r.armed.CompareAndSwap(true, false) {
+		r.hook()
+	}
+	n, err := r.Ring.Reap(out)
+	r.inflight.Add(-int64(n))
+	return n, err
+}
+
+// until polls cond for at most d; it stretches a window the engine opens
+// by itself, it asserts nothing.
+func until(d time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(d); !cond(); {
+		if time.Now().After(end) {
+			return false
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+	return true
+}
+
+// TestInlineAuditCancelOnFullRing: a Put commits inline on an idle
+// engine; while it reaps, writes to 40 other spaces arrive and the
+// submitter fills the ring (sim, RingEntries 8: room for 32 ops) and
+// waits for room; then the Put's context ends. The Put must return (with
+// the context's error or its revision), and every other write too.
+//
+// VIOLATION: the Put never returns, and nor does any other write: the
+// engine deadlocks. Inline.reap's context.AfterFunc submits a wake-up nop
+// to wake a Reap, and ring.Submit blocks while the ring is full (its
+// REQUIRES: another goroutine reaps). The commit, the ring's only reaper
+// (it holds the completer's turn; Completer.Run waits for it in
+// turn.Lock), sees ctx ended, leaves its reap loop and waits for the
+// AfterFunc (`if !stop() { <-woke }`), which waits for room that only a
+// reaper makes; the submitter waits for room too. Stop then waits for
+// the stuck caller until its own context ends and closes the ring under
+// it. (Cause: actors/inline.go, Inline.reap; the same wait at ring level
+// on uring/std needs the ring full when the nop is submitted, which sim,
+// completing one op per Reap in virtual-time order, makes certain.)
+func TestInlineAuditCancelOnFullRing(t *testing.T) {
+	disk := newSimDisk(t, 41)
+	cfg := simConfig(t, disk)
+	var probe *fullRingProbe
+	cfg.NewRing = func(o ring.Options) (ring.Ring, error) {
+		if probe == nil { // the engine's ring; later ones read blocks
+			probe = &fullRingProbe{Ring: disk.NewRing(o)}
+			return probe, nil
+		}
+		return disk.NewRing(o), nil
+	}
+	cfg.RingEntries = 8
+	cfg.DirectWriteTimeout = 50 * time.Millisecond // the slowed file must not reroute
+	e := start(t, cfg)
+	victim := createSpace(t, e, "victim", routeSpec.Dims, routeSpec.Bits)
+	// The victim's write completes after the others' (virtual time), so
+	// the commit reaps theirs first and stays in its reap loop.
+	disk.Inject(sim.Fault{Kind: sim.Delay, Delay: time.Millisecond, Prob: 1, Persist: true,
+		Path: hotPrefix(victim), Ops: []ring.Opcode{ring.OpFdatasync, ring.OpWrite, ring.OpWritev}})
+	const others = 40
+	var spaces []ringpipe.SpaceID
+	for i := range others {
+		spaces = append(spaces, createSpace(t, e, fmt.Sprintf("other-%d", i), routeSpec.Dims, routeSpec.Bits))
+	}
+	capacity := int64(probe.Capacity())
+	require.Less(t, capacity, int64(others), "the other spaces' batches must be able to fill the ring")
+
+	for round := range 3 {
+		gate := make(chan struct{})
+		var wg sync.WaitGroup
+		var bgErrs atomic.Int64
+		for _, sp := range spaces {
+			wg.Go(func() {
+				<-gate
+				ctx, cancel := ctxHang()
+				defer cancel()
+				if _, err := e.Put(ctx, sp, ringpipe.Point{uint32(round), 0}, []byte("other")); err != nil {
+					bgErrs.Add(1)
+				}
+			})
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		var full, nopWaits bool
+		probe.hook = func() {
+			close(gate) // the others write now, behind the commit
+			full = until(time.Second, func() bool { return probe.inflight.Load() >= capacity && probe.waiting.Load() > 0 })
+			cancel()
+			nopWaits = until(200*time.Millisecond, func() bool { return probe.nops.Load() > 0 })
+		}
+		inline0 := e.Telemetry().InlineCommits
+		probe.armed.Store(true)
+		done := make(chan error, 1)
+		go func() {
+			_, err := e.Put(ctx, victim, ringpipe.Point{uint32(round), 1}, []byte("victim"))
+			done <- err
+		}()
+		timer := time.NewTimer(hangTimeout)
+		select {
+		case err := <-done:
+			timer.Stop()
+			if err != nil {
+				assert.ErrorIs(t, err, context.Canceled, "round %d: the Put's error", round)
+			}
+		case <-timer.C:
+			dump := goroutineDump()
+			// Unwedge the engine: Stop closes the ring once its context
+			// ends, which fails the stuck Submits.
+			sctx, scancel := context.WithTimeout(context.Background(), time.Second)
+			_ = e.Stop(sctx)
+			scancel()
+			<-done
+			wg.Wait()
+			cancel()
+			t.Fatalf("round %d: a Put whose context ended while the ring was full (ring full: %v, wake-up nop waiting for room: %v) did not return within %v: engine deadlocked; goroutines:\n%s",
+				round, full, nopWaits, hangTimeout, dump)
+		}
+		probe.armed.Store(false)
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+		within(t, "the other spaces' Puts", wg.Wait)
+		cancel()
+		assert.Zero(t, bgErrs.Load(), "round %d: the other spaces' Puts failed", round)
+		assert.True(t, full, "round %d: the ring never filled behind the commit: the scenario was not set up", round)
+		t.Logf("round %d: inline %v, ring full at the cancel %v, wake-up nop waited for room %v",
+			round, e.Telemetry().InlineCommits > inline0, full, nopWaits)
+	}
+	stop(t, e)
+}
