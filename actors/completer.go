@@ -209,8 +209,15 @@ func (c *Completer) makeRoom(n int) {
 // in flight when the ring fails; it returns how many it reaped and the
 // ring's error. REQUIRES: the completer's turn (Run, or an inline
 // commit).
-func (c *Completer) reapOnce() (int, error) {
-	n, err := c.env.Ring.Reap(c.buf)
+func (c *Completer) reapOnce() (int, error) { return c.reapSome(true) }
+
+// reapSome is reapOnce, waiting for a completion or not.
+func (c *Completer) reapSome(wait bool) (int, error) {
+	reap := c.env.Ring.TryReap
+	if wait {
+		reap = c.env.Ring.Reap
+	}
+	n, err := reap(c.buf)
 	if n > 0 {
 		stagetrace.Mark(stagetrace.Reaped)
 	}

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"time"
 
 	"github.com/ringpipe/ringpipe/internal/stagetrace"
 	"github.com/ringpipe/ringpipe/internal/testhook"
@@ -150,7 +151,28 @@ func (in *Inline) reap(ctx context.Context, w *messages.Write) {
 		in.deliver()
 	}
 	if !stop() {
-		<-woke
+		// ctx ended: the wake-up nop's Submit may be waiting for room in
+		// a full ring, which only this goroutine frees (it holds the
+		// completer's turn; the submitter may be waiting for room too).
+		// Reap without blocking (the nop may be reaped already) until it
+		// is in; waiting for it alone deadlocked (inline audit).
+		for waiting := true; waiting; {
+			select {
+			case <-woke:
+				waiting = false
+			default:
+				if c.ringErr != nil {
+					<-woke // a failed ring fails the Submit
+					waiting = false
+					break
+				}
+				c.drainRegistrations()
+				if n, _ := c.reapSome(false); n == 0 {
+					time.Sleep(wokeRetry)
+				}
+				in.deliver()
+			}
+		}
 	}
 	c.sink = nil
 	in.deliver()
@@ -159,6 +181,10 @@ func (in *Inline) reap(ctx context.Context, w *messages.Write) {
 	}
 	c.turn.Unlock()
 }
+
+// wokeRetry paces the reaping while a wake-up nop waits for room (see
+// Inline.reap): a rare path, so a short sleep rather than a spin.
+const wokeRetry = 20 * time.Microsecond
 
 func decided(w *messages.Write) bool {
 	select {
