@@ -439,7 +439,7 @@ func (s *Submitter) dispatch(ctx context.Context) error {
 	}
 	for _, sp := range s.spaces {
 		if s.promote <= 0 && len(sp.flushers) == 0 {
-			break
+			continue // out of budget: only spaces a Flush waits for go on
 		}
 		if len(sp.staged) == 0 || sp.busy {
 			continue

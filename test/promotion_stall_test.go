@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -90,4 +91,42 @@ func TestStalledPromotionDoesNotStallWriters(t *testing.T) {
 	e = start(t, simConfig(t, disk))
 	checkModel(t, engineReader(t, e), sp, m, fullBox(spec))
 	stop(t, e)
+}
+
+// TestFlushPromotesWithoutATick: a Flush promotes its space's staged
+// records at once, whatever other spaces have staged, with no promoter
+// tick due (PromoteInterval an hour). Before, the submitter's promotion
+// loop stopped at the first space (in map order) with no budget and no
+// Flush waiting, so a Flush of another space waited for the next tick.
+func TestFlushPromotesWithoutATick(t *testing.T) {
+	disk := newSimDisk(t, 112)
+	cfg := simConfig(t, disk)
+	cfg.PromoteInterval = time.Hour
+	e := start(t, cfg)
+	ctx := ctxFor(t)
+	const spaces = 8
+	var ids []ringpipe.SpaceID
+	for i := range spaces {
+		ids = append(ids, createSpace(t, e, fmt.Sprintf("s%d", i), 1, 16))
+	}
+	for _, sp := range ids {
+		stallHot(disk, sp)
+	}
+	for i := range 4 {
+		for _, sp := range ids {
+			pctx, cancel := context.WithTimeout(ctx, hangTimeout)
+			_, err := e.Put(pctx, sp, ringpipe.Point{uint32(i)}, []byte("v"))
+			cancel()
+			require.NoError(t, err)
+		}
+	}
+	disk.ClearFaults()
+	require.Positive(t, e.Stats().StagedPending, "writes were staged (precondition)")
+	for _, sp := range ids {
+		fctx, cancel := context.WithTimeout(ctx, hangTimeout)
+		err := e.Flush(fctx, sp)
+		cancel()
+		require.NoError(t, err, "Flush of space %d", sp)
+	}
+	assert.Zero(t, e.Stats().StagedPending)
 }
