@@ -15,7 +15,6 @@ import (
 	"hash/crc32"
 	"math/rand"
 	"os"
-	"path"
 	"path/filepath"
 	"regexp"
 	"runtime/pprof"
@@ -882,110 +881,13 @@ func TestDesignWALSegmentsRetired(t *testing.T) {
 	stop(t, e)
 }
 
-// openHoldRing wraps a sim ring and, while holding, withholds in real time
-// the completions of opens of one space's hot files: a new generation
-// whose file cannot be opened yet.
-type openHoldRing struct {
-	ring.Ring
-	name  string // base-name prefix of the space's hot files
-	first string // the first generation's file name, never held
-
-	mu       sync.Mutex
-	holding  bool
-	released bool
-	hold     map[uint64]bool // tokens of held opens
-	held     []ring.Completion
-	heldN    int
-}
-
-func newOpenHoldRing(r ring.Ring, space ringpipe.SpaceID) *openHoldRing {
-	return &openHoldRing{Ring: r, name: path.Base(hotPrefix(space)),
-		first: hot.Gen{Space: space, Gen: 1}.FileName(), hold: map[uint64]bool{}}
-}
-
-func (h *openHoldRing) start() { h.mu.Lock(); h.holding = true; h.mu.Unlock() }
-
-func (h *openHoldRing) heldCount() int { h.mu.Lock(); defer h.mu.Unlock(); return h.heldN }
-
-// release hands back what was withheld and stops holding.
-func (h *openHoldRing) release() {
-	h.mu.Lock()
-	if h.released {
-		h.mu.Unlock()
-		return
-	}
-	h.released, h.holding = true, false
-	h.mu.Unlock()
-	_ = h.Ring.Submit([]ring.Op{{Code: ring.OpNop, Token: holdWakeToken}}) // wakes a blocked Reap
-}
-
-func (h *openHoldRing) Submit(ops []ring.Op) error {
-	h.mu.Lock()
-	for _, op := range ops {
-		if op.Code == ring.OpOpen && h.holding && strings.Contains(op.Path, h.name) && !strings.Contains(op.Path, h.first) {
-			h.hold[op.Token] = true
-		}
-	}
-	h.mu.Unlock()
-	return h.Ring.Submit(ops)
-}
-
-func (h *openHoldRing) filter(out []ring.Completion, n int) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	k := 0
-	for _, c := range out[:n] {
-		if c.Token == holdWakeToken {
-			continue
-		}
-		if !c.Deadline && h.hold[c.Token] && !h.released {
-			h.held = append(h.held, c)
-			h.heldN++
-			continue
-		}
-		out[k] = c
-		k++
-	}
-	if h.released {
-		for len(h.held) > 0 && k < len(out) {
-			out[k] = h.held[0]
-			h.held = h.held[1:]
-			k++
-		}
-	}
-	return k
-}
-
-func (h *openHoldRing) Reap(out []ring.Completion) (int, error) {
-	for {
-		h.mu.Lock()
-		pending := h.released && len(h.held) > 0
-		h.mu.Unlock()
-		if pending {
-			return h.filter(out, 0), nil
-		}
-		n, err := h.Ring.Reap(out)
-		if err != nil {
-			return n, err
-		}
-		if k := h.filter(out, n); k > 0 {
-			return k, nil
-		}
-	}
-}
-
-func (h *openHoldRing) TryReap(out []ring.Completion) (int, error) {
-	h.mu.Lock()
-	pending := h.released && len(h.held) > 0
-	h.mu.Unlock()
-	if pending {
-		return h.filter(out, 0), nil
-	}
-	n, err := h.Ring.TryReap(out)
-	if err != nil || n == 0 {
-		return n, err
-	}
-	return h.filter(out, n), nil
+// newOpenHoldRing returns a holdRing that, while holding, withholds in
+// real time the completions of opens of one space's hot files but the
+// first generation's: a new generation whose file cannot be opened yet.
+func newOpenHoldRing(r ring.Ring, space ringpipe.SpaceID) *holdRing {
+	h := newHoldRing(r, space)
+	h.holdOpens, h.first = true, hot.Gen{Space: space, Gen: 1}.FileName()
+	return h
 }
 
 // TestDesignUnwritableHotSegmentRoutesToWAL: DESIGN.md §1 "The same route
@@ -999,19 +901,7 @@ func TestDesignUnwritableHotSegmentRoutesToWAL(t *testing.T) {
 	disk := newSimDisk(t, 98)
 	cfg := simConfig(t, disk)
 	cfg.Preallocate = 64 << 10 // full after about 60 records of 1 KiB
-	var hr *openHoldRing
-	var mu sync.Mutex
-	cfg.NewRing = func(o ring.Options) (ring.Ring, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if hr != nil {
-			return disk.NewRing(o), nil // block reads' ring
-		}
-		hr = newOpenHoldRing(disk.NewRing(o), 1) // the first space created gets ID 1
-		return hr, nil
-	}
-	e := start(t, cfg)
-	t.Cleanup(func() { hr.release() }) // runs before start's Stop
+	e, hr := startHeld(t, cfg, disk, func(r ring.Ring) *holdRing { return newOpenHoldRing(r, 1) })
 	// From now on no hot file of the space but the first generation's
 	// can be opened (started before CreateSpace: a next generation's file
 	// may be opened as soon as the first is).
@@ -1157,19 +1047,7 @@ func TestDesignRoutePerSpace(t *testing.T) {
 	disk := newSimDisk(t, 100)
 	cfg := simConfig(t, disk)
 	cfg.DirectWriteTimeout = 2 * time.Millisecond
-	var hr *holdRing
-	var mu sync.Mutex
-	cfg.NewRing = func(o ring.Options) (ring.Ring, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if hr != nil {
-			return disk.NewRing(o), nil // block reads' ring
-		}
-		hr = newHoldRing(disk.NewRing(o), 1) // the first space created gets ID 1
-		return hr, nil
-	}
-	e := start(t, cfg)
-	t.Cleanup(func() { hr.release() }) // runs before start's Stop
+	e, hr := startHeld(t, cfg, disk, func(r ring.Ring) *holdRing { return newHoldRing(r, 1) })
 	ctx := ctxFor(t)
 	slow := createSpace(t, e, "slow", 1, 16)
 	fast := createSpace(t, e, "fast", 1, 16)

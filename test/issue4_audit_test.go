@@ -116,9 +116,14 @@ func TestAuditLogging(t *testing.T) {
 // until release: a hot file whose sync does not come back, as a stalled
 // disk does, while its Deadline notices (from the sim's virtual clock)
 // still arrive.
+//
+// With holdOpens (newOpenHoldRing) it withholds instead the completions of
+// opens of the space's hot files, but first's.
 type holdRing struct {
 	ring.Ring
-	name string // base-name prefix of the held space's hot files
+	name      string // base-name prefix of the held space's hot files
+	holdOpens bool
+	first     string // a file name whose opens are never held
 
 	mu       sync.Mutex
 	holding  bool
@@ -135,6 +140,28 @@ const holdWakeToken = ^uint64(0) - 7
 func newHoldRing(r ring.Ring, space ringpipe.SpaceID) *holdRing {
 	return &holdRing{Ring: r, name: path.Base(hotPrefix(space)),
 		opens: map[uint64]bool{}, fds: map[int32]bool{}, hold: map[uint64]bool{}}
+}
+
+// startHeld starts an engine on cfg whose ring is a holdRing made by mk
+// (the first ring the engine makes; the block reads' ring, made next, is
+// not held). The ring is released when the test ends, before the engine's
+// Stop.
+func startHeld(t *testing.T, cfg ringpipe.Config, disk *sim.Disk, mk func(ring.Ring) *holdRing) (*ringpipe.Engine, *holdRing) {
+	t.Helper()
+	var hr *holdRing
+	var mu sync.Mutex
+	cfg.NewRing = func(o ring.Options) (ring.Ring, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if hr != nil {
+			return disk.NewRing(o), nil
+		}
+		hr = mk(disk.NewRing(o))
+		return hr, nil
+	}
+	e := start(t, cfg)
+	t.Cleanup(func() { hr.release() }) // runs before start's Stop
+	return e, hr
 }
 
 func (h *holdRing) start() { h.mu.Lock(); h.holding = true; h.mu.Unlock() }
@@ -160,9 +187,12 @@ func (h *holdRing) Submit(ops []ring.Op) error {
 		case ring.OpOpen:
 			if strings.Contains(op.Path, h.name) {
 				h.opens[op.Token] = true
+				if h.holdOpens && h.holding && (h.first == "" || !strings.Contains(op.Path, h.first)) {
+					h.hold[op.Token] = true
+				}
 			}
 		case ring.OpWrite, ring.OpWritev, ring.OpFdatasync, ring.OpFsync:
-			if h.holding && h.fds[op.FD] {
+			if !h.holdOpens && h.holding && h.fds[op.FD] {
 				h.hold[op.Token] = true
 			}
 		}
@@ -246,20 +276,8 @@ func TestAuditStalledHotFileDoesNotStallWriters(t *testing.T) {
 	disk := newSimDisk(t, 3)
 	cfg := simConfig(t, disk)
 	cfg.DirectWriteTimeout = 2 * time.Millisecond
-	var hr *holdRing
 	var sp ringpipe.SpaceID
-	var mu sync.Mutex
-	cfg.NewRing = func(o ring.Options) (ring.Ring, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if hr != nil {
-			return disk.NewRing(o), nil // block reads' ring (recovery.go) is not held
-		}
-		hr = newHoldRing(disk.NewRing(o), 1) // the first space created gets ID 1
-		return hr, nil
-	}
-	e := start(t, cfg)
-	t.Cleanup(func() { hr.release() }) // runs before start's Stop
+	e, hr := startHeld(t, cfg, disk, func(r ring.Ring) *holdRing { return newHoldRing(r, 1) })
 	sp = createSpace(t, e, "stalled", 2, 8)
 	require.Equal(t, ringpipe.SpaceID(1), sp)
 	ctx := ctxFor(t)

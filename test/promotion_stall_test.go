@@ -3,7 +3,6 @@ package test
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -56,19 +55,7 @@ func TestStalledPromotionDoesNotStallWriters(t *testing.T) {
 	cfg = simConfig(t, disk)
 	cfg.PromoteInterval = 300 * time.Millisecond
 	cfg.DirectWriteTimeout = 20 * time.Millisecond
-	var hr *holdRing
-	var mu sync.Mutex
-	cfg.NewRing = func(o ring.Options) (ring.Ring, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if hr != nil {
-			return disk.NewRing(o), nil // block reads' ring
-		}
-		hr = newHoldRing(disk.NewRing(o), sp)
-		return hr, nil
-	}
-	e = start(t, cfg)
-	t.Cleanup(func() { hr.release() }) // runs before start's Stop
+	e, hr := startHeld(t, cfg, disk, func(r ring.Ring) *holdRing { return newHoldRing(r, sp) })
 	// From before the first promotion tick: the hot file's writes take
 	// an hour (the sim's notice of a missed deadline) and their
 	// completions are withheld in real time.
