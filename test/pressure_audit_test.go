@@ -1078,6 +1078,38 @@ func TestPressureFlushSlowSpace(t *testing.T) {
 	stop(t, e)
 }
 
+// prWarm is an engine on a sim disk whose first space's hot file a slowCtl
+// controls, after a few healthy writes.
+type prWarm struct {
+	disk   *sim.Disk
+	hotKey string
+	ctl    *slowCtl
+	cfg    ringpipe.Config
+	e      *ringpipe.Engine
+	spec   ringpipe.SpaceSpec
+	sp     ringpipe.SpaceID
+	ctx    context.Context
+	good   *acks
+	w      *prWriter
+}
+
+// prStartWarm starts it on a sim disk of seed.
+func prStartWarm(t *testing.T, seed int64) prWarm {
+	t.Helper()
+	f := prWarm{disk: newSimDisk(t, seed), hotKey: prHotKey(1), spec: ringpipe.SpaceSpec{Name: "s", Dims: 2, Bits: 16}}
+	f.ctl = newSlowCtl(f.hotKey)
+	f.cfg = f.ctl.config(simConfig(t, f.disk), f.disk)
+	f.e = start(t, f.cfg)
+	t.Cleanup(f.ctl.normal)
+	f.sp = createSpace(t, f.e, f.spec.Name, f.spec.Dims, f.spec.Bits)
+	require.Equal(t, ringpipe.SpaceID(1), f.sp)
+	f.ctx = ctxFor(t)
+	f.good = new(acks)
+	f.w = &prWriter{e: f.e, sp: f.sp, good: f.good}
+	lcWait(t, "healthy writers", f.w.run(f.ctx, 1, 5, 0, "warm"))
+	return f
+}
+
 // TestPressureDiskFullBothRoutes: DESIGN.md "Disk full (ENOSPC) is
 // reported to writers and clears when space returns", with both routes
 // unavailable: the space is slow (its hot file does not answer, so its
@@ -1088,19 +1120,9 @@ func TestPressureFlushSlowSpace(t *testing.T) {
 // once it answers. A restart after a power loss shows every acknowledged
 // write, and each failed one wholly or not at all.
 func TestPressureDiskFullBothRoutes(t *testing.T) {
-	disk := newSimDisk(t, 205)
-	hotKey := prHotKey(1)
-	ctl := newSlowCtl(hotKey)
-	cfg := ctl.config(simConfig(t, disk), disk)
-	e := start(t, cfg)
-	t.Cleanup(ctl.normal)
-	spec := ringpipe.SpaceSpec{Name: "s", Dims: 2, Bits: 16}
-	sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
-	require.Equal(t, ringpipe.SpaceID(1), sp)
-	ctx := ctxFor(t)
-	var good acks
-	w := &prWriter{e: e, sp: sp, good: &good}
-	lcWait(t, "healthy writers", w.run(ctx, 1, 5, 0, "warm"))
+	f := prStartWarm(t, 205)
+	disk, hotKey, ctl, cfg, e, spec, sp, ctx, w := f.disk, f.hotKey, f.ctl, f.cfg, f.e, f.spec, f.sp, f.ctx, f.w
+	good := f.good
 
 	// The space turns slow: its next write misses its deadline and is
 	// acknowledged from the WAL; later ones go to the WAL at once.
@@ -1214,19 +1236,9 @@ func TestPressureDiskFullWhenSpaceTurnsSlow(t *testing.T) {
 		writers int
 	}{{"lone writer", 1}, {"4 writers", 4}} {
 		t.Run(tc.name, func(t *testing.T) {
-			disk := newSimDisk(t, 206)
-			hotKey := prHotKey(1)
-			ctl := newSlowCtl(hotKey)
-			cfg := ctl.config(simConfig(t, disk), disk)
-			e := start(t, cfg)
-			t.Cleanup(ctl.normal)
-			spec := ringpipe.SpaceSpec{Name: "s", Dims: 2, Bits: 16}
-			sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
-			require.Equal(t, ringpipe.SpaceID(1), sp)
-			ctx := ctxFor(t)
-			var good acks
-			w := &prWriter{e: e, sp: sp, good: &good}
-			lcWait(t, "healthy writers", w.run(ctx, 1, 5, 0, "warm"))
+			f := prStartWarm(t, 206)
+			disk, hotKey, ctl, cfg, e, spec, sp, ctx, w := f.disk, f.hotKey, f.ctl, f.cfg, f.e, f.spec, f.sp, f.ctx, f.w
+			good := f.good
 
 			disk.Inject(sim.Fault{Kind: sim.ENOSPC, Persist: true, Path: simDir + "/wal/",
 				Ops: []ring.Opcode{ring.OpWrite, ring.OpWritev, ring.OpFallocate}})
