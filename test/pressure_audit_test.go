@@ -782,20 +782,9 @@ func TestPressureBothRoutesSlow(t *testing.T) {
 }
 
 func bothRoutesSlow(t *testing.T, stopCtx time.Duration) {
-	disk := newSimDisk(t, 202)
-	hotKey := prHotKey(1)
-	ctl := newSlowCtl(hotKey, prWALKey)
-	cfg := ctl.config(simConfig(t, disk), disk)
-	e := start(t, cfg)
-	t.Cleanup(ctl.normal)
-	spec := ringpipe.SpaceSpec{Name: "s", Dims: 2, Bits: 16}
-	sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
-	require.Equal(t, ringpipe.SpaceID(1), sp)
-	ctx := ctxFor(t)
-	var good acks
-	w := &prWriter{e: e, sp: sp, good: &good}
-
-	lcWait(t, "healthy writers", w.run(ctx, 8, 10, 0, "healthy"))
+	f := prStartWarm(t, 202, 8, 10, prWALKey)
+	disk, hotKey, ctl, cfg, e, spec, sp, ctx, w := f.disk, f.hotKey, f.ctl, f.cfg, f.e, f.spec, f.sp, f.ctx, f.w
+	good := f.good
 	require.Empty(t, w.errs, "Puts failed on a healthy disk")
 	lat0 := w.latencies(0)
 
@@ -994,20 +983,10 @@ func TestPressureQueueFull(t *testing.T) {
 // the next Start shows every acknowledged write exactly once, and a Flush
 // then completes.
 func TestPressureFlushSlowSpace(t *testing.T) {
-	disk := newSimDisk(t, 204)
-	hotKey := prHotKey(1)
 	const blockKey = "/blocks/"
-	ctl := newSlowCtl(hotKey, blockKey)
-	cfg := ctl.config(simConfig(t, disk), disk)
-	e := start(t, cfg)
-	t.Cleanup(ctl.normal)
-	spec := ringpipe.SpaceSpec{Name: "s", Dims: 2, Bits: 16}
-	sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
-	require.Equal(t, ringpipe.SpaceID(1), sp)
-	ctx := ctxFor(t)
-	var good acks
-	w := &prWriter{e: e, sp: sp, good: &good}
-	lcWait(t, "healthy writers", w.run(ctx, 1, 5, 0, "warm"))
+	f := prStartWarm(t, 204, 1, 5, blockKey)
+	disk, hotKey, ctl, cfg, e, spec, sp, ctx, w := f.disk, f.hotKey, f.ctl, f.cfg, f.e, f.spec, f.sp, f.ctx, f.w
+	good := f.good
 
 	stall := func(row uint32, tag string) {
 		t.Helper()
@@ -1093,11 +1072,13 @@ type prWarm struct {
 	w      *prWriter
 }
 
-// prStartWarm starts it on a sim disk of seed.
-func prStartWarm(t *testing.T, seed int64) prWarm {
+// prStartWarm starts it on a sim disk of seed, with the first space's hot
+// file and the paths under slowKeys under a slowCtl's control, and warms it
+// with writers goroutines of each healthy Puts.
+func prStartWarm(t *testing.T, seed int64, writers, each int, slowKeys ...string) prWarm {
 	t.Helper()
 	f := prWarm{disk: newSimDisk(t, seed), hotKey: prHotKey(1), spec: ringpipe.SpaceSpec{Name: "s", Dims: 2, Bits: 16}}
-	f.ctl = newSlowCtl(f.hotKey)
+	f.ctl = newSlowCtl(append([]string{f.hotKey}, slowKeys...)...)
 	f.cfg = f.ctl.config(simConfig(t, f.disk), f.disk)
 	f.e = start(t, f.cfg)
 	t.Cleanup(f.ctl.normal)
@@ -1106,7 +1087,7 @@ func prStartWarm(t *testing.T, seed int64) prWarm {
 	f.ctx = ctxFor(t)
 	f.good = new(acks)
 	f.w = &prWriter{e: f.e, sp: f.sp, good: f.good}
-	lcWait(t, "healthy writers", f.w.run(f.ctx, 1, 5, 0, "warm"))
+	lcWait(t, "healthy writers", f.w.run(f.ctx, writers, each, 0, "warm"))
 	return f
 }
 
@@ -1120,7 +1101,7 @@ func prStartWarm(t *testing.T, seed int64) prWarm {
 // once it answers. A restart after a power loss shows every acknowledged
 // write, and each failed one wholly or not at all.
 func TestPressureDiskFullBothRoutes(t *testing.T) {
-	f := prStartWarm(t, 205)
+	f := prStartWarm(t, 205, 1, 5)
 	disk, hotKey, ctl, cfg, e, spec, sp, ctx, w := f.disk, f.hotKey, f.ctl, f.cfg, f.e, f.spec, f.sp, f.ctx, f.w
 	good := f.good
 
@@ -1236,7 +1217,7 @@ func TestPressureDiskFullWhenSpaceTurnsSlow(t *testing.T) {
 		writers int
 	}{{"lone writer", 1}, {"4 writers", 4}} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := prStartWarm(t, 206)
+			f := prStartWarm(t, 206, 1, 5)
 			disk, hotKey, ctl, cfg, e, spec, sp, ctx, w := f.disk, f.hotKey, f.ctl, f.cfg, f.e, f.spec, f.sp, f.ctx, f.w
 			good := f.good
 
