@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ringpipe/ringpipe"
+	"github.com/ringpipe/ringpipe/internal/fdtest"
 	"github.com/ringpipe/ringpipe/ring"
 )
 
@@ -85,7 +85,7 @@ func leakGate(t *testing.T, b ringpipe.Backend, cycles int) {
 	st.cycle(t, 0)
 	st.cycle(t, 1)
 
-	fds0 := leakOpenFDs(t)
+	fds0 := fdtest.List(t)
 	maps0 := leakURingMaps(t)
 	ignore := goleak.IgnoreCurrent()
 	began := time.Now()
@@ -93,16 +93,16 @@ func leakGate(t *testing.T, b ringpipe.Backend, cycles int) {
 		st.cycle(t, i)
 		if (i-1)%leakSample == 0 {
 			t.Logf("after %d cycles (%v): %d open fds (%d before), %d io_uring mappings (%d before)",
-				i-1, time.Since(began).Round(time.Millisecond), len(leakOpenFDs(t)), len(fds0), leakURingMaps(t), maps0)
+				i-1, time.Since(began).Round(time.Millisecond), len(fdtest.List(t)), len(fds0), leakURingMaps(t), maps0)
 		}
 	}
 	took := time.Since(began)
-	fds1 := leakOpenFDs(t)
+	fds1 := fdtest.List(t)
 	maps1 := leakURingMaps(t)
 	t.Logf("leak gate figures (%s): %d Start/Stop cycles in %v (%v per cycle); open fds %d → %d, io_uring mappings %d → %d",
 		b, cycles, took.Round(time.Millisecond), (took / time.Duration(cycles)).Round(time.Microsecond),
 		len(fds0), len(fds1), maps0, maps1)
-	assert.Empty(t, leakFDDiff(fds1, fds0), "file descriptors open after %d cycles that were not open before", cycles)
+	assert.Empty(t, fdtest.New(fds1, fds0), "file descriptors open after %d cycles that were not open before", cycles)
 	assert.Equal(t, maps0, maps1, "io_uring mappings in /proc/self/maps before and after %d cycles", cycles)
 	goleak.VerifyNone(t, ignore)
 	// Everything the cycles wrote is there, through one more recovery.
@@ -192,33 +192,6 @@ func (st *leakRun) verify(t *testing.T) {
 	require.NoError(t, e.Scan(ctx, space, ringpipe.Box{Min: ringpipe.Point{0}, Max: ringpipe.Point{1<<32 - 1}},
 		func(ringpipe.Record) bool { n++; return true }))
 	require.Equal(t, len(st.live), n, "live records in a Scan of the whole space")
-}
-
-// leakOpenFDs lists this process's open file descriptors as "fd -> target".
-func leakOpenFDs(t *testing.T) []string {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	require.NoError(t, err)
-	var out []string
-	for _, e := range ents {
-		// The fd ReadDir itself has open is gone by now: Readlink fails.
-		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil {
-			out = append(out, e.Name()+" -> "+target)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
-// leakFDDiff returns the entries of now that were not in before.
-func leakFDDiff(now, before []string) []string {
-	var out []string
-	for _, s := range now {
-		if !slices.Contains(before, s) {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 // leakURingMaps counts the io_uring rings (SQ, CQ, SQE arrays) mapped into

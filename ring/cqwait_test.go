@@ -1,29 +1,21 @@
 package ring_test
 
 import (
-	"os"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ringpipe/ringpipe/internal/fdtest"
 	"github.com/ringpipe/ringpipe/ring"
 )
-
-// openFDs counts the process's open file descriptors.
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	require.NoError(t, err)
-	return len(ents)
-}
 
 // TestURingReapsViaPoller: the io_uring backend parks its reaper in Go's
 // poller (a reaper blocked in io_uring_enter keeps its P), a Reap wakes
 // for a completion posted while it is parked, and Close releases the
 // poller's dup of the ring fd.
 func TestURingReapsViaPoller(t *testing.T) {
-	before := openFDs(t)
+	before := len(fdtest.List(t))
 	r, err := ring.New(ring.Options{Kind: ring.URing, Entries: 8})
 	if err != nil {
 		t.Skipf("io_uring unavailable: %v", err)
@@ -45,5 +37,5 @@ func TestURingReapsViaPoller(t *testing.T) {
 	assert.NoError(t, cs[0].Err)
 
 	require.NoError(t, r.Close())
-	assert.Equal(t, before, openFDs(t), "open fds after Close")
+	assert.Equal(t, before, len(fdtest.List(t)), "open fds after Close")
 }

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ringpipe/ringpipe"
+	"github.com/ringpipe/ringpipe/internal/fdtest"
 	"github.com/ringpipe/ringpipe/internal/testhook"
 	"github.com/ringpipe/ringpipe/ring"
 )
@@ -339,7 +340,7 @@ func TestDocsBlockFilesOpenAtMost256(t *testing.T) {
 	blockDir := filepath.Join(cfg.Dir, "blocks") + "/"
 	openBlocks := func() int {
 		n := 0
-		for _, fd := range lcFDs(t) {
+		for _, fd := range fdtest.List(t) {
 			if strings.Contains(fd, " -> "+blockDir) {
 				n++
 			}

@@ -30,6 +30,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ringpipe/ringpipe"
+	"github.com/ringpipe/ringpipe/internal/fdtest"
 )
 
 // lcWatchdog bounds a wait for calls that must return (a Stop, the calls
@@ -1147,7 +1148,7 @@ func TestLifecycleStartCancelled(t *testing.T) {
 	}
 	stop(t, e)
 
-	fds0 := lcFDs(t)
+	fds0 := fdtest.List(t)
 	before := goleak.IgnoreCurrent()
 	refused := 0
 	for i := range 12 {
@@ -1170,7 +1171,7 @@ func TestLifecycleStartCancelled(t *testing.T) {
 	}
 	t.Logf("%d of 12 Starts gave up on their ctx", refused)
 	goleak.VerifyNone(t, before)
-	assert.Equal(t, fds0, lcFDs(t), "open fds before and after the Starts")
+	assert.Equal(t, fds0, fdtest.List(t), "open fds before and after the Starts")
 
 	e = start(t, cfg)
 	checkModel(t, engineReader(t, e), sp, m, fullBox(spec))
@@ -1307,22 +1308,6 @@ func TestLifecycleReentrantCalls(t *testing.T) {
 	stop(t, e)
 }
 
-// lcFDs lists this process's open file descriptors as "fd -> target".
-func lcFDs(t *testing.T) []string {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	require.NoError(t, err)
-	var out []string
-	for _, e := range ents {
-		// The fd ReadDir itself had open is gone: Readlink fails.
-		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil {
-			out = append(out, e.Name()+" -> "+target)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
 // TestLifecycleRestartCycles: 20 Start/Stop cycles on one directory, with
 // concurrent writes, deletes and a Flush now and then in each. Every
 // cycle finds everything acknowledged before, its revisions are above
@@ -1399,7 +1384,7 @@ func TestLifecycleRestartCycles(t *testing.T) {
 			if c == 0 {
 				// No engine runs, and the first cycle warmed up what a
 				// process sets up once (the netpoller, the kernel probe).
-				fds0 = lcFDs(t)
+				fds0 = fdtest.List(t)
 				before = goleak.IgnoreCurrent()
 			}
 			e = start(t, cfg)
@@ -1451,7 +1436,7 @@ func TestLifecycleRestartCycles(t *testing.T) {
 	stop(t, e)
 	t.Logf("%d ErrLocked answers to the Starts that raced a Stop", lockedAll)
 	goleak.VerifyNone(t, before)
-	fds1 := lcFDs(t)
+	fds1 := fdtest.List(t)
 	assert.Equal(t, fds0, fds1, "open fds after cycle 0 and after cycle %d", cycles-1)
 }
 

@@ -37,6 +37,7 @@ import (
 
 	"github.com/ringpipe/ringpipe"
 	"github.com/ringpipe/ringpipe/hot"
+	"github.com/ringpipe/ringpipe/internal/fdtest"
 	"github.com/ringpipe/ringpipe/ring"
 	"github.com/ringpipe/ringpipe/ring/sim"
 )
@@ -573,7 +574,7 @@ func TestScaleConfigChangeSim(t *testing.T) {
 }
 
 // scFDCount is how many file descriptors this process has open.
-func scFDCount(t *testing.T) int { return len(lcFDs(t)) }
+func scFDCount(t *testing.T) int { return len(fdtest.List(t)) }
 
 // scManySpaces creates n spaces on e, writes one record into each and
 // flushes every third, and returns the model of each. It reports the open

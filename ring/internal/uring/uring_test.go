@@ -1,19 +1,14 @@
 package uring
 
 import (
-	"os"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
-)
 
-func openFDs(t *testing.T) int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	require.NoError(t, err)
-	return len(ents)
-}
+	"github.com/ringpipe/ringpipe/internal/fdtest"
+)
 
 func TestSetupDropsRefusedFlags(t *testing.T) {
 	// Bit 30 is no setup flag any kernel knows: Setup must drop it and
@@ -104,7 +99,7 @@ func TestProbe(t *testing.T) {
 }
 
 func TestCloseReleasesEverything(t *testing.T) {
-	before := openFDs(t)
+	before := len(fdtest.List(t))
 	for i := 0; i < 200; i++ {
 		r, err := Setup(64, 0, nil)
 		require.NoError(t, err)
@@ -117,7 +112,7 @@ func TestCloseReleasesEverything(t *testing.T) {
 			continue
 		}
 	}
-	assert.LessOrEqual(t, openFDs(t), before+1)
+	assert.LessOrEqual(t, len(fdtest.List(t)), before+1)
 	// A second Close is harmless.
 	r, err := Setup(4, 0, nil)
 	require.NoError(t, err)
