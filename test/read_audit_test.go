@@ -19,12 +19,14 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"time"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringpipe/ringpipe"
+	"github.com/ringpipe/ringpipe/ring/sim"
 	"github.com/ringpipe/ringpipe/snapshot"
 )
 
@@ -324,4 +326,444 @@ func TestReadAuditModel(t *testing.T) {
 	t.Run("uring", func(t *testing.T) {
 		raModelRun(t, raSeeds(t, 4104)[0], realConfig(t, ringpipe.BackendURing), 220, true)
 	})
+}
+
+// raRecordSources fills space sp of e (2 dims, 6 bits) so that its records
+// come from every source a read merges, and returns the model: points
+// x=0..7 (y=0) sealed in an older block, points x=0..7 (y=1) overwritten
+// or deleted in a newer block, points x=8..15 in the live tail
+// overwriting block records, and (when disk is not nil) points
+// x=16..23 staged and not yet promoted (their hot segment stalled), some
+// overwriting and deleting tail and block records. It returns the point of
+// each source: "block", "block2", "tail", "staged".
+func raRecordSources(t *testing.T, e *ringpipe.Engine, disk *sim.Disk, sp ringpipe.SpaceID, spec ringpipe.SpaceSpec) (*model, map[string]ringpipe.Point) {
+	t.Helper()
+	ctx := ctxFor(t)
+	m := newModel(spec)
+	put := func(p ringpipe.Point, v string) {
+		rev, err := e.Put(ctx, sp, p, []byte(v))
+		require.NoError(t, err, "Put %v", p)
+		m.add(write{point: p, rev: rev, value: []byte(v)})
+	}
+	del := func(p ringpipe.Point) {
+		rev, err := e.Delete(ctx, sp, p)
+		require.NoError(t, err, "Delete %v", p)
+		m.add(write{point: p, rev: rev})
+	}
+	for x := range uint32(24) {
+		put(ringpipe.Point{x, 0}, fmt.Sprintf("old-%d", x))
+		put(ringpipe.Point{x, 1}, fmt.Sprintf("old1-%d", x))
+	}
+	require.NoError(t, e.Flush(ctx, sp))
+	for x := range uint32(24) {
+		if x%3 == 0 {
+			del(ringpipe.Point{x, 1})
+		} else {
+			put(ringpipe.Point{x, 1}, fmt.Sprintf("block2-%d", x))
+		}
+	}
+	require.NoError(t, e.Flush(ctx, sp))
+	for x := uint32(8); x < 24; x++ {
+		if x%4 == 0 {
+			del(ringpipe.Point{x, 0})
+		} else {
+			put(ringpipe.Point{x, 0}, fmt.Sprintf("tail-%d", x))
+		}
+		put(ringpipe.Point{x, 2}, fmt.Sprintf("tail2-%d", x))
+	}
+	src := map[string]ringpipe.Point{"block": {1, 0}, "block2": {1, 1}, "tail": {9, 0}}
+	if disk == nil {
+		return m, src
+	}
+	stallHot(disk, sp)
+	for x := uint32(16); x < 24; x++ {
+		if x%4 == 1 {
+			del(ringpipe.Point{x, 2})
+		} else {
+			put(ringpipe.Point{x, 2}, fmt.Sprintf("staged-%d", x))
+		}
+		put(ringpipe.Point{x, 3}, fmt.Sprintf("staged3-%d", x))
+	}
+	require.Positive(t, e.Stats().StagedPending, "records staged and not promoted: %+v", e.Stats())
+	src["staged"] = ringpipe.Point{18, 3}
+	return m, src
+}
+
+// raStagedConfig is a simulated-disk config whose promoter does not tick
+// (a Flush promotes), so that staged records stay staged while the test
+// reads them.
+func raStagedConfig(t *testing.T, disk *sim.Disk) ringpipe.Config {
+	cfg := simConfig(t, disk)
+	cfg.PromoteInterval = time.Hour
+	cfg.DirectWriteTimeout = 2 * time.Millisecond
+	return cfg
+}
+
+// TestReadAuditStaged: records acknowledged from the staging WAL and not
+// yet promoted are read like any other, merged with the tail and two
+// blocks holding older revisions of the same points (deletes in every
+// source); a View taken then keeps showing them after promotion, a seal
+// and a restart.
+func TestReadAuditStaged(t *testing.T) {
+	disk := newSimDisk(t, 4201)
+	cfg := raStagedConfig(t, disk)
+	e := start(t, cfg)
+	spec := ringpipe.SpaceSpec{Name: "staged", Dims: 2, Bits: 6}
+	sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
+	m, _ := raRecordSources(t, e, disk, sp, spec)
+	rng := rand.New(rand.NewSource(4201))
+	pool := make([]ringpipe.Point, 0, 96)
+	for x := range uint32(24) {
+		for y := range uint32(4) {
+			pool = append(pool, ringpipe.Point{x, y})
+		}
+	}
+	v := e.View()
+	frozen := raCloneModel(m)
+	checkModel(t, engineReader(t, e), sp, m, fullBox(spec))
+	checkModel(t, viewReader(v), sp, m, fullBox(spec))
+	for range 20 {
+		box := raBox(rng, spec, pool)
+		raScanCheck(t, engineReader(t, e), sp, m, box, "staged")
+	}
+	require.Positive(t, e.Stats().StagedPending, "still staged while checked")
+
+	disk.ClearFaults()
+	require.NoError(t, e.Flush(ctxFor(t), sp))
+	waitFor(t, e, "promotion", func(st ringpipe.Stats) bool { return st.StagedPending == 0 })
+	checkModel(t, engineReader(t, e), sp, m, fullBox(spec))
+	checkModel(t, viewReader(v), sp, frozen, fullBox(spec))
+	stop(t, e)
+	checkModel(t, viewReader(v), sp, frozen, fullBox(spec))
+	e = start(t, cfg)
+	checkModel(t, engineReader(t, e), sp, m, fullBox(spec))
+	stop(t, e)
+}
+
+// raWithin runs fn on a goroutine and fails the test, with every
+// goroutine's stack, if it has not returned within lcWatchdog.
+func raWithin(t *testing.T, what string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	lcWait(t, what, done)
+}
+
+// TestReadAuditBoxEdges: boxes at the edges of the widest spaces (16×4,
+// 1×32, 2×32): inclusive on every dimension, Min == Max at the corners,
+// the full space 0..2^Bits-1, Min > Max on one dimension (empty, no call,
+// no error), and bad boxes (a coordinate >= 2^Bits, the wrong number of
+// coordinates) ErrInvalidPoint with a message that names the corner, the
+// space and the problem; from the tail, from a block and through a View.
+func TestReadAuditBoxEdges(t *testing.T) {
+	ctx := ctxFor(t)
+	e := start(t, simConfig(t, newSimDisk(t, 4301)))
+	for _, spec := range []ringpipe.SpaceSpec{
+		{Name: "hyper", Dims: 16, Bits: 4},
+		{Name: "line32", Dims: 1, Bits: 32},
+		{Name: "plane32", Dims: 2, Bits: 32},
+	} {
+		t.Run(spec.Name, func(t *testing.T) {
+			sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
+			mx := raMax(spec)
+			m := newModel(spec)
+			rng := rand.New(rand.NewSource(4301))
+			pool := raPool(rng, spec, 30)
+			// Points one step inside each corner too.
+			for _, p := range slices.Clone(pool[:4]) {
+				q := slices.Clone(p)
+				for i := range q {
+					if q[i] == 0 {
+						q[i] = 1
+					} else {
+						q[i] = mx - 1
+					}
+				}
+				pool = append(pool, q)
+			}
+			for i, p := range pool {
+				v := fmt.Appendf(nil, "%s-%d", spec.Name, i)
+				rev, err := e.Put(ctx, sp, p, v)
+				require.NoError(t, err)
+				m.add(write{point: p, rev: rev, value: v})
+			}
+			zero, top := make(ringpipe.Point, spec.Dims), make(ringpipe.Point, spec.Dims)
+			for i := range top {
+				top[i] = mx
+			}
+			boxes := []ringpipe.Box{
+				fullBox(spec),
+				{Min: zero, Max: zero},
+				{Min: top, Max: top},
+				{Min: slices.Clone(pool[4]), Max: slices.Clone(pool[4])},
+			}
+			// Boxes whose edge is exactly a point's coordinate, on each side.
+			for _, p := range pool[:8] {
+				lo, hi := slices.Clone(zero), slices.Clone(p)
+				boxes = append(boxes, ringpipe.Box{Min: lo, Max: hi}, ringpipe.Box{Min: slices.Clone(p), Max: slices.Clone(top)})
+			}
+			for range 10 {
+				boxes = append(boxes, raBox(rng, spec, pool))
+			}
+			check := func(t *testing.T, r reader, what string) {
+				for _, b := range boxes {
+					raScanCheck(t, r, sp, m, b, what)
+				}
+				// Min > Max on one dimension only, every other dimension full.
+				for i := range spec.Dims {
+					b := fullBox(spec)
+					b.Min[i], b.Max[i] = mx, mx-1
+					require.NoError(t, r.scan(sp, b, noCall(t)), "%s: box %v with Min > Max on dimension %d", what, b, i)
+				}
+				for _, p := range pool {
+					rec, err := r.get(sp, p)
+					require.NoError(t, err, "%s: Get %v", what, p)
+					require.Equal(t, []uint32(p), []uint32(rec.Point))
+				}
+			}
+			t.Run("tail", func(t *testing.T) { check(t, engineReader(t, e), "tail") })
+			v := e.View()
+			require.NoError(t, e.Flush(ctx, sp))
+			t.Run("block", func(t *testing.T) { check(t, engineReader(t, e), "block") })
+			t.Run("view", func(t *testing.T) { check(t, viewReader(v), "view") })
+
+			// Bad boxes, on Engine.Scan and View.Scan alike.
+			bad := []struct {
+				box  ringpipe.Box
+				want []string // in the message
+			}{
+				{ringpipe.Box{Min: zero, Max: append(slices.Clone(top), 0)}, []string{"box Max", fmt.Sprint(spec.Dims + 1), spec.Name}},
+				{ringpipe.Box{Min: zero[:spec.Dims-1], Max: top}, []string{"box Min", spec.Name}},
+			}
+			if spec.Bits < 32 {
+				over := slices.Clone(top)
+				over[spec.Dims-1] = mx + 1
+				bad = append(bad,
+					struct {
+						box  ringpipe.Box
+						want []string
+					}{ringpipe.Box{Min: zero, Max: over}, []string{"box Max", fmt.Sprint(mx + 1), spec.Name}},
+					struct {
+						box  ringpipe.Box
+						want []string
+					}{ringpipe.Box{Min: over, Max: over}, []string{"box Min", fmt.Sprint(mx + 1)}})
+			}
+			for _, b := range bad {
+				for name, err := range map[string]error{
+					"Engine.Scan": e.Scan(ctx, sp, b.box, noCall(t)),
+					"View.Scan":   e.View().Scan(sp, b.box, noCall(t)),
+				} {
+					require.ErrorIs(t, err, ringpipe.ErrInvalidPoint, "%s of %v", name, b.box)
+					for _, s := range b.want {
+						assert.Contains(t, err.Error(), s, "%s of %v: the message says what and where", name, b.box)
+					}
+				}
+			}
+			over := slices.Clone(top)
+			if spec.Bits < 32 {
+				over[0] = mx + 1
+				_, err := e.Get(ctx, sp, over)
+				assert.ErrorIs(t, err, ringpipe.ErrInvalidPoint, "Get %v", over)
+				_, err = e.View().Get(sp, over)
+				assert.ErrorIs(t, err, ringpipe.ErrInvalidPoint, "View.Get %v", over)
+			}
+			_, err := e.Get(ctx, sp, append(slices.Clone(top), 0))
+			assert.ErrorIs(t, err, ringpipe.ErrInvalidPoint, "Get with a coordinate too many")
+		})
+	}
+	stop(t, e)
+}
+
+// TestReadAuditAliasing: the caller's slices are never the engine's.
+// Changing a value or Point slice after Put or PutAsync returned (before
+// the ticket is done, too) does not change what is stored; changing a
+// Record's Value or Point that Get, Scan, View.Get or View.Scan returned
+// does not change what the next read returns, for records from the tail,
+// from staged records, and from blocks.
+func TestReadAuditAliasing(t *testing.T) {
+	disk := newSimDisk(t, 4401)
+	cfg := raStagedConfig(t, disk)
+	e := start(t, cfg)
+	ctx := ctxFor(t)
+	spec := ringpipe.SpaceSpec{Name: "alias", Dims: 2, Bits: 6}
+	sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
+
+	// The caller's slices after Put and PutAsync.
+	p, val := ringpipe.Point{40, 41}, []byte("put-value")
+	rev, err := e.Put(ctx, sp, p, val)
+	require.NoError(t, err)
+	p[0], val[0] = 42, 'X'
+	pa, vala := ringpipe.Point{40, 42}, []byte("async-value")
+	tk, err := e.PutAsync(ctx, sp, pa, vala)
+	require.NoError(t, err)
+	pa[1], vala[0] = 43, 'Y' // before the ticket is done, most likely
+	arev, err := tk.Wait(ctx)
+	require.NoError(t, err)
+	pd := ringpipe.Point{40, 44}
+	_, err = e.Put(ctx, sp, pd, []byte("to delete"))
+	require.NoError(t, err)
+	_, err = e.Delete(ctx, sp, pd)
+	require.NoError(t, err)
+	pd[0] = 41 // the Delete's point
+	checkStored := func(when string) {
+		rec, err := e.Get(ctx, sp, ringpipe.Point{40, 41})
+		require.NoError(t, err, when)
+		assert.Equal(t, ringpipe.Record{Space: sp, Point: ringpipe.Point{40, 41}, Revision: rev, Value: []byte("put-value")}, rec, "%s: Put's value after the caller changed its slices", when)
+		rec, err = e.Get(ctx, sp, ringpipe.Point{40, 42})
+		require.NoError(t, err, when)
+		assert.Equal(t, ringpipe.Record{Space: sp, Point: ringpipe.Point{40, 42}, Revision: arev, Value: []byte("async-value")}, rec, "%s: PutAsync's value after the caller changed its slices", when)
+		for _, q := range []ringpipe.Point{{42, 41}, {40, 43}} {
+			_, err = e.Get(ctx, sp, q)
+			assert.ErrorIs(t, err, ringpipe.ErrNotFound, "%s: nothing at %v, the caller's changed point", when, q)
+		}
+		_, err = e.Get(ctx, sp, ringpipe.Point{40, 44})
+		assert.ErrorIs(t, err, ringpipe.ErrNotFound, "%s: the deleted point", when)
+	}
+	checkStored("tail")
+
+	m, src := raRecordSources(t, e, disk, sp, spec)
+	m.add(write{point: ringpipe.Point{40, 41}, rev: rev, value: []byte("put-value")})
+	m.add(write{point: ringpipe.Point{40, 42}, rev: arev, value: []byte("async-value")})
+	r := engineReader(t, e)
+	for name, q := range src {
+		want, err := e.Get(ctx, sp, q)
+		require.NoError(t, err, "%s: Get %v", name, q)
+		want = ringpipe.Record{Space: want.Space, Point: slices.Clone(want.Point), Revision: want.Revision, Value: slices.Clone(want.Value)}
+		box := ringpipe.Box{Min: slices.Clone(q), Max: slices.Clone(q)}
+		for round := range 3 {
+			got, err := e.Get(ctx, sp, q)
+			require.NoError(t, err)
+			assert.Equal(t, want, got, "%s round %d: Engine.Get", name, round)
+			got.Point[0], got.Value[0] = 63, '!'
+			got, err = e.View().Get(sp, q)
+			require.NoError(t, err)
+			assert.Equal(t, want, got, "%s round %d: View.Get", name, round)
+			got.Point[1], got.Value[len(got.Value)-1] = 63, '?'
+			n := 0
+			require.NoError(t, r.scan(sp, box, func(rec ringpipe.Record) bool {
+				n++
+				assert.Equal(t, want, rec, "%s round %d: Engine.Scan", name, round)
+				rec.Point[0], rec.Value[0] = 62, '#'
+				return true
+			}))
+			require.NoError(t, e.View().Scan(sp, box, func(rec ringpipe.Record) bool {
+				n++
+				assert.Equal(t, want, rec, "%s round %d: View.Scan", name, round)
+				rec.Point[1], rec.Value[0] = 62, '%'
+				return true
+			}))
+			assert.Equal(t, 2, n, "%s round %d: one record per Scan", name, round)
+		}
+	}
+	checkModel(t, r, sp, m, fullBox(spec))
+	disk.ClearFaults()
+	require.NoError(t, e.Flush(ctx, sp))
+	checkStored("block")
+	checkModel(t, r, sp, m, fullBox(spec))
+	stop(t, e)
+}
+
+// TestReadAuditReentrant: a Scan callback (Engine.Scan and View.Scan, over
+// the tail, staged records and blocks) may call Get, Put, Delete, Flush,
+// View, Scan and View.Scan: nothing deadlocks, the nested calls see what
+// they should (a Put made in the callback is visible to a Get right
+// after it), and the outer Scan goes on over its own snapshot: every
+// record it had, once, in key order.
+func TestReadAuditReentrant(t *testing.T) {
+	disk := newSimDisk(t, 4501)
+	cfg := raStagedConfig(t, disk)
+	e := start(t, cfg)
+	spec := ringpipe.SpaceSpec{Name: "re", Dims: 2, Bits: 6}
+	sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
+	m, _ := raRecordSources(t, e, disk, sp, spec)
+	disk.ClearFaults() // the Flushes in the callbacks need a working disk
+	ctx := ctxFor(t)
+	box := fullBox(spec)
+	want := m.live(box)
+	require.NotEmpty(t, want)
+	next := uint32(0)
+	for _, outer := range []string{"Engine.Scan", "View.Scan"} {
+		for round := range 3 {
+			what := fmt.Sprintf("%s round %d", outer, round)
+			before := raCloneModel(m)
+			want := before.live(box)
+			var got []ringpipe.Record
+			calls := 0
+			fn := func(rec ringpipe.Record) bool {
+				got = append(got, rec)
+				calls++
+				if calls%7 != 1 {
+					return true
+				}
+				g, err := e.Get(ctx, sp, rec.Point)
+				if assert.NoError(t, err, "%s: Get in the callback", what) && rec.Revision >= g.Revision {
+					assert.Equal(t, rec.Value, g.Value, "%s: Get in the callback", what)
+				}
+				p := ringpipe.Point{50 + next%14, 50 + next/14%14}
+				next++
+				v := fmt.Appendf(nil, "nested-%d", next)
+				rev, err := e.Put(ctx, sp, p, v)
+				if assert.NoError(t, err, "%s: Put in the callback", what) {
+					m.add(write{point: p, rev: rev, value: v})
+					g, err := e.Get(ctx, sp, p)
+					if assert.NoError(t, err, "%s: Get after a Put in the callback", what) {
+						assert.Equal(t, rev, g.Revision, "%s: Get after a Put in the callback", what)
+					}
+				}
+				if calls%3 == 1 {
+					q := ringpipe.Point{8 + uint32(calls)%16, 2}
+					rev, err := e.Delete(ctx, sp, q)
+					if assert.NoError(t, err, "%s: Delete in the callback", what) {
+						m.add(write{point: q, rev: rev})
+					}
+				}
+				if calls%2 == 1 {
+					assert.NoError(t, e.Flush(ctx, sp), "%s: Flush in the callback", what)
+				}
+				nv := e.View()
+				n := 0
+				assert.NoError(t, nv.Scan(sp, box, func(ringpipe.Record) bool { n++; return true }), "%s: View.Scan in the callback", what)
+				n2 := 0
+				assert.NoError(t, e.Scan(ctx, sp, box, func(ringpipe.Record) bool { n2++; return true }), "%s: Scan in the callback", what)
+				assert.Equal(t, n, n2, "%s: nested Scans of the same state", what)
+				return true
+			}
+			raWithin(t, what, func() {
+				var err error
+				if outer == "Engine.Scan" {
+					err = e.Scan(ctx, sp, box, fn)
+				} else {
+					err = e.View().Scan(sp, box, fn)
+				}
+				assert.NoError(t, err, what)
+			})
+			require.Len(t, got, len(want), "%s: the outer Scan's records (its own snapshot)", what)
+			for i := range want {
+				require.Equal(t, want[i].point, got[i].Point, "%s: outer record %d", what, i)
+				require.Equal(t, want[i].rev, got[i].Revision, "%s: outer record %d", what, i)
+			}
+			checkModel(t, engineReader(t, e), sp, m, box)
+		}
+	}
+
+	// Stop from inside a View.Scan callback over blocks: the Scan goes on
+	// (a View stays readable after Stop) and Stop returns.
+	require.NoError(t, e.Flush(ctx, sp))
+	v := e.View()
+	want = m.live(box)
+	var got []ringpipe.Record
+	raWithin(t, "Stop inside View.Scan", func() {
+		assert.NoError(t, v.Scan(sp, box, func(rec ringpipe.Record) bool {
+			if len(got) == 3 {
+				assert.NoError(t, e.Stop(ctx), "Stop in the callback")
+			}
+			got = append(got, rec)
+			return true
+		}))
+	})
+	require.Len(t, got, len(want), "a View.Scan across Stop")
+	checkModel(t, viewReader(v), sp, m, box)
 }
