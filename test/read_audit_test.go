@@ -13,19 +13,22 @@ package test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand"
 	"os"
 	"slices"
 	"strconv"
-	"time"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ringpipe/ringpipe"
+	"github.com/ringpipe/ringpipe/ring"
 	"github.com/ringpipe/ringpipe/ring/sim"
 	"github.com/ringpipe/ringpipe/snapshot"
 )
@@ -766,4 +769,271 @@ func TestReadAuditReentrant(t *testing.T) {
 	})
 	require.Len(t, got, len(want), "a View.Scan across Stop")
 	checkModel(t, viewReader(v), sp, m, box)
+}
+
+// TestReadAuditViewAfterStopBlocks: a View taken before Stop reads, after
+// Stop, records of blocks whose pages are not cached (BlockCacheBytes 1:
+// every page read goes to the file), of blocks sealed from hot
+// generations that were then retired and of points overwritten and
+// deleted by later generations; on real directories with std and
+// io_uring. Its Revision is at least every revision it shows and below
+// every write acknowledged after it was taken.
+func TestReadAuditViewAfterStopBlocks(t *testing.T) {
+	for _, b := range []ringpipe.Backend{ringpipe.BackendStd, ringpipe.BackendURing} {
+		t.Run(map[ringpipe.Backend]string{ringpipe.BackendStd: "std", ringpipe.BackendURing: "uring"}[b], func(t *testing.T) {
+			cfg := realConfig(t, b)
+			cfg.BlockCacheBytes = 1
+			cfg.SealThreshold = 16
+			e, err := ringpipe.Start(ctxFor(t), cfg)
+			if err != nil && b == ringpipe.BackendURing {
+				t.Skipf("io_uring refused here: %v", err)
+			}
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = e.Stop(context.Background()) })
+			ctx := ctxFor(t)
+			spec := ringpipe.SpaceSpec{Name: "v", Dims: 2, Bits: 5}
+			sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
+			m := newModel(spec)
+			rng := rand.New(rand.NewSource(4601))
+			for i := range 200 {
+				p := randPoint(rng, spec)
+				p[1] %= 8
+				if rng.Intn(4) == 0 {
+					rev, err := e.Delete(ctx, sp, p)
+					require.NoError(t, err)
+					m.add(write{point: p, rev: rev})
+					continue
+				}
+				v := make([]byte, 200+rng.Intn(800)) // several pages per block
+				rng.Read(v)
+				rev, err := e.Put(ctx, sp, p, v)
+				require.NoError(t, err, "write %d", i)
+				m.add(write{point: p, rev: rev, value: v})
+			}
+			require.NoError(t, e.Flush(ctx, sp))
+			v := e.View()
+			vrev := v.Revision()
+			frozen := raCloneModel(m)
+			for _, w := range m.last {
+				require.LessOrEqual(t, w.rev, vrev)
+			}
+			// Overwrite and delete everything, many seals (hot generations
+			// retire), then Stop.
+			for i := range 300 {
+				p := randPoint(rng, spec)
+				p[1] %= 8
+				var rev ringpipe.Revision
+				var err error
+				if i%3 == 0 {
+					rev, err = e.Delete(ctx, sp, p)
+				} else {
+					rev, err = e.Put(ctx, sp, p, []byte("later"))
+				}
+				require.NoError(t, err)
+				require.Greater(t, rev, vrev, "a write acknowledged after the View was taken")
+			}
+			require.NoError(t, e.Flush(ctx, sp))
+			require.Greater(t, e.Stats().SealedBlocks, uint64(10), "many seals")
+			checkModel(t, viewReader(v), sp, frozen, fullBox(spec))
+			stop(t, e)
+			require.Equal(t, vrev, v.Revision())
+			checkModel(t, viewReader(v), sp, frozen, fullBox(spec))
+			for range 10 {
+				raScanCheck(t, viewReader(v), sp, frozen, raBox(rng, spec, []ringpipe.Point{{0, 0}, {31, 7}, {5, 3}, {17, 1}}), "after Stop")
+			}
+		})
+	}
+}
+
+// TestReadAuditViewRevisionBound: while writers run on two spaces, one of
+// whose hot segments stalls (its writes are rerouted to the staging WAL
+// and acknowledged late), every View taken shows exactly the writes with a
+// revision up to its Revision: View.Revision is >= every revision it
+// shows and < every revision it does not show (the brief's reading of
+// API.md's "a consistent read snapshot" and of "Revision returns the
+// highest revision the View reflects").
+//
+// VIOLATION: it fails (3 runs of 3): a View with Revision R misses writes
+// of either space acknowledged later with revisions below R. The live tail
+// takes Revision as the highest revision appended (livetail.Tail.Append,
+// t.rev = max), and the publisher (actors.Publisher.apply) publishes each
+// burst of completions as it comes, while lower revisions are still in
+// flight (a batch of another space, or one rerouted to the staging WAL).
+// No View misses a write acknowledged before it was taken (that holds).
+func TestReadAuditViewRevisionBound(t *testing.T) {
+	disk := newSimDisk(t, 4701)
+	cfg := simConfig(t, disk)
+	cfg.DirectWriteTimeout = 2 * time.Millisecond
+	e := start(t, cfg)
+	slow := createSpace(t, e, "slow", routeSpec.Dims, routeSpec.Bits)
+	fast := createSpace(t, e, "fast", routeSpec.Dims, routeSpec.Bits)
+	stallHot(disk, slow)
+	var views []*ringpipe.View
+	stopViews := make(chan struct{})
+	var vg sync.WaitGroup
+	vg.Go(func() {
+		for !lcClosed(stopViews) {
+			views = append(views, e.View())
+			time.Sleep(200 * time.Microsecond)
+		}
+	})
+	ms, mf := routedWrites(t, e, slow, fast, 8, 30, "bound")
+	close(stopViews)
+	lcWait(t, "the View taker", lcDone(&vg))
+	disk.ClearFaults()
+
+	type sp struct {
+		id ringpipe.SpaceID
+		ws []write
+	}
+	spaces := []sp{{slow, ms.ws}, {fast, mf.ws}}
+	bad, checked := 0, 0
+	for _, v := range views {
+		vrev := v.Revision()
+		for _, s := range spaces {
+			// The newest write per point with a revision <= vrev.
+			want := newModel(routeSpec)
+			for _, w := range s.ws {
+				if w.rev <= vrev {
+					want.add(w)
+				}
+			}
+			for _, w := range s.ws {
+				rec, err := v.Get(s.id, w.point)
+				if err == nil {
+					require.LessOrEqual(t, rec.Revision, vrev, "View %d shows a revision above its Revision", vrev)
+				}
+				exp, ok := want.last[keyOf(w.point)]
+				checked++
+				switch {
+				case !ok && errors.Is(err, ringpipe.ErrNotFound):
+				case ok && err == nil && rec.Revision == exp.rev:
+				default:
+					// VIOLATION: a View whose Revision is R does not show a
+					// write acknowledged with a revision <= R (the write was
+					// in flight, rerouted to the staging WAL, while a later
+					// revision of the other space was published).
+					if bad++; bad <= 5 {
+						t.Errorf("View with Revision %d, space %d, point %v: want revision %d (present %v), got %+v, %v",
+							vrev, s.id, w.point, exp.rev, ok, rec, err)
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d Views, %d point reads checked, %d wrong; staged writes %d", len(views), checked, bad, e.Stats().StagedWrites)
+	require.Positive(t, e.Stats().StagedWrites, "the stall rerouted writes")
+	stop(t, e)
+}
+
+// TestReadAuditFailed: once the engine failed (ErrFailed: writes to the
+// disk fail until an actor exceeds its restart limit), Get, Scan and a
+// View read every acknowledged record, from the tail and from blocks whose
+// pages are not cached (reads still work on the disk); after Stop too.
+func TestReadAuditFailed(t *testing.T) {
+	disk := newSimDisk(t, 4801)
+	cfg := simConfig(t, disk)
+	cfg.BlockCacheBytes = 1
+	e := start(t, cfg)
+	ctx := ctxFor(t)
+	spec := ringpipe.SpaceSpec{Name: "f", Dims: 2, Bits: 6}
+	sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
+	m, _ := raRecordSources(t, e, nil, sp, spec)
+	disk.Inject(sim.Fault{Kind: sim.EIO, Path: simDir + "/", Persist: true,
+		Ops: []ring.Opcode{ring.OpWrite, ring.OpWritev, ring.OpFdatasync, ring.OpFsync, ring.OpFallocate, ring.OpRename}})
+	deadline := time.Now().Add(eventualTimeout)
+	var lastErr error
+	for i := 0; !errors.Is(lastErr, ringpipe.ErrFailed); i++ {
+		require.True(t, time.Now().Before(deadline), "no ErrFailed after %d writes; last %v", i, lastErr)
+		p := ringpipe.Point{40 + uint32(i%20), 40 + uint32(i/20%20)}
+		rev, err := e.Put(ctx, sp, p, []byte("doomed"))
+		require.NotErrorIs(t, err, context.DeadlineExceeded, "a Put hung on a failing disk")
+		if err == nil {
+			m.add(write{point: p, rev: rev, value: []byte("doomed")})
+		}
+		lastErr = err
+	}
+	v := e.View()
+	checkModel(t, engineReader(t, e), sp, m, fullBox(spec))
+	checkModel(t, viewReader(v), sp, m, fullBox(spec))
+	err := e.Stop(ctx)
+	t.Logf("Stop of the failed engine: %v", err)
+	checkModel(t, viewReader(v), sp, m, fullBox(spec))
+}
+
+// TestReadAuditAfterStop: Engine.Get, Engine.Scan and Engine.View after
+// Stop. API.md says only that writes return ErrStopped and that a View
+// taken earlier still reads; README.md and the godoc say nothing of
+// Engine reads after Stop. They either work (the last state) or return
+// ErrStopped; whichever, Get and Scan must agree, and a View from after
+// Stop, if any, must show everything acknowledged.
+func TestReadAuditAfterStop(t *testing.T) {
+	cfg := realConfig(t, ringpipe.BackendAuto)
+	cfg.BlockCacheBytes = 1
+	e := start(t, cfg)
+	spec := ringpipe.SpaceSpec{Name: "s", Dims: 2, Bits: 6}
+	sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
+	m, _ := raRecordSources(t, e, nil, sp, spec)
+	stop(t, e)
+	ctx := ctxFor(t)
+	_, gerr := e.Get(ctx, sp, ringpipe.Point{9, 0})
+	serr := e.Scan(ctx, sp, fullBox(spec), func(ringpipe.Record) bool { return true })
+	t.Logf("after Stop: Get %v, Scan %v", gerr, serr)
+	if errors.Is(gerr, ringpipe.ErrStopped) {
+		assert.ErrorIs(t, serr, ringpipe.ErrStopped, "Get says ErrStopped, Scan must too")
+		return
+	}
+	require.NoError(t, gerr, "Get after Stop: works or ErrStopped")
+	require.NoError(t, serr, "Scan after Stop: works, as Get does")
+	checkModel(t, engineReader(t, e), sp, m, fullBox(spec))
+	checkModel(t, viewReader(e.View()), sp, m, fullBox(spec))
+}
+
+// TestReadAuditCtxAndUnknownSpace: Get and Scan with a context already
+// cancelled (or past its deadline) return its error and never call fn;
+// every read method answers ErrUnknownSpace, naming the ID, for a space
+// that does not exist, before and after Stop.
+func TestReadAuditCtxAndUnknownSpace(t *testing.T) {
+	e := start(t, simConfig(t, newSimDisk(t, 4901)))
+	spec := ringpipe.SpaceSpec{Name: "s", Dims: 2, Bits: 6}
+	sp := createSpace(t, e, spec.Name, spec.Dims, spec.Bits)
+	raRecordSources(t, e, nil, sp, spec)
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel2()
+	for name, c := range map[string]context.Context{"cancelled": cancelled, "expired": expired} {
+		_, err := e.Get(c, sp, ringpipe.Point{1, 0})
+		assert.ErrorIs(t, err, c.Err(), "%s: Get", name)
+		assert.ErrorIs(t, e.Scan(c, sp, fullBox(spec), noCall(t)), c.Err(), "%s: Scan", name)
+	}
+	// A context cancelled during a Scan ends it (within the engine's
+	// check interval) with the context's error.
+	ctx, cancel3 := context.WithCancel(context.Background())
+	n := 0
+	err := e.Scan(ctx, sp, fullBox(spec), func(ringpipe.Record) bool {
+		n++
+		cancel3()
+		return true
+	})
+	t.Logf("Scan cancelled in its first callback: %d calls, %v", n, err)
+
+	for _, when := range []string{"running", "stopped"} {
+		if when == "stopped" {
+			stop(t, e)
+		}
+		for _, bad := range []ringpipe.SpaceID{sp + 1, sp + 1000, 0} {
+			errs := map[string]error{}
+			_, errs["Get"] = e.Get(ctxFor(t), bad, ringpipe.Point{1, 0})
+			errs["Scan"] = e.Scan(ctxFor(t), bad, fullBox(spec), noCall(t))
+			_, errs["View.Get"] = e.View().Get(bad, ringpipe.Point{1, 0})
+			errs["View.Scan"] = e.View().Scan(bad, fullBox(spec), noCall(t))
+			for name, err := range errs {
+				assert.ErrorIs(t, err, ringpipe.ErrUnknownSpace, "%s %s space %d", when, name, bad)
+				if err != nil {
+					assert.Contains(t, err.Error(), fmt.Sprint(bad), "%s %s: the message names the space", when, name)
+				}
+			}
+		}
+	}
 }
