@@ -92,7 +92,9 @@ func (e *Engine) Get(ctx context.Context, space SpaceID, p Point) (Record, error
 }
 
 // Scan calls fn for the newest live record of every point inside box, in
-// key order, until fn returns false.
+// key order, until fn returns false. It reads one View (see Engine.View),
+// so writes made during the Scan, fn's own included, are not in it. ctx is
+// checked before the first call and every 256 records.
 func (e *Engine) Scan(ctx context.Context, space SpaceID, box Box, fn func(Record) bool) error {
 	if err := ctx.Err(); err != nil {
 		return err

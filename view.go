@@ -16,7 +16,12 @@ type View struct {
 	v *livetail.View
 }
 
-// Revision returns the highest revision the View reflects.
+// Revision returns the highest revision the View reflects: every record it
+// shows has a revision at or below it, and every write acknowledged before
+// the View was taken is in it. It is not a watermark: a write still in
+// flight when the View was taken (to another space, or one staged while
+// its hot file was slow) may have a lower revision and be missing from
+// this View; it shows in later ones once acknowledged.
 func (v *View) Revision() Revision { return v.v.Revision() }
 
 // Get returns the newest record at p in the View; ErrNotFound if there is
