@@ -888,3 +888,190 @@ func TestDiskAuditResidueReal(t *testing.T) {
 		})
 	}
 }
+
+// TestDiskAuditDirectIO: TestDiskAuditManySeals's bounds with
+// Config.DirectIO on a real directory (io_uring and std); skipped where
+// the file system refuses O_DIRECT.
+func TestDiskAuditDirectIO(t *testing.T) {
+	probe := filepath.Join(t.TempDir(), "probe")
+	fd, err := syscall.Open(probe, syscall.O_CREAT|syscall.O_RDWR|syscall.O_DIRECT, 0o644)
+	if errors.Is(err, syscall.EINVAL) {
+		t.Skipf("the file system of %s refuses O_DIRECT: %v", probe, err)
+	}
+	require.NoError(t, err, "open with O_DIRECT")
+	require.NoError(t, syscall.Close(fd))
+	for _, b := range []ringpipe.Backend{ringpipe.BackendURing, ringpipe.BackendStd} {
+		t.Run(b.String(), func(t *testing.T) {
+			cfg := realConfig(t, b)
+			cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zapcore.WarnLevel))
+			cfg.DirectIO = true
+			cfg.SealThreshold = 200
+			cfg.DirectWriteTimeout = 5 * time.Second
+			daManySeals(t, cfg, []int{1_000, 10_000, 50_000})
+		})
+	}
+}
+
+// TestDiskAuditEmptyFlush: a Flush of a space with nothing unsealed, and a
+// Flush right after another, add no block and no file, and change nothing
+// on disk (not even the manifest's size); a Flush of a space with records
+// adds exactly one block. Also across a restart.
+func TestDiskAuditEmptyFlush(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  func(t *testing.T) (ringpipe.Config, func() daCensus)
+	}{
+		{"real", func(t *testing.T) (ringpipe.Config, func() daCensus) {
+			cfg := realConfig(t, ringpipe.BackendAuto)
+			return cfg, func() daCensus { return daListReal(t, cfg.Dir) }
+		}},
+		{"sim", func(t *testing.T) (ringpipe.Config, func() daCensus) {
+			disk := newSimDisk(t, 302)
+			return simConfig(t, disk), func() daCensus { return daListSim(t, disk) }
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, list := tc.cfg(t)
+			cfg.DirectWriteTimeout = 5 * time.Second
+			ctx := ctxFor(t)
+			e := start(t, cfg)
+			a := createSpace(t, e, "a", daSpec.Dims, daSpec.Bits)
+			b := createSpace(t, e, "b", daSpec.Dims, daSpec.Bits)
+			flushes := func(what string, sp ringpipe.SpaceID, n int) daCensus {
+				t.Helper()
+				before := list()
+				for range n {
+					require.NoError(t, e.Flush(ctx, sp))
+				}
+				after := list()
+				assert.Equal(t, daSorted(before.files), daSorted(after.files), "%s: %d Flushes changed the directory", what, n)
+				return after
+			}
+			c := flushes("a new space", a, 10)
+			assert.Zero(t, c.count[daBlock], "a new space's Flush wrote a block")
+			sealed0 := e.Stats().SealedBlocks
+
+			for i := range 10 {
+				_, err := e.Put(ctx, a, daPoint(i), daValue(i))
+				require.NoError(t, err)
+			}
+			require.NoError(t, e.Flush(ctx, a))
+			c = list()
+			assert.Equal(t, 1, c.count[daBlock], "one Flush of a space with records, one block")
+			assert.Equal(t, sealed0+1, e.Stats().SealedBlocks)
+			flushes("a flushed space", a, 10)
+			flushes("a space never written", b, 10)
+			_, err := e.Delete(ctx, a, daPoint(3))
+			require.NoError(t, err)
+			require.NoError(t, e.Flush(ctx, a))
+			c = flushes("a space flushed after a delete", a, 5)
+			assert.Equal(t, 2, c.count[daBlock], "a tombstone is a record: its Flush writes a block")
+			stop(t, e)
+
+			e = start(t, cfg)
+			c = flushes("after a restart", a, 5)
+			flushes("after a restart", b, 5)
+			assert.Equal(t, 2, c.count[daBlock])
+			t.Logf("%s", c)
+			daCheck(t, "after the Flushes", c, daBoundsFor(2), cfg.Preallocate)
+			stop(t, e)
+		})
+	}
+}
+
+// TestDiskAuditManifestCompaction: hundreds of seals, with the compaction
+// threshold lowered (testhook) so that the manifest is compacted many
+// times within one engine's life: there is always exactly one MANIFEST
+// file (each compaction removes the one before), and its size stays
+// within the compaction bound of its snapshot while the edits accumulate.
+func TestDiskAuditManifestCompaction(t *testing.T) {
+	const least = 2 << 10
+	defer testhook.SetManifestCompactMin(least)()
+	disk := newSimDisk(t, 303)
+	cfg := simConfig(t, disk)
+	cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zapcore.WarnLevel))
+	e := start(t, cfg)
+	ctx := ctxFor(t)
+	spaces := []ringpipe.SpaceID{createSpace(t, e, "a", daSpec.Dims, daSpec.Bits), createSpace(t, e, "b", daSpec.Dims, daSpec.Bits)}
+	var names []string
+	var maxSize int64
+	for i := range 600 {
+		sp := spaces[i%2]
+		_, err := e.Put(ctx, sp, daPoint(i), daValue(i))
+		require.NoError(t, err)
+		require.NoError(t, e.Flush(ctx, sp))
+		if i%20 == 19 {
+			c := daListSim(t, disk)
+			ms := c.of(daManifest)
+			require.Len(t, ms, 1, "after %d seals: one manifest file: %v", i+1, daSorted(c.files))
+			if len(names) == 0 || names[len(names)-1] != ms[0].rel {
+				names = append(names, ms[0].rel)
+			}
+			maxSize = max(maxSize, ms[0].size)
+			daCheck(t, fmt.Sprintf("after %d seals", i+1), c, daBoundsFor(2), cfg.Preallocate)
+		}
+	}
+	require.EqualValues(t, 600, e.Stats().SealedBlocks)
+	stop(t, e)
+	e = start(t, cfg) // recovery writes the state's snapshot
+	stop(t, e)
+	c := daListSim(t, disk)
+	snap := c.size[daManifest]
+	t.Logf("manifests seen: %d (%s … %s), largest %d bytes; the snapshot of 600 blocks: %d bytes", len(names), names[0], names[len(names)-1], maxSize, snap)
+	assert.Greater(t, len(names), 3, "the manifest was compacted while the engine ran")
+	assert.LessOrEqual(t, maxSize, max(least, 4*snap)+4<<10, "the live manifest stays within the compaction bound")
+	daCheckState(t, "after the seals", c, simRing(disk), simDir)
+}
+
+// TestDiskAuditSparesAfterPreallocateChange: hot's spares are files of
+// the Preallocate they were made with, and Create reuses only a spare of
+// the current size. After a restart with another Preallocate, seals keep
+// the spare count within hot.DefaultMaxSpares and every log file at the
+// new size; a spare of the old size may stay (it is logged: never reused,
+// never removed, it holds its old Preallocate of disk), which bounds what
+// else the directory holds by the larger of the two sizes.
+func TestDiskAuditSparesAfterPreallocateChange(t *testing.T) {
+	disk := newSimDisk(t, 304)
+	cfg := simConfig(t, disk)
+	cfg.Preallocate = 64 << 10
+	e := start(t, cfg)
+	ctx := ctxFor(t)
+	spaces := []ringpipe.SpaceID{createSpace(t, e, "a", daSpec.Dims, daSpec.Bits), createSpace(t, e, "b", daSpec.Dims, daSpec.Bits)}
+	seal := func(from, n int) {
+		for i := from; i < from+n; i++ {
+			sp := spaces[i%2]
+			_, err := e.Put(ctx, sp, daPoint(i), daValue(i))
+			require.NoError(t, err)
+			require.NoError(t, e.Flush(ctx, sp))
+		}
+	}
+	seal(0, 20)
+	stop(t, e)
+	old := daListSim(t, disk)
+	t.Logf("Preallocate %d: %s", cfg.Preallocate, old)
+	require.Positive(t, old.count[daSpare], "retired generations are kept as spares")
+
+	cfg.Preallocate = 128 << 10
+	e = start(t, cfg)
+	seal(20, 40)
+	stop(t, e)
+	c := daListSim(t, disk)
+	t.Logf("Preallocate %d: %s; %v", cfg.Preallocate, c, daSorted(c.of(daSpare)))
+	assert.LessOrEqual(t, c.count[daSpare], hot.DefaultMaxSpares)
+	stale := 0
+	for _, f := range c.of(daSpare) {
+		if f.size != cfg.Preallocate {
+			stale++
+		}
+	}
+	for _, f := range append(c.of(daSeg), c.of(daWAL)...) {
+		assert.Equal(t, cfg.Preallocate, f.size, "%s: the new Preallocate", f.rel)
+	}
+	if stale > 0 {
+		t.Logf("NOTE: %d spare file(s) of the old Preallocate (%d bytes) stay after 40 seals: never reused, never removed",
+			stale, old.of(daSpare)[0].size)
+	}
+	_, _, alloc := c.nonBlock()
+	assert.LessOrEqual(t, alloc, int64(daBoundsFor(2).segs+hot.DefaultMaxSpares+daBoundsFor(2).wals)*cfg.Preallocate+3*4096,
+		"bytes other than blocks within the bound of the larger Preallocate")
+}
