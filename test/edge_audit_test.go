@@ -42,9 +42,9 @@ func edgeNoPanic(t *testing.T, what string, fn func() error) (err error) {
 	return fn()
 }
 
-// edgeSimRestart stops e (cleanly) and starts a new engine on the same
-// disk.
-func edgeSimRestart(t *testing.T, e *ringpipe.Engine, cfg ringpipe.Config) *ringpipe.Engine {
+// edgeRestart stops e (cleanly) and starts a new engine with cfg (on
+// the same simulated disk or directory).
+func edgeRestart(t *testing.T, e *ringpipe.Engine, cfg ringpipe.Config) *ringpipe.Engine {
 	t.Helper()
 	stop(t, e)
 	return start(t, cfg)
@@ -200,7 +200,7 @@ func TestEdgeSpaceSpecGrid(t *testing.T) {
 		}
 	}
 	t.Run("half in blocks", func(t *testing.T) { check(t, e) })
-	e = edgeSimRestart(t, e, cfg)
+	e = edgeRestart(t, e, cfg)
 	t.Run("restart", func(t *testing.T) {
 		check(t, e)
 		assert.Equal(t, listed, e.Spaces(), "IDs and specs after a restart")
@@ -394,7 +394,7 @@ func TestEdgeValuesEmptyAndEveryByte(t *testing.T) {
 			e = edgePowerLoss(t, disk, e, cfg, 303)
 			t.Run("power loss", func(t *testing.T) { edgeCheckValues(t, e, sp, want) })
 		}
-		e = edgeSimRestart(t, e, cfg)
+		e = edgeRestart(t, e, cfg)
 		t.Run("restart", func(t *testing.T) { edgeCheckValues(t, e, sp, want) })
 		require.NoError(t, e.Flush(ctxFor(t), sp))
 		t.Run("restart, block", func(t *testing.T) { edgeCheckValues(t, e, sp, want) })
@@ -519,7 +519,7 @@ func TestEdgeMaxValueSize(t *testing.T) {
 		t.Logf("sim seed %d", seed)
 		disk := newSimDisk(t, seed)
 		cfg := simConfig(t, disk)
-		edgeBigValues(t, cfg, func(e *ringpipe.Engine) *ringpipe.Engine { return edgeSimRestart(t, e, cfg) }, 0, 3)
+		edgeBigValues(t, cfg, func(e *ringpipe.Engine) *ringpipe.Engine { return edgeRestart(t, e, cfg) }, 0, 3)
 	})
 	// An explicit 8 MiB MaxValueSize with 64 KiB SealBytes, a 10 MiB
 	// Preallocate and a SealThreshold of 2.
@@ -535,7 +535,7 @@ func TestEdgeMaxValueSize(t *testing.T) {
 		t.Logf("sim seed %d", seed)
 		disk := newSimDisk(t, seed)
 		cfg := big(simConfig(t, disk))
-		edgeBigValues(t, cfg, func(e *ringpipe.Engine) *ringpipe.Engine { return edgeSimRestart(t, e, cfg) }, 8<<20, 1)
+		edgeBigValues(t, cfg, func(e *ringpipe.Engine) *ringpipe.Engine { return edgeRestart(t, e, cfg) }, 8<<20, 1)
 	})
 	for _, b := range []ringpipe.Backend{ringpipe.BackendStd, ringpipe.BackendURing} {
 		t.Run(fmt.Sprintf("%v, 8 MiB values, 64 KiB SealBytes", b), func(t *testing.T) {
@@ -583,14 +583,29 @@ func (r *edgeRevs) add(t *testing.T, rev ringpipe.Revision, what string) {
 // whose newest records are all tombstones, or no block at all), across
 // deletes of points never written, and across power losses that lose
 // writes never acknowledged: no revision a caller was given is given
-// again. Several power-loss seeds.
+// again. Several power-loss seeds, with direct and with mostly staged
+// writes.
 func TestEdgeRevisionsNeverReused(t *testing.T) {
-	for _, seed := range []int64{306, 307, 308, 309} {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+	for _, tc := range []struct {
+		seed   int64
+		staged bool
+	}{{306, false}, {307, false}, {308, true}, {309, true}} {
+		name := fmt.Sprint(tc.seed)
+		if tc.staged {
+			name += " staged"
+		}
+		seed := tc.seed
+		t.Run(name, func(t *testing.T) {
 			t.Logf("sim seed %d", seed)
 			rng := rand.New(rand.NewSource(seed))
 			disk := newSimDisk(t, seed)
 			cfg := simConfig(t, disk)
+			if tc.staged {
+				// Most writes go through the staging WAL: a 1 ns
+				// deadline, and log files that hold few records.
+				cfg.DirectWriteTimeout = time.Nanosecond
+				cfg.Preallocate = 16 << 10
+			}
 			e := start(t, cfg)
 			ctx := ctxFor(t)
 			sp := createSpace(t, e, "s", 1, 10)
@@ -623,7 +638,7 @@ func TestEdgeRevisionsNeverReused(t *testing.T) {
 				}
 			}
 			writeSome(50)
-			e = edgeSimRestart(t, e, cfg)
+			e = edgeRestart(t, e, cfg)
 			writeSome(20)
 
 			// Every record of sp deleted, then sealed: its newest
@@ -635,7 +650,7 @@ func TestEdgeRevisionsNeverReused(t *testing.T) {
 			}
 			require.NoError(t, e.Flush(ctx, sp))
 			require.NoError(t, e.Flush(ctx, other))
-			e = edgeSimRestart(t, e, cfg)
+			e = edgeRestart(t, e, cfg)
 			writeSome(5)
 
 			// Only deletes of points never written, flushed, then
@@ -648,7 +663,7 @@ func TestEdgeRevisionsNeverReused(t *testing.T) {
 				revs.add(t, rev, fmt.Sprintf("delete-never-written %d", x))
 			}
 			require.NoError(t, e.Flush(ctx, fresh))
-			e = edgeSimRestart(t, e, cfg)
+			e = edgeRestart(t, e, cfg)
 			writeSome(5)
 			for x := range uint32(16) {
 				rev, err := e.Delete(ctx, fresh, ringpipe.Point{x})
@@ -673,6 +688,7 @@ func TestEdgeRevisionsNeverReused(t *testing.T) {
 				disk.PowerLoss(rand.New(rand.NewSource(seed*100 + int64(round))))
 				// A ticket that says done with a revision was handed
 				// to the caller: it must have been durable.
+				acked := map[uint32]ringpipe.Revision{} // by point, the newest
 				for i, tk := range tickets {
 					select {
 					case <-tk.Done():
@@ -681,6 +697,7 @@ func TestEdgeRevisionsNeverReused(t *testing.T) {
 						cancel()
 						if err == nil {
 							revs.add(t, rev, fmt.Sprintf("round %d in-flight %d (acknowledged)", round, i))
+							acked[uint32(i%32)] = max(acked[uint32(i%32)], rev)
 						}
 					default:
 					}
@@ -689,6 +706,13 @@ func TestEdgeRevisionsNeverReused(t *testing.T) {
 				_ = old.Stop(sctx)
 				cancel()
 				e = start(t, cfg)
+				for x, rev := range acked {
+					rec, err := e.Get(ctx, other, ringpipe.Point{x, 2})
+					if assert.NoError(t, err, "round %d: acknowledged in-flight write at %d (rev %d)", round, x, rev) {
+						assert.GreaterOrEqual(t, rec.Revision, rev, "round %d: point %d", round, x)
+					}
+				}
+				t.Logf("round %d: %d of %d in-flight writes acknowledged before the power loss", round, len(acked), len(tickets))
 				t.Logf("round %d: last revision handed out %d", round, revs.last)
 			}
 			writeSome(20)
@@ -1011,7 +1035,7 @@ func TestEdgeCreateSpaceCancelled(t *testing.T) {
 			}
 		}
 	}
-	e = edgeSimRestart(t, e, cfg)
+	e = edgeRestart(t, e, cfg)
 	t.Run("restart", func(t *testing.T) { check(t, e) })
 	e = edgePowerLoss(t, disk, e, cfg, seed)
 	t.Run("power loss", func(t *testing.T) { check(t, e) })
@@ -1076,7 +1100,7 @@ func TestEdgeDeleteNeverWrittenAcrossFlush(t *testing.T) {
 		require.NoError(t, e.Flush(ctx, sp))
 		t.Run(fmt.Sprintf("%d %s: block", i, s.what), func(t *testing.T) { checkModel(t, engineReader(t, e), sp, m, fullBox(spec)) })
 		if i%3 == 2 {
-			e = edgeSimRestart(t, e, cfg)
+			e = edgeRestart(t, e, cfg)
 			t.Run(fmt.Sprintf("%d %s: restart", i, s.what), func(t *testing.T) { checkModel(t, engineReader(t, e), sp, m, fullBox(spec)) })
 		}
 	}
@@ -1096,4 +1120,168 @@ func TestEdgeDeleteNeverWrittenAcrossFlush(t *testing.T) {
 		t.Logf("Get after a delete of a never-written point: %v", err)
 	}
 	stop(t, e)
+}
+
+// TestEdgeValueLimitAtStart: the explicit MaxValueSize boundaries at
+// Start. The most a log file of Preallocate bytes holds (what the default
+// shrinks to) is accepted when set explicitly and one byte more is
+// refused naming MaxValueSize; 64 MiB, the documented ceiling, is accepted
+// with files large enough and 64 MiB + 1 is refused.
+func TestEdgeValueLimitAtStart(t *testing.T) {
+	limitOf := func(t *testing.T, e *ringpipe.Engine) int {
+		t.Helper()
+		sp := createSpace(t, e, "s", 1, 8)
+		_, err := e.PutAsync(ctxFor(t), sp, ringpipe.Point{1}, make([]byte, 64<<20+1))
+		require.ErrorIs(t, err, ringpipe.ErrValueTooLarge)
+		m := edgeMaxValueRe.FindStringSubmatch(err.Error())
+		require.NotNil(t, m, "no limit in %q", err)
+		n, err := strconv.Atoi(m[1])
+		require.NoError(t, err)
+		return n
+	}
+	const seed = 313
+	t.Logf("sim seed %d", seed)
+	disk := newSimDisk(t, seed)
+	cfg := simConfig(t, disk)
+	e := start(t, cfg)
+	fit := limitOf(t, e)
+	stop(t, e)
+
+	cfg.MaxValueSize = fit
+	e = start(t, cfg)
+	assert.Equal(t, fit, limitOf(t, e), "an explicit MaxValueSize of what a file holds")
+	stop(t, e)
+
+	cfg.MaxValueSize = fit + 1
+	e, err := ringpipe.Start(ctxFor(t), cfg)
+	if e != nil {
+		_ = e.Stop(ctxFor(t))
+	}
+	checkMsg(t, err, nil, fmt.Sprintf("Config.MaxValueSize = %d", fit+1), fmt.Sprintf("(at most %d)", fit))
+
+	big := simConfig(t, newSimDisk(t, seed+1))
+	big.Preallocate = 72 << 20
+	big.MaxValueSize = 64 << 20
+	e = start(t, big)
+	assert.Equal(t, 64<<20, limitOf(t, e), "MaxValueSize of 64 MiB")
+	stop(t, e)
+	big.MaxValueSize = 64<<20 + 1
+	e, err = ringpipe.Start(ctxFor(t), big)
+	if e != nil {
+		_ = e.Stop(ctxFor(t))
+	}
+	checkMsg(t, err, nil, fmt.Sprintf("Config.MaxValueSize = %d: above the limit", 64<<20+1))
+}
+
+// TestEdgeSmallestLogFiles: with Preallocate at its minimum (8192 bytes) a
+// log file holds one record of the largest value: every largest write
+// needs a hot segment (or a staging WAL segment) of its own. Sequential
+// Puts and concurrent PutAsyncs of that size into a 16-dimension space,
+// with the default DirectWriteTimeout and with one of a nanosecond (both
+// stage most of them), are all acknowledged without a stall, read back,
+// and survive a Flush and a restart (on the simulated disk, a power loss).
+func TestEdgeSmallestLogFiles(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		backend string
+		dwt     time.Duration
+	}{
+		{"sim, default deadline", "sim", 0},
+		{"sim, 1ns deadline", "sim", time.Nanosecond},
+		{"std, default deadline", "std", 0},
+		{"uring, 1ns deadline", "uring", time.Nanosecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var cfg ringpipe.Config
+			var disk *sim.Disk
+			switch tc.backend {
+			case "sim":
+				const seed = 314
+				t.Logf("sim seed %d", seed)
+				disk = newSimDisk(t, seed)
+				cfg = simConfig(t, disk)
+			case "std":
+				cfg = realConfig(t, ringpipe.BackendStd)
+			case "uring":
+				cfg = realConfig(t, ringpipe.BackendURing)
+			}
+			cfg.Preallocate = 8192
+			cfg.DirectWriteTimeout = tc.dwt
+			e := start(t, cfg)
+			ctx := ctxFor(t)
+			sp := createSpace(t, e, "wide", 16, 4)
+			_, err := e.Put(ctx, sp, make(ringpipe.Point, 16), make([]byte, 64<<20))
+			require.ErrorIs(t, err, ringpipe.ErrValueTooLarge)
+			m := edgeMaxValueRe.FindStringSubmatch(err.Error())
+			require.NotNil(t, m, "no limit in %q", err)
+			maxSize, err := strconv.Atoi(m[1])
+			require.NoError(t, err)
+			t.Logf("MaxValueSize %d with Preallocate 8192", maxSize)
+			require.Positive(t, maxSize)
+
+			pt := func(i int) ringpipe.Point {
+				p := make(ringpipe.Point, 16)
+				p[0], p[1], p[15] = uint32(i%16), uint32(i/16%16), 15
+				return p
+			}
+			revs := map[int]ringpipe.Revision{}
+			within(t, "Puts of the largest value into 8 KiB files", func() {
+				for i := range 20 {
+					rev, err := e.Put(ctx, sp, pt(i), edgeValue(maxSize, byte(i)))
+					if !assert.NoError(t, err, "Put %d", i) {
+						return
+					}
+					revs[i] = rev
+				}
+			})
+			within(t, "PutAsyncs of the largest value into 8 KiB files", func() {
+				var tickets []*ringpipe.Ticket
+				for i := 20; i < 60; i++ {
+					tk, err := e.PutAsync(ctx, sp, pt(i), edgeValue(maxSize, byte(i)))
+					if !assert.NoError(t, err, "PutAsync %d", i) {
+						return
+					}
+					tickets = append(tickets, tk)
+				}
+				for j, tk := range tickets {
+					rev, err := tk.Wait(ctx)
+					if !assert.NoError(t, err, "ticket %d", 20+j) {
+						return
+					}
+					revs[20+j] = rev
+				}
+			})
+			require.Len(t, revs, 60)
+			st := e.Stats()
+			t.Logf("%d direct, %d staged, %d promoted, %d sealed blocks", st.DirectWrites, st.StagedWrites, st.Promoted, st.SealedBlocks)
+			if tc.dwt > 0 {
+				assert.Positive(t, st.StagedWrites, "a DirectWriteTimeout of 1 ns staged no write")
+			}
+			check := func(t *testing.T, e *ringpipe.Engine) {
+				for i, rev := range revs {
+					rec, err := e.Get(ctx, sp, pt(i))
+					if assert.NoError(t, err, "Get %d", i) {
+						assert.Equal(t, rev, rec.Revision, "Get %d", i)
+						assert.True(t, bytes.Equal(edgeValue(maxSize, byte(i)), rec.Value), "Get %d: value", i)
+					}
+				}
+			}
+			t.Run("tail", func(t *testing.T) { check(t, e) })
+			within(t, "Flush", func() { assert.NoError(t, e.Flush(ctx, sp)) })
+			t.Run("block", func(t *testing.T) { check(t, e) })
+			within(t, "Put after Flush", func() {
+				rev, err := e.Put(ctx, sp, pt(60), edgeValue(maxSize, 60))
+				if assert.NoError(t, err) {
+					revs[60] = rev
+				}
+			})
+			if disk != nil {
+				e = edgePowerLoss(t, disk, e, cfg, 314)
+			} else {
+				e = edgeRestart(t, e, cfg)
+			}
+			t.Run("restart", func(t *testing.T) { check(t, e) })
+			stop(t, e)
+		})
+	}
 }
