@@ -84,8 +84,8 @@ func edgeSpecPoints(spec ringpipe.SpaceSpec) []ringpipe.Point {
 // accepted exactly when 1 <= Dims <= 16, 1 <= Bits <= 32 and Dims*Bits <=
 // 64; a refused one is named by the field and value at fault and is not
 // listed. On every accepted spec the corner points (coordinates 0 and
-// 2^Bits-1) are written and read back by Get and by a Scan of the whole
-// space, from the tail, from a block (every other space is flushed) and
+// 2^Bits-1) are written and read back by Get, by a Scan of the whole
+// space and by a Scan of a box of each corner alone, from the tail, from a block (every other space is flushed) and
 // after a restart; a coordinate of 2^Bits, on any dimension, is
 // ErrInvalidPoint naming the coordinate, its value and the limit.
 func TestEdgeSpaceSpecGrid(t *testing.T) {
@@ -190,6 +190,18 @@ func TestEdgeSpaceSpecGrid(t *testing.T) {
 			})
 			if assert.NoError(t, err, "%s: Scan", m.spec.Name) {
 				assert.ElementsMatch(t, m.points, got, "%s: Scan of the whole space", m.spec.Name)
+			}
+			// A box of one point at each corner (at 2^32-1, Max+1
+			// overflows a uint32).
+			for _, p := range m.points {
+				got = got[:0]
+				err := e.Scan(ctx, m.id, ringpipe.Box{Min: p, Max: p}, func(r ringpipe.Record) bool {
+					got = append(got, r.Point)
+					return true
+				})
+				if assert.NoError(t, err, "%s: Scan of %v", m.spec.Name, p) {
+					assert.Equal(t, []ringpipe.Point{p}, got, "%s: Scan of the box of %v alone", m.spec.Name, p)
+				}
 			}
 		}
 	}
