@@ -371,6 +371,13 @@ func ask[M, T any](e *engine, ctx context.Context, inbox chan<- M, m M, reply <-
 	if err := e.enter(); err != nil {
 		return zero, err
 	}
+	// A ctx ended before the call means not applied: the select below
+	// would pick at random between it and a free inbox (edge audit: a
+	// CreateSpace with a cancelled ctx created the space half the time).
+	if err := ctx.Err(); err != nil {
+		e.leave()
+		return zero, err
+	}
 	err := func() error {
 		defer e.leave()
 		select {
@@ -443,8 +450,7 @@ func (e *engine) createSpace(ctx context.Context, spec SpaceSpec) (id SpaceID, e
 	for _, info := range *e.registry.Load() {
 		if info.Name == spec.Name {
 			if info.SpaceSpec != spec {
-				return 0, fmt.Errorf("%w: %q is space %d of %d dims × %d bits, asked for %d dims × %d bits",
-					ErrSpaceExists, spec.Name, info.ID, info.Dims, info.Bits, spec.Dims, spec.Bits)
+				return 0, messages.SpaceExistsError(spec.Name, info.ID, info.SpaceSpec, spec)
 			}
 			return info.ID, nil
 		}

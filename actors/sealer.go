@@ -188,8 +188,7 @@ func (s *Sealer) createSpace(ctx context.Context, spec messages.SpaceSpec) (mess
 	st := man.State()
 	if info, ok := st.SpaceByName(spec.Name); ok {
 		if info.SpaceSpec != spec {
-			return 0, fmt.Errorf("%w: %q is %d dims × %d bits", messages.ErrSpaceExists,
-				spec.Name, info.Dims, info.Bits)
+			return 0, messages.SpaceExistsError(spec.Name, info.ID, info.SpaceSpec, spec)
 		}
 		if _, served := (*s.registry.Load())[info.ID]; served {
 			return info.ID, nil

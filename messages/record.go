@@ -142,6 +142,13 @@ var ErrCorrupt = errors.New("ringpipe: corrupt data")
 // another spec.
 var ErrSpaceExists = errors.New("ringpipe: space exists with a different spec")
 
+// SpaceExistsError is ErrSpaceExists for name, taken by space id of spec
+// have, asked for with spec asked.
+func SpaceExistsError(name string, id SpaceID, have, asked SpaceSpec) error {
+	return fmt.Errorf("%w: %q is space %d of %d dims × %d bits, asked for %d dims × %d bits",
+		ErrSpaceExists, name, id, have.Dims, have.Bits, asked.Dims, asked.Bits)
+}
+
 // CorruptionError says which file is damaged and where.
 // errors.Is(err, ErrCorrupt) holds for it.
 type CorruptionError struct {
