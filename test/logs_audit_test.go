@@ -641,6 +641,229 @@ func TestLogsSeals(t *testing.T) {
 	laStop(t, e, logs, g)
 }
 
+// laRouting returns the routing entries (to the WAL, back to the hot
+// segment) of space.
+func laRouting(logs *observer.ObservedLogs, space ringpipe.SpaceID) (toWAL, toHot []observer.LoggedEntry) {
+	for _, en := range logs.All() {
+		if !strings.Contains(en.Message, "routed") {
+			continue
+		}
+		if sp, ok := laUint(en.ContextMap(), "space"); !ok || ringpipe.SpaceID(sp) != space {
+			continue
+		}
+		if strings.Contains(en.Message, "staging WAL") {
+			toWAL = append(toWAL, en)
+		} else {
+			toHot = append(toHot, en)
+		}
+	}
+	return toWAL, toHot
+}
+
+// TestLogsRoutingChanges: a space whose hot file turns slow is logged as
+// routed to the staging WAL once, with the space, however many writes
+// follow; the space beside it is never logged as routed; once the file is
+// fast again, the return to the hot segment is logged once; a second
+// slow spell logs a second change. Every routing entry names its space as
+// a numeric field. The file is slowed as the pressure audit does it: the
+// sim's Delay fault (virtual time, so that deadlines fire) and slowCtl's
+// real-time delay of 5 ms (so that the engine's own sync timing, which
+// decides the way back, sees the file slow too).
+func TestLogsRoutingChanges(t *testing.T) {
+	lg, logs, g := laLogger()
+	disk := newSimDisk(t, 720)
+	key := prHotKey(1) // the first space created gets ID 1
+	ctl := newSlowCtl(key)
+	cfg := ctl.config(simConfig(t, disk), disk)
+	cfg.Logger = lg
+	e := start(t, cfg)
+	t.Cleanup(ctl.normal) // before start's Stop
+	slow := createSpace(t, e, "slow", routeSpec.Dims, routeSpec.Bits)
+	fast := createSpace(t, e, "fast", routeSpec.Dims, routeSpec.Bits)
+	require.Equal(t, ringpipe.SpaceID(1), slow)
+	routedWrites(t, e, slow, fast, 2, 10, "warm")
+	w, h := laRouting(logs, slow)
+	require.Empty(t, append(w, h...), "routing changes before any stall")
+
+	for round := 1; round <= 2; round++ {
+		ctl.set(key, 5*time.Millisecond)
+		prVirtualDelay(disk, hotPrefix(slow))
+		st0 := e.Stats()
+		routedWrites(t, e, slow, fast, 4, 60, fmt.Sprintf("slow%d", round))
+		st := e.Stats()
+		require.Greater(t, st.StagedWrites, st0.StagedWrites, "round %d: the slow space's writes were staged", round)
+		toWAL, toHot := laRouting(logs, slow)
+		assert.Len(t, toWAL, round, "round %d: routed to the staging WAL once per change (%d writes to it)", round, 4*30)
+		assert.Len(t, toHot, round-1, "round %d: routed back to the hot segment while still slow", round)
+
+		ctl.set(key, 0)
+		disk.ClearFaults()
+		deadline := time.Now().Add(eventualTimeout)
+		for i := 0; ; i++ {
+			if _, back := laRouting(logs, slow); len(back) >= round {
+				break
+			}
+			require.True(t, time.Now().Before(deadline), "round %d: the space is not routed back to its hot segment once fast", round)
+			_, err := e.Put(ctxFor(t), slow, ringpipe.Point{200, uint32(i % 256)}, []byte("healed"))
+			require.NoError(t, err)
+		}
+		// More writes on the healed file: no further change.
+		routedWrites(t, e, slow, fast, 2, 40, fmt.Sprintf("healed%d", round))
+		toWAL, toHot = laRouting(logs, slow)
+		assert.Len(t, toWAL, round, "round %d: routing entries to the WAL after healing", round)
+		assert.Len(t, toHot, round, "round %d: routed back once per change", round)
+	}
+	fw, fh := laRouting(logs, fast)
+	assert.Empty(t, append(fw, fh...), "the fast space is never logged as routed")
+	for _, en := range logs.All() {
+		if strings.Contains(en.Message, "routed") {
+			_, ok := laUint(en.ContextMap(), "space")
+			assert.True(t, ok, "a routing entry without a numeric space field: %q %v", en.Message, en.ContextMap())
+			assert.Equal(t, zapcore.InfoLevel, en.Level, "routing entry level: %q", en.Message)
+		}
+	}
+	if t.Failed() {
+		laDump(t, "routing run", logs.All())
+	}
+	ctl.normal()
+	laStop(t, e, logs, g)
+}
+
+// laStructured checks that entries carry their values as fields: no
+// message holds a digit (a formatted value), and each field is a typed
+// zap field, not a value formatted by reflection.
+func laStructured(t *testing.T, es []observer.LoggedEntry) {
+	t.Helper()
+	for _, en := range es {
+		assert.False(t, strings.ContainsAny(en.Message, "0123456789%="), "a value formatted into the message: %q", en.Message)
+		for _, f := range en.Context {
+			assert.NotEqual(t, zapcore.ReflectType, f.Type, "%q: field %s formatted by reflection", en.Message, f.Key)
+		}
+	}
+}
+
+// TestLogsCleanRun: a clean Start, CreateSpace, Puts (one and many
+// writers), PutAsync, Delete, Sync, Flush and Stop log nothing at Error
+// level (nor Warn); every entry's values are structured fields; Stop
+// logs a last entry before it returns; after Stop returns nothing is
+// logged and the zap core is not touched (laStop). On the simulated disk
+// and on a real directory (BackendAuto).
+func TestLogsCleanRun(t *testing.T) {
+	for _, real := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sim", true: "real"}[real], func(t *testing.T) {
+			lg, logs, g := laLogger()
+			cfg := simConfig(t, newSimDisk(t, 730))
+			if real {
+				cfg = realConfig(t, ringpipe.BackendAuto)
+			}
+			cfg.Logger = lg
+			cfg.SealThreshold = 128
+			e := start(t, cfg)
+			ctx := ctxFor(t)
+			sp := createSpace(t, e, "s", 2, 10)
+			var wg sync.WaitGroup
+			for w := range 4 {
+				wg.Go(func() {
+					for i := range 100 {
+						_, err := e.Put(ctx, sp, ringpipe.Point{uint32(w), uint32(i)}, []byte("v"))
+						assert.NoError(t, err)
+					}
+				})
+			}
+			lcWait(t, "writers", lcDone(&wg))
+			var tks []*ringpipe.Ticket
+			for i := range 100 {
+				tk, err := e.PutAsync(ctx, sp, ringpipe.Point{9, uint32(i)}, []byte("a"))
+				require.NoError(t, err)
+				tks = append(tks, tk)
+				_, err = e.Delete(ctx, sp, ringpipe.Point{0, uint32(i)})
+				require.NoError(t, err)
+			}
+			require.NoError(t, e.Sync(ctx))
+			for _, tk := range tks {
+				_, err := tk.Wait(ctx)
+				require.NoError(t, err)
+			}
+			require.NoError(t, e.Flush(ctx, sp))
+			// Writes that Stop drains.
+			for i := range 50 {
+				_, err := e.PutAsync(ctx, sp, ringpipe.Point{10, uint32(i)}, []byte("drained"))
+				require.NoError(t, err)
+			}
+			before := logs.Len()
+			laStop(t, e, logs, g)
+			all := logs.All()
+			laDump(t, "clean run", all)
+			if assert.Greater(t, len(all), before, "Stop logs something") {
+				last := all[len(all)-1]
+				assert.Equal(t, zapcore.InfoLevel, last.Level, "Stop's last entry: %q", last.Message)
+			}
+			for _, en := range all {
+				assert.Less(t, en.Level, zapcore.WarnLevel, "a clean run logged %s %q %v", en.Level, en.Message, en.ContextMap())
+			}
+			laStructured(t, all)
+			assert.NotEmpty(t, laEntries(logs, "sealed"), "seals happened")
+		})
+	}
+}
+
+// TestLogsForcedStopNoLateLog: a Stop whose ctx ends while the disk does
+// not answer (a PutAsync queued and a Put committing inline are waiting
+// on it) still returns; once it has, the engine never logs again nor
+// touches the zap core, also when the hung Put returns and the disk
+// answers again.
+func TestLogsForcedStopNoLateLog(t *testing.T) {
+	lg, logs, g := laLogger()
+	disk := newSimDisk(t, 740)
+	gate := newHangGate()
+	cfg := simConfig(t, disk)
+	cfg.NewRing = func(o ring.Options) (ring.Ring, error) { return gate.wrap(disk.NewRing(o)), nil }
+	cfg.Logger = lg
+	e := start(t, cfg)
+	defer gate.release()
+	sp := createSpace(t, e, "s", 1, 8)
+	_, err := e.Put(ctxFor(t), sp, ringpipe.Point{1}, []byte("before"))
+	require.NoError(t, err)
+	gate.shut()
+	tk, err := e.PutAsync(ctxFor(t), sp, ringpipe.Point{2}, []byte("queued"))
+	require.NoError(t, err)
+	put := make(chan error, 1)
+	go func() {
+		_, err := e.Put(context.Background(), sp, ringpipe.Point{3}, []byte("hung"))
+		put <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	sctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- e.Stop(sctx) }()
+	select {
+	case err := <-stopped:
+		t.Logf("forced Stop: %v", err)
+	case <-time.After(hangTimeout):
+		gate.release()
+		t.Fatal("Stop did not return")
+	}
+	g.closed.Store(true)
+	n := logs.Len()
+	select {
+	case <-tk.Done():
+	default:
+		t.Errorf("the PutAsync's ticket is still open after Stop returned")
+	}
+	lcWait(t, "the hung Put", func() <-chan struct{} {
+		c := make(chan struct{})
+		go func() { t.Logf("the hung Put: %v", <-put); close(c) }()
+		return c
+	}())
+	gate.release()
+	time.Sleep(100 * time.Millisecond)
+	_ = e.Stats()
+	assert.Equal(t, n, logs.Len(), "entries after the forced Stop returned")
+	laDump(t, "forced stop", logs.All())
+	g.check(t, "after a forced Stop")
+}
+
 // TEMPBLOCK
 var _ = errors.New
 var _ = fmt.Sprint
