@@ -18,7 +18,6 @@ import (
 	"math/rand"
 	"runtime"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -864,11 +863,442 @@ func TestLogsForcedStopNoLateLog(t *testing.T) {
 	g.check(t, "after a forced Stop")
 }
 
-// TEMPBLOCK
-var _ = errors.New
-var _ = fmt.Sprint
-var _ = rand.New
-var _ = slices.Sort[[]int]
-var _ = sort.Ints
-var _ = testhook.SetNoInline
-var _ ring.Ring
+// laWindows collects the windows callers measured around their own
+// acknowledged writes.
+type laWindows struct {
+	mu sync.Mutex
+	ds []time.Duration
+}
+
+func (w *laWindows) add(d time.Duration) { w.mu.Lock(); w.ds = append(w.ds, d); w.mu.Unlock() }
+
+// quantile is the q-th percentile of the windows by HdrHistogram's rank
+// (the round(q/100*n)-th smallest, at least the first).
+func (w *laWindows) quantile(q float64) time.Duration {
+	ds := slices.Clone(w.ds)
+	slices.Sort(ds)
+	r := max(1, int(q/100*float64(len(ds))+0.5))
+	return ds[r-1]
+}
+
+// laWrite is one write by rng's choice (Put, Delete, or PutAsync then
+// Wait), its window measured around it; it returns whether it was
+// acknowledged.
+func laWrite(ctx context.Context, e *ringpipe.Engine, sp ringpipe.SpaceID, rng *rand.Rand, w *laWindows) bool {
+	p := ringpipe.Point{uint32(rng.Intn(1024)), uint32(rng.Intn(1024))}
+	t0 := time.Now()
+	var err error
+	switch k := rng.Intn(4); k {
+	case 0, 1:
+		_, err = e.Put(ctx, sp, p, []byte("put"))
+	case 2:
+		_, err = e.Delete(ctx, sp, p)
+	default:
+		var tk *ringpipe.Ticket
+		if tk, err = e.PutAsync(ctx, sp, p, []byte("async")); err == nil {
+			_, err = tk.Wait(ctx)
+		}
+	}
+	d := time.Since(t0)
+	if err != nil {
+		return false
+	}
+	w.add(d)
+	return true
+}
+
+// laCheckSummary checks a LatencySummary's order.
+func laCheckSummary(t *testing.T, what string, s ringpipe.LatencySummary) bool {
+	return assert.GreaterOrEqual(t, s.P50, time.Duration(0), "%s: P50 >= 0", what) &&
+		assert.LessOrEqual(t, s.P50, s.P99, "%s: P50 <= P99 (%+v)", what, s) &&
+		assert.LessOrEqual(t, s.P99, s.P999, "%s: P99 <= P999 (%+v)", what, s) &&
+		assert.LessOrEqual(t, s.P999, s.Max, "%s: P999 <= Max (%+v)", what, s)
+}
+
+// TestLogsStatsLatency: Stats' WriteLatency counts every acknowledged Put,
+// Delete and PutAsync (StagedWrites + DirectWrites, the godoc's "Put,
+// enqueue to durable ack", which the publisher records for all three),
+// and nothing refused; its samples lie inside the windows the callers
+// measured around their own calls, so Max <= the largest window and each
+// percentile <= the callers' same percentile (within HdrHistogram's
+// 0.1%); P50 <= P99 <= P999 <= Max at any instant (read by goroutines
+// beside the writers, QueueDepth within [0, capacity]); SyncLatency
+// counts at most Stats.Syncs ("one fdatasync" against every
+// fdatasync/fsync issued); QueueDepth is 0 when idle; Stats after Stop
+// keeps the last values. One writer (inline commits) then 16.
+func TestLogsStatsLatency(t *testing.T) {
+	for _, real := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sim", true: "real"}[real], func(t *testing.T) {
+			seed := lcSeed(t)
+			cfg := simConfig(t, newSimDisk(t, seed))
+			if real {
+				cfg = realConfig(t, ringpipe.BackendAuto)
+			}
+			cfg.QueueCapacity = 64
+			e := start(t, cfg)
+			ctx := ctxFor(t)
+			sp := createSpace(t, e, "s", 2, 10)
+			st0 := e.Stats()
+			assert.Zero(t, st0.WriteLatency.Count, "WriteLatency.Count before any write")
+			assert.Zero(t, st0.QueueDepth, "QueueDepth of a new engine")
+
+			// Readers beside the writers.
+			stopReaders := make(chan struct{})
+			var readers sync.WaitGroup
+			for range 3 {
+				readers.Go(func() {
+					var prev uint64
+					for {
+						select {
+						case <-stopReaders:
+							return
+						default:
+						}
+						st := e.Stats()
+						if !laCheckSummary(t, "WriteLatency (concurrent)", st.WriteLatency) ||
+							!laCheckSummary(t, "SyncLatency (concurrent)", st.SyncLatency) ||
+							!assert.GreaterOrEqual(t, st.WriteLatency.Count, prev, "WriteLatency.Count went down") ||
+							!assert.True(t, st.QueueDepth >= 0 && st.QueueDepth <= 64, "QueueDepth %d outside [0, 64]", st.QueueDepth) {
+							return
+						}
+						prev = st.WriteLatency.Count
+						time.Sleep(200 * time.Microsecond)
+					}
+				})
+			}
+
+			var win laWindows
+			var acked atomic.Uint64
+			rng := rand.New(rand.NewSource(seed))
+			for range 300 {
+				if laWrite(ctx, e, sp, rng, &win) {
+					acked.Add(1)
+				}
+			}
+			var wg sync.WaitGroup
+			for w := range 16 {
+				wg.Go(func() {
+					rng := rand.New(rand.NewSource(seed + int64(w) + 1))
+					for i := range 100 {
+						if laWrite(ctx, e, sp, rng, &win) {
+							acked.Add(1)
+						}
+						if i%20 == 0 {
+							// Refused before they are queued: in no count.
+							_, err := e.Put(ctx, sp, ringpipe.Point{1}, []byte("bad point"))
+							assert.ErrorIs(t, err, ringpipe.ErrInvalidPoint)
+							_, err = e.PutAsync(ctx, sp, ringpipe.Point{1, 2048}, []byte("bad point"))
+							assert.ErrorIs(t, err, ringpipe.ErrInvalidPoint)
+						}
+					}
+				})
+			}
+			lcWait(t, "writers", lcDone(&wg))
+			close(stopReaders)
+			lcWait(t, "readers", lcDone(&readers))
+			require.NoError(t, e.Sync(ctx))
+
+			st := e.Stats()
+			t.Logf("acknowledged %d; stats %+v", acked.Load(), st)
+			require.Equal(t, int(acked.Load()), len(win.ds))
+			assert.Equal(t, acked.Load(), st.WriteLatency.Count, "WriteLatency.Count against the acknowledged Put/Delete/PutAsync")
+			assert.Equal(t, st.DirectWrites+st.StagedWrites, st.WriteLatency.Count, "WriteLatency.Count against DirectWrites + StagedWrites")
+			assert.Zero(t, st.QueueDepth, "QueueDepth when idle")
+			laCheckSummary(t, "WriteLatency", st.WriteLatency)
+			laCheckSummary(t, "SyncLatency", st.SyncLatency)
+			assert.Positive(t, st.WriteLatency.P50, "P50 of real writes")
+			maxWin := win.quantile(100)
+			assert.LessOrEqual(t, st.WriteLatency.Max, maxWin, "WriteLatency.Max (enqueue to ack) within the largest caller window")
+			for _, q := range []struct {
+				name string
+				pct  float64
+				got  time.Duration
+			}{{"P50", 50, st.WriteLatency.P50}, {"P99", 99, st.WriteLatency.P99}, {"P999", 99.9, st.WriteLatency.P999}} {
+				callers := win.quantile(q.pct)
+				assert.LessOrEqual(t, q.got, callers+callers/500, "WriteLatency.%s %v against the callers' %v", q.name, q.got, callers)
+			}
+			t.Logf("callers: p50 %v p99 %v p99.9 %v max %v", win.quantile(50), win.quantile(99), win.quantile(99.9), maxWin)
+			assert.Positive(t, st.SyncLatency.Count, "SyncLatency.Count after durable writes")
+			assert.LessOrEqual(t, st.SyncLatency.Count, st.Syncs, "SyncLatency.Count (one fdatasync each) against Syncs (every fdatasync/fsync issued)")
+
+			// Stats after Stop: the last values, and safe beside Stop.
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for range 50 {
+					laCheckSummary(t, "WriteLatency (during Stop)", e.Stats().WriteLatency)
+				}
+			}()
+			stop(t, e)
+			<-done
+			_, err := e.Put(ctx, sp, ringpipe.Point{1, 1}, []byte("after"))
+			assert.ErrorIs(t, err, ringpipe.ErrStopped)
+			after := e.Stats()
+			assert.Equal(t, st.WriteLatency, after.WriteLatency, "WriteLatency after Stop (nothing was written since)")
+			assert.Zero(t, after.QueueDepth, "QueueDepth after Stop")
+			assert.Equal(t, st.DirectWrites+st.StagedWrites, after.DirectWrites+after.StagedWrites)
+		})
+	}
+}
+
+// laResult is one Wait's outcome.
+type laResult struct {
+	rev ringpipe.Revision
+	err error
+}
+
+// TestLogsTicketWaitMany: while the disk does not answer, many goroutines
+// Wait on one Ticket, some with contexts that end first (they get ctx's
+// error, Done stays open, and the result is not consumed); once the disk
+// answers, Done is closed and stays closed (the same channel on every
+// call), and every Wait, from any goroutine, any number of times and with
+// any ctx (an ended one too), returns the same revision and no error; the
+// write is visible to Get as soon as Wait has returned, on every
+// goroutine.
+func TestLogsTicketWaitMany(t *testing.T) {
+	disk := newSimDisk(t, 750)
+	gate := newHangGate()
+	cfg := simConfig(t, disk)
+	cfg.NewRing = func(o ring.Options) (ring.Ring, error) { return gate.wrap(disk.NewRing(o)), nil }
+	e := start(t, cfg)
+	defer gate.release()
+	sp := createSpace(t, e, "s", 1, 8)
+	ctx := ctxFor(t)
+
+	gate.shut()
+	tk, err := e.PutAsync(ctx, sp, ringpipe.Point{7}, []byte("v"))
+	require.NoError(t, err)
+	done := tk.Done()
+	assert.Equal(t, done, tk.Done(), "Done returns the same channel")
+
+	// Waits whose ctx ends while the write is pending.
+	var early sync.WaitGroup
+	for range 8 {
+		early.Go(func() {
+			c, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
+			defer cancel()
+			_, err := tk.Wait(c)
+			assert.ErrorIs(t, err, context.DeadlineExceeded, "Wait whose ctx ends first")
+			cc, ccancel := context.WithCancel(ctx)
+			ccancel()
+			_, err = tk.Wait(cc)
+			assert.ErrorIs(t, err, context.Canceled, "Wait with a cancelled ctx")
+		})
+	}
+	lcWait(t, "the early Waits", lcDone(&early))
+	select {
+	case <-done:
+		t.Fatal("Done closed while the disk does not answer")
+	default:
+	}
+
+	// Waits that block until the write is durable, and then Get.
+	results := make(chan laResult, 64)
+	var waiters sync.WaitGroup
+	for range 16 {
+		waiters.Go(func() {
+			for range 4 {
+				rev, err := tk.Wait(ctx)
+				results <- laResult{rev, err}
+				if err == nil {
+					rec, gerr := e.Get(ctx, sp, ringpipe.Point{7})
+					if assert.NoError(t, gerr, "Get once Wait has returned") {
+						assert.Equal(t, rev, rec.Revision, "Get once Wait has returned")
+					}
+				}
+			}
+		})
+	}
+	time.Sleep(10 * time.Millisecond)
+	gate.release()
+	lcWait(t, "the blocked Waits", lcDone(&waiters))
+	close(results)
+	var first *laResult
+	for r := range results {
+		require.NoError(t, r.err)
+		require.NotZero(t, r.rev)
+		if first == nil {
+			first = &r
+		}
+		assert.Equal(t, first.rev, r.rev, "every Wait returns the same revision")
+	}
+	for range 3 {
+		select {
+		case <-tk.Done():
+		default:
+			t.Fatal("Done not closed, or closed then open again")
+		}
+		assert.Equal(t, done, tk.Done(), "Done returns the same channel after completion")
+		cc, ccancel := context.WithCancel(ctx)
+		ccancel()
+		rev, err := tk.Wait(cc)
+		assert.NoError(t, err, "Wait with an ended ctx on a completed ticket")
+		assert.Equal(t, first.rev, rev)
+	}
+	stop(t, e)
+	rev, err := tk.Wait(ctx)
+	assert.NoError(t, err, "Wait after Stop on a completed ticket")
+	assert.Equal(t, first.rev, rev, "Wait after Stop")
+}
+
+// TestLogsTicketVisibleOnWait: many PutAsyncs from several goroutines,
+// each Waited for in turn: once Wait returns a revision, Get returns the
+// write (that revision, or a later one at the same point, of which there
+// is none here).
+func TestLogsTicketVisibleOnWait(t *testing.T) {
+	seed := lcSeed(t)
+	e := start(t, simConfig(t, newSimDisk(t, seed)))
+	sp := createSpace(t, e, "s", 2, 10)
+	ctx := ctxFor(t)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewSource(seed + int64(w)))
+			var tks []*ringpipe.Ticket
+			var ps []ringpipe.Point
+			for i := range 200 {
+				p := ringpipe.Point{uint32(w), uint32(i)}
+				tk, err := e.PutAsync(ctx, sp, p, fmt.Appendf(nil, "w%d-%d", w, i))
+				if !assert.NoError(t, err) {
+					return
+				}
+				tks, ps = append(tks, tk), append(ps, p)
+				if rng.Intn(8) == 0 || i == 199 {
+					for j, tk := range tks {
+						rev, err := tk.Wait(ctx)
+						if !assert.NoError(t, err) {
+							return
+						}
+						rec, err := e.Get(ctx, sp, ps[j])
+						if assert.NoError(t, err, "Get %v once its Wait returned %d", ps[j], rev) {
+							assert.Equal(t, rev, rec.Revision)
+						}
+					}
+					tks, ps = tks[:0], ps[:0]
+				}
+			}
+		})
+	}
+	lcWait(t, "writers", lcDone(&wg))
+	stop(t, e)
+}
+
+// TestLogsTicketsAtStop: tickets outstanding when Stop is called are all
+// complete when Stop returns, never left open: after a clean Stop each
+// has its revision (Stop drains and acknowledges what was accepted), and
+// after a Stop whose ctx ended while the disk did not answer each says
+// ErrStopped or has its revision. A write PutAsync refuses (bad point,
+// unknown space, value too large) returns the error and no ticket.
+func TestLogsTicketsAtStop(t *testing.T) {
+	t.Run("clean", func(t *testing.T) {
+		e := start(t, simConfig(t, newSimDisk(t, 760)))
+		sp := createSpace(t, e, "s", 1, 16)
+		ctx := ctxFor(t)
+		var tks []*ringpipe.Ticket
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for w := range 4 {
+			wg.Go(func() {
+				for i := range 250 {
+					tk, err := e.PutAsync(ctx, sp, ringpipe.Point{uint32(w*1000 + i)}, []byte("v"))
+					if !assert.NoError(t, err) {
+						return
+					}
+					mu.Lock()
+					tks = append(tks, tk)
+					mu.Unlock()
+				}
+			})
+		}
+		lcWait(t, "writers", lcDone(&wg))
+		stop(t, e)
+		open := 0
+		for _, tk := range tks {
+			select {
+			case <-tk.Done():
+				rev, err := tk.Wait(ctx)
+				assert.NoError(t, err, "a write accepted before a clean Stop")
+				assert.NotZero(t, rev)
+			default:
+				open++
+			}
+		}
+		assert.Zero(t, open, "tickets still open after a clean Stop returned (of %d)", len(tks))
+	})
+
+	t.Run("forced", func(t *testing.T) {
+		disk := newSimDisk(t, 761)
+		gate := newHangGate()
+		cfg := simConfig(t, disk)
+		cfg.NewRing = func(o ring.Options) (ring.Ring, error) { return gate.wrap(disk.NewRing(o)), nil }
+		e := start(t, cfg)
+		defer gate.release()
+		sp := createSpace(t, e, "s", 1, 16)
+		ctx := ctxFor(t)
+		_, err := e.Put(ctx, sp, ringpipe.Point{0}, []byte("before"))
+		require.NoError(t, err)
+		gate.shut()
+		var tks []*ringpipe.Ticket
+		for i := range 40 {
+			tk, err := e.PutAsync(ctx, sp, ringpipe.Point{uint32(1 + i)}, []byte("held"))
+			require.NoError(t, err)
+			tks = append(tks, tk)
+		}
+		sctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		stopped := make(chan error, 1)
+		go func() { stopped <- e.Stop(sctx) }()
+		select {
+		case err := <-stopped:
+			t.Logf("forced Stop: %v", err)
+		case <-time.After(hangTimeout):
+			gate.release()
+			t.Fatal("Stop did not return")
+		}
+		open, revs, stoppedN := 0, 0, 0
+		for _, tk := range tks {
+			select {
+			case <-tk.Done():
+				rev, err := tk.Wait(ctx)
+				if err == nil {
+					revs++
+					assert.NotZero(t, rev)
+				} else {
+					stoppedN++
+					assert.ErrorIs(t, err, ringpipe.ErrStopped, "a ticket Stop cut short")
+				}
+			default:
+				open++
+			}
+		}
+		t.Logf("tickets after the forced Stop: %d with a revision, %d stopped, %d open", revs, stoppedN, open)
+		assert.Zero(t, open, "tickets still open after a forced Stop returned")
+	})
+
+	t.Run("refused", func(t *testing.T) {
+		e := start(t, simConfig(t, newSimDisk(t, 762)))
+		sp := createSpace(t, e, "s", 2, 4)
+		ctx := ctxFor(t)
+		for _, c := range []struct {
+			name  string
+			space ringpipe.SpaceID
+			p     ringpipe.Point
+			v     []byte
+			want  error
+		}{
+			{"too few coordinates", sp, ringpipe.Point{1}, []byte("v"), ringpipe.ErrInvalidPoint},
+			{"too many coordinates", sp, ringpipe.Point{1, 2, 3}, []byte("v"), ringpipe.ErrInvalidPoint},
+			{"coordinate >= 2^Bits", sp, ringpipe.Point{16, 0}, []byte("v"), ringpipe.ErrInvalidPoint},
+			{"unknown space", sp + 9, ringpipe.Point{1, 1}, []byte("v"), ringpipe.ErrUnknownSpace},
+			{"value too large", sp, ringpipe.Point{1, 1}, make([]byte, 2<<20), ringpipe.ErrValueTooLarge},
+		} {
+			tk, err := e.PutAsync(ctx, c.space, c.p, c.v)
+			assert.ErrorIs(t, err, c.want, c.name)
+			assert.Nil(t, tk, "%s: a ticket for a refused write", c.name)
+		}
+		st := e.Stats()
+		assert.Zero(t, st.WriteLatency.Count, "refused writes in WriteLatency")
+		assert.Zero(t, st.DirectWrites+st.StagedWrites, "refused writes acknowledged")
+		stop(t, e)
+	})
+}
