@@ -133,6 +133,7 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 	}
 	bySpace := make(map[SpaceID]*spaceGens)
 	hotRecords := 0
+	var torn []wal.TornTail // torn last batches dropped (never acknowledged)
 	var sealedGens []string // removed once the manifest is rewritten
 	for i, g := range gens {
 		info, ok := reg[g.Space]
@@ -156,6 +157,9 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 			return rec, err
 		}
 		rec.segs = append(rec.segs, seg)
+		if tt, ok := seg.Torn(); ok {
+			torn = append(torn, tt)
+		}
 		if err := tail.Append(info.ID, g.Gen, recs...); err != nil {
 			return rec, fmt.Errorf("hot %s: %w", g.FileName(), err)
 		}
@@ -260,6 +264,7 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 		return rec, fmt.Errorf("staging WAL: %w", err)
 	}
 	rec.wal = w
+	torn = append(torn, w.Torn()...)
 	// A staged record must fit an empty hot file of this Config, or it
 	// could never be promoted (nor a Flush of its space end): refuse a
 	// Preallocate lowered below one, as Put refuses such a record.
@@ -315,7 +320,14 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 		zap.Int("orphan_blocks_removed", orphans), zap.Int("hot_generations", len(rec.segs)),
 		zap.Int("hot_records", hotRecords), zap.Int("sealed_generations_retired", len(sealedGens)),
 		zap.Int("wal_records", walRecords), zap.Int("staged", stagedN),
+		zap.Int("torn_tails_dropped", len(torn)),
 		zap.Uint64("next_revision", uint64(maxRev+1)), zap.Bool("direct_io", cfg.DirectIO))
+	for _, tt := range torn {
+		// A crash cut the last write of this file short: it was never
+		// acknowledged, and TolerateTornTail dropped it.
+		e.lg.Warn("torn tail dropped", zap.String("file", tt.Path), zap.Int64("offset", tt.Off),
+			zap.Int64("bytes", tt.Bytes))
+	}
 	if cfg.DirectIO {
 		for _, sg := range bySpace {
 			if sg.active != nil && !sg.active.Direct() {

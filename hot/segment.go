@@ -307,7 +307,8 @@ type Segment struct {
 	recycled  bool // Create reused a spare file
 	pending   *Pending
 	failed    error
-	follows   []link // invariant 5
+	follows   []link        // invariant 5
+	torn      *wal.TornTail // what Open dropped
 
 	buf   []byte // encodes batches; reused once the previous batch is done
 	dbuf  []byte // a direct write's copy of buf, Sector-aligned
@@ -343,7 +344,16 @@ var (
 )
 
 func (s *Segment) path() string { return filepath.Join(s.opts.Dir, s.gen.FileName()) }
-func (s *Segment) rel() string  { return filepath.Join(s.opts.Name, s.gen.FileName()) }
+
+// Torn returns the torn last batch Open dropped, if it did.
+func (s *Segment) Torn() (wal.TornTail, bool) {
+	if s.torn == nil {
+		return wal.TornTail{}, false
+	}
+	return *s.torn, true
+}
+
+func (s *Segment) rel() string { return filepath.Join(s.opts.Name, s.gen.FileName()) }
 
 // Create makes a new, empty generation g. When a spare file is available
 // (see Recycling in the package comment) it renames the spare into place
@@ -591,6 +601,8 @@ func Open(d ring.Doer, opts Options, g Gen, immutable bool, fn func(off int64, r
 		err = ring.WriteSync(d, fd, make([]byte, res.Dirty-res.End), res.End)
 		if err != nil {
 			err = fmt.Errorf("hot: zero torn tail of %s: %w", s.rel(), err)
+		} else if res.Torn {
+			s.torn = &wal.TornTail{Path: s.rel(), Off: res.End, Bytes: res.Dirty - res.End}
 		}
 	}
 	if err == nil && !immutable {

@@ -277,8 +277,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			for _, m := range u.members {
 				s.restarts[m.name]++
 			}
+			total := s.restarts[ex.service]
 			s.mu.Unlock()
-			s.lg.Info("actor restarted", zap.String("unit", u.name), zap.Duration("backoff", backoff))
+			s.lg.Info("actor restarted", zap.String("unit", u.name), zap.String("actor", ex.service),
+				zap.Uint64("restarts", total), zap.Int("restarts_in_window", len(u.restarts)),
+				zap.Duration("window", s.opts.Window), zap.Duration("backoff", backoff))
 			live[ex.unit] = s.start(base, ex.unit, exits)
 		}
 	}

@@ -398,6 +398,15 @@ type ScanOptions struct {
 	Recyclable bool
 }
 
+// TornTail is a damaged last batch that Open dropped and zeroed
+// (TolerateTornTail mode): it was never acknowledged, but recovery reports
+// it.
+type TornTail struct {
+	Path  string // the file, relative to the engine's directory
+	Off   int64  // where its whole batches end
+	Bytes int64  // how many bytes from Off were zeroed
+}
+
 // ScanResult says where a scan ended.
 type ScanResult struct {
 	// End is the offset just past the last valid batch: where the next

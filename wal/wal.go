@@ -109,6 +109,8 @@ type WAL struct {
 	buf   []byte // encodes batches; reused once the previous batch is done
 	dbuf  []byte // a direct write's copy of buf (DirectBuf)
 	batch Batch
+
+	torn []TornTail // what Open dropped
 }
 
 // SegmentName returns the file name of segment seq: zero-padded so that
@@ -316,6 +318,7 @@ func Open(d ring.Doer, opts Options, fn func(seq uint64, off int64, r messages.R
 		if err := w.zero(seqs[i], res.End, res.Dirty); err != nil {
 			return nil, err
 		}
+		w.torn = append(w.torn, TornTail{Path: w.rel(seqs[i]), Off: res.End, Bytes: res.Dirty - res.End})
 		results[i].Dirty = res.End
 	}
 	if len(seqs) == 0 {
@@ -331,6 +334,9 @@ func Open(d ring.Doer, opts Options, fn func(seq uint64, off int64, r messages.R
 	w.segs[len(w.segs)-1].Active = true
 	return w, nil
 }
+
+// Torn returns the torn last batches Open dropped, if any.
+func (w *WAL) Torn() []TornTail { return w.torn }
 
 func (w *WAL) rel(seq uint64) string  { return filepath.Join(w.opts.Name, SegmentName(seq)) }
 func (w *WAL) path(seq uint64) string { return filepath.Join(w.opts.Dir, SegmentName(seq)) }

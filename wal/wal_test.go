@@ -171,6 +171,9 @@ func TestWALTornTailZeroed(t *testing.T) {
 	assert.Equal(t, recs(1, 5, 1), got, "the torn batch is dropped whole")
 	_, off := w.End()
 	assert.Equal(t, end, off)
+	require.Len(t, w.Torn(), 1, "Open reports the torn batch it dropped")
+	assert.Equal(t, TornTail{Path: filepath.Join("wal", SegmentName(1)), Off: end, Bytes: w.Torn()[0].Bytes}, w.Torn()[0])
+	assert.Positive(t, w.Torn()[0].Bytes)
 	require.NoError(t, w.Close())
 	data, err = os.ReadFile(path)
 	require.NoError(t, err)
@@ -178,6 +181,7 @@ func TestWALTornTailZeroed(t *testing.T) {
 	// Now even Strict mode opens it.
 	w, got, _ = openWAL(t, d, Options{Dir: dir, SegmentSize: 1 << 16, Mode: Strict})
 	assert.Len(t, got, 5)
+	assert.Empty(t, w.Torn(), "nothing torn on a clean open")
 	require.NoError(t, w.Close())
 }
 
