@@ -635,8 +635,12 @@ func TestDiskAuditStartStopCycles(t *testing.T) {
 			}
 			t.Logf("manifests: first %s, last %s; files and bytes other than blocks, at most: %+v in the first %d cycles, %+v in the last",
 				manifests[0], manifests[len(manifests)-1], firstHalf, cycles/2, secondHalf)
-			assert.LessOrEqual(t, secondHalf.files, firstHalf.files, "files other than blocks grow over the cycles")
-			assert.LessOrEqual(t, secondHalf.alloc, firstHalf.alloc, "bytes other than blocks grow over the cycles")
+			// One log file of slack: whether a Stop caught a seal half-way
+			// (a third .seg and a spare, the next Start finishes it) is
+			// timing, and a half may see it when the other did not (1 run
+			// in 6 under -race); a leak of 100 cycles is far more.
+			assert.LessOrEqual(t, secondHalf.files, firstHalf.files+1, "files other than blocks grow over the cycles")
+			assert.LessOrEqual(t, secondHalf.alloc, firstHalf.alloc+cfg.Preallocate, "bytes other than blocks grow over the cycles")
 			// A Start, a Flush of every space and a Stop leave nothing
 			// cut short: the directory as DESIGN.md §4 lists it.
 			e := start(t, cfg)
