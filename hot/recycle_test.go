@@ -123,6 +123,8 @@ func TestSpareBound(t *testing.T) {
 	}
 }
 
+// TestSpareOfAnotherSizeIsNotReused: a spare left by another SegmentSize
+// (a Start with another Preallocate) is not reused; Create removes it.
 func TestSpareOfAnotherSizeIsNotReused(t *testing.T) {
 	d := stdDoer(t)
 	dir := filepath.Join(t.TempDir(), "hot")
@@ -139,9 +141,16 @@ func TestSpareOfAnotherSizeIsNotReused(t *testing.T) {
 	assert.False(t, s3.Recycled())
 	require.NoError(t, s3.Append(recs(1, 1, 1)))
 	require.NoError(t, s3.Close())
-	assert.Len(t, spareNames(t, dir), 1)
+	assert.Empty(t, spareNames(t, dir), "the spare of another size is removed, not kept for good")
 	// Create still refuses a generation that holds a batch when spares
 	// exist.
+	s10, err := Create(d, small, Gen{Space: 1, Gen: 10})
+	require.NoError(t, err)
+	s11, err := s10.Rotate()
+	require.NoError(t, err)
+	require.NoError(t, s10.Retire())
+	require.NoError(t, s11.Close())
+	require.Len(t, spareNames(t, dir), 1)
 	_, err = Create(d, small, Gen{Space: 1, Gen: 3})
 	assert.Error(t, err)
 	assert.Len(t, spareNames(t, dir), 1, "the spare is untouched")

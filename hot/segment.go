@@ -472,9 +472,19 @@ func (s *Segment) recycle() (ok bool, err error) {
 	for _, old := range list {
 		from := filepath.Join(s.opts.Dir, old.SpareName())
 		size, err := ring.Stat(s.d, from)
-		if err != nil || size != s.opts.SegmentSize || old.salt() == s.gen.salt() {
-			// Gone (another actor took it), of another size, or of a
-			// life whose frames would read as this one's: not reusable.
+		if err == nil && size != s.opts.SegmentSize {
+			// Left by a Start with another Preallocate: never reusable,
+			// and it would hold a spare's place for good. A spare holds
+			// nothing anyone needs (its generation was sealed), so no
+			// directory sync: one back after a crash is removed again.
+			// Nor does a failed removal fail the Create: the next one
+			// tries again.
+			ring.Unlink(s.d, from) //nolint:errcheck // see above
+			continue
+		}
+		if err != nil || old.salt() == s.gen.salt() {
+			// Gone (another actor took it), or of a life whose frames
+			// would read as this one's: not reusable.
 			continue
 		}
 		if err := ring.Rename(s.d, from, s.path()); err != nil {
