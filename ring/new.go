@@ -70,8 +70,11 @@ func New(opts Options) (Ring, error) {
 	case Auto:
 		r, err := uringNew(opts)
 		if err == nil {
-			lg.Info("ring backend", zap.String("backend", "uring"), zap.String("kernel", r.Info().Kernel),
-				zap.Uint32("features", r.Info().Features))
+			// Debug: the engine logs the ring it runs on once, at Info,
+			// for its own ring and not for its block reads' (logs audit:
+			// the backend was logged three times at a Start).
+			lg.Debug("ring backend", zap.String("backend", "uring"), zap.String("kernel", r.Info().Kernel),
+				zap.String("features", fmt.Sprintf("%#x", r.Info().Features)))
 			return r, nil
 		}
 		s := newStdFrom(opts, err.Error())
