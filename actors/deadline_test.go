@@ -10,7 +10,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/ringpipe/ringpipe"
 	"github.com/ringpipe/ringpipe/ring"
@@ -32,11 +35,17 @@ const opTimeout = time.Minute
 
 func simEngine(t *testing.T, disk *sim.Disk) *ringpipe.Engine {
 	t.Helper()
+	return simEngineLog(t, disk, zaptest.NewLogger(t))
+}
+
+// simEngineLog is simEngine logging to lg.
+func simEngineLog(t *testing.T, disk *sim.Disk, lg *zap.Logger) *ringpipe.Engine {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	e, err := ringpipe.Start(ctx, ringpipe.Config{
 		Dir:                simDir,
-		Logger:             zaptest.NewLogger(t),
+		Logger:             lg,
 		Preallocate:        1 << 20,
 		DirectWriteTimeout: 2 * time.Millisecond,
 		NewRing:            func(o ring.Options) (ring.Ring, error) { return disk.NewRing(o), nil },
@@ -66,7 +75,8 @@ func TestCancelledHotBatchRetried(t *testing.T) {
 		t.Run(op.String(), func(t *testing.T) {
 			disk := sim.NewDisk(7)
 			require.NoError(t, disk.MkdirAll(simDir))
-			e := simEngine(t, disk)
+			core, logs := observer.New(zapcore.InfoLevel)
+			e := simEngineLog(t, disk, zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core)))
 			ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 			defer cancel()
 			sp, err := e.CreateSpace(ctx, ringpipe.SpaceSpec{Name: "s", Dims: 1, Bits: 32})
@@ -101,6 +111,23 @@ func TestCancelledHotBatchRetried(t *testing.T) {
 			assert.Equal(t, gens, hotGenerations(disk, sp), "a cancelled batch retired its generation")
 			assert.Positive(t, st.StagedWrites, "the deadline rerouted writers to the staging WAL")
 			assert.Equal(t, uint64(len(acked)), st.StagedWrites+st.DirectWrites)
+			// Routing changes are logged in pairs: to the staging WAL
+			// first, then back (the cancelled batch's path marked the
+			// space slow without a word before).
+			slow := false
+			changes := 0
+			for _, en := range logs.All() {
+				switch en.Message {
+				case "space routed to the staging WAL":
+					assert.False(t, slow, "routed to the WAL twice without coming back")
+					slow = true
+					changes++
+				case "space routed to its hot segment again":
+					assert.True(t, slow, "routed back to the hot segment without having left it")
+					slow = false
+				}
+			}
+			assert.Positive(t, changes, "the reroute is logged")
 
 			// Acknowledged means durable: cut the power, recover, read.
 			disk.PowerLoss(rand.New(rand.NewSource(1)))

@@ -930,11 +930,7 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 		s.atRisk -= f.atRisk
 		f.atRisk = 0
 		sp := s.spaces[f.space]
-		if !sp.slow {
-			sp.slow, sp.fast = true, 0
-			s.lg.Info("space routed to the staging WAL", zap.Uint32("space", uint32(f.space)),
-				zap.Duration("deadline", s.env.Cfg.DirectWriteTimeout))
-		}
+		s.markSlow(sp, zap.Duration("deadline", s.env.Cfg.DirectWriteTimeout))
 		s.walHeld = append(s.walHeld, f.groups...)
 		return nil
 	case f.kind == kindWAL:
@@ -959,18 +955,13 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 		sp := s.spaces[f.space]
 		sp.busy = false
 		if fb.err != nil && errors.Is(fb.err, syscall.ECANCELED) {
-			if !sp.slow {
-				sp.slow, sp.fast = true, 0
-			}
+			s.markSlow(sp, zap.String("reason", "deadline cancelled a batch"))
 			if (f.kind == kindHot || f.kind == kindPromote) && !f.retry && s.retryHot(sp, f) {
 				return nil
 			}
 			// Stopping: the file takes no more batches (the frame
 			// rule: this one's fate is unknown); the sealer replaces it.
 			sp.seg.Failed(f.hot, fb.err)
-			if !sp.slow {
-				sp.slow, sp.fast = true, 0
-			}
 			s.sealDue(sp)
 			return nil
 		}
@@ -980,11 +971,7 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 				s.failFlushers(sp, fb.err)
 			}
 			s.lg.Error("hot segment failed", zap.Uint32("space", uint32(f.space)), zap.Uint64("gen", f.gen), zap.Error(fb.err))
-			if !sp.slow {
-				sp.slow, sp.fast = true, 0
-				s.lg.Info("space routed to the staging WAL", zap.Uint32("space", uint32(f.space)),
-					zap.String("reason", "I/O error"))
-			}
+			s.markSlow(sp, zap.String("reason", "I/O error"))
 			s.sealDue(sp) // the sealer replaces the failed generation
 			if diskFull(fb.err) {
 				return nil // reported to the writers; not a disk failure
@@ -1022,6 +1009,16 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 		}
 	}
 	return nil
+}
+
+// markSlow routes sp's writes to the staging WAL until its hot file shows
+// fast syncs again, and logs the change once (why says what caused it).
+func (s *Submitter) markSlow(sp *spaceState, why zap.Field) {
+	if sp.slow {
+		return
+	}
+	sp.slow, sp.fast = true, 0
+	s.lg.Info("space routed to the staging WAL", zap.Uint32("space", uint32(sp.info.ID)), why)
 }
 
 // retryHot performs a hot batch (or a promotion) again that a missed
