@@ -37,8 +37,8 @@ type Config struct {
 	PromoteInterval    time.Duration // promoter tick; default 1ms
 	SealThreshold      int           // records per hot segment before sealing; default 16384
 	SealBytes          int64         // or bytes per hot segment before sealing; default 4 MiB
-	MaxValueSize       int           // default 1 MiB, or what one log file of Preallocate bytes holds if less; at most 64 MiB
-	Preallocate        int64         // bytes preallocated per log file; default 64 MiB (a multiple of 4096, at least 8192)
+	MaxValueSize       int           // default 1 MiB, or what one log file of Preallocate bytes holds if less; at most 64 MiB - 84 bytes
+	Preallocate        int64         // bytes preallocated per log file; default 64 MiB (a multiple of 4096, 8192 to 1 GiB)
 	DirectIO           bool          // O_DIRECT for logs and blocks
 	WALRecovery        RecoveryMode  // TolerateTornTail (default) or Strict
 	BlockCacheBytes    int64         // decoded pages of sealed blocks kept in memory; default 32 MiB
@@ -117,8 +117,7 @@ const (
 
 // Limits on Config values.
 const (
-	maxValueSizeLimit = 64 << 20 // a frame's payload limit (wal.MaxFrame) with room for the header
-	maxRingEntries    = 32768
+	maxRingEntries = 32768
 	// minRingEntries leaves room for the engine's longest linked chain
 	// (a write, its sync and a close) with slack; 1 or 2 entries cannot
 	// hold one.
@@ -126,7 +125,18 @@ const (
 	// minPreallocate is the smallest log file that holds a record (of
 	// 16 coordinates and a 1-byte value) with its header.
 	minPreallocate = 8192
+	// maxPreallocate bounds each log file: recovery reads a live log file
+	// whole to tell a torn tail from damage further on, so a Start over
+	// files of 1 TiB ran out of memory (extreme-config audit), and each
+	// space holds up to three such files on the disk.
+	maxPreallocate = 1 << 30
 )
+
+// maxValueSizeLimit is the largest value a record frame holds: a frame's
+// payload limit (wal.MaxFrame) less the record's own header with the most
+// coordinates (16). It was 64 MiB, and a Put of a 64 MiB value panicked
+// the submitter (extreme-config audit).
+var maxValueSizeLimit = wal.MaxFrame - wal.RecordSize(messages.Record{Point: make(messages.Point, 16)})
 
 // withDefaults returns c with zero values replaced by defaults, or an error
 // naming the first invalid field.
@@ -181,6 +191,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Preallocate%4096 != 0 {
 		return bad("Preallocate", c.Preallocate, "not a multiple of 4096")
 	}
+	if c.Preallocate > maxPreallocate {
+		return bad("Preallocate", c.Preallocate, fmt.Sprintf("above the limit of %d bytes (1 GiB): recovery reads a live log file whole", maxPreallocate))
+	}
 	// A log file must hold any one record whole, with room for its
 	// header (enqueue refuses a record that does not fit). An explicit
 	// MaxValueSize must fit; the default shrinks to what fits.
@@ -212,10 +225,6 @@ func defaulted[T int | int64 | time.Duration](field string, p *T, def T) error {
 	return nil
 }
 
-// maxValueFitting is the largest value whose record, with the most
-// coordinates a point has (16), fits a log file of prealloc bytes with
-// room for its header: what enqueue accepts at most. It is below 1 when no
-// record fits.
 // logRoom is how many bytes of record frames a log file of prealloc
 // bytes holds whole (the rest is room for its header).
 func logRoom(prealloc int64) int64 { return prealloc - 4096 }
@@ -227,6 +236,10 @@ func minPreallocateFor(sz int) int64 {
 	return max(minPreallocate, (n+4095)&^4095)
 }
 
+// maxValueFitting is the largest value whose record, with the most
+// coordinates a point has (16), fits a log file of prealloc bytes with
+// room for its header: what enqueue accepts at most. It is below 1 when no
+// record fits.
 func maxValueFitting(prealloc int64) int {
 	room := int(logRoom(prealloc))
 	base := wal.RecordSize(messages.Record{Point: make(messages.Point, 16)})

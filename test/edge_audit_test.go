@@ -1184,16 +1184,32 @@ func TestEdgeValueLimitAtStart(t *testing.T) {
 
 	big := simConfig(t, newSimDisk(t, seed+1))
 	big.Preallocate = 72 << 20
-	big.MaxValueSize = 64 << 20
+	big.MaxValueSize = valueSizeLimit
 	e = start(t, big)
-	assert.Equal(t, 64<<20, limitOf(t, e), "MaxValueSize of 64 MiB")
-	stop(t, e)
-	big.MaxValueSize = 64<<20 + 1
-	e, err = ringpipe.Start(ctxFor(t), big)
-	if e != nil {
-		_ = e.Stop(ctxFor(t))
+	assert.Equal(t, valueSizeLimit, limitOf(t, e), "MaxValueSize at its limit")
+	// A value of the limit, in a space of 1 and of 16 dimensions, is
+	// written and read back. Fixed: the limit was 64 MiB, and a Put of a
+	// 64 MiB value panicked the submitter (the record's frame exceeded
+	// wal.MaxFrame; extreme-config audit).
+	for _, dims := range []int{1, 16} {
+		sp := createSpace(t, e, fmt.Sprintf("limit%d", dims), dims, 4)
+		v := make([]byte, valueSizeLimit)
+		v[0], v[len(v)-1] = byte(dims), 0xff
+		_, err := e.Put(ctxFor(t), sp, make(ringpipe.Point, dims), v)
+		require.NoError(t, err, "a value at the limit in %d dimensions", dims)
+		rec, err := e.Get(ctxFor(t), sp, make(ringpipe.Point, dims))
+		require.NoError(t, err)
+		assert.True(t, bytes.Equal(v, rec.Value), "the value at the limit reads back")
 	}
-	checkMsg(t, err, nil, fmt.Sprintf("Config.MaxValueSize = %d: above the limit", 64<<20+1))
+	stop(t, e)
+	for _, over := range []int{valueSizeLimit + 1, 64 << 20} {
+		big.MaxValueSize = over
+		e, err = ringpipe.Start(ctxFor(t), big)
+		if e != nil {
+			_ = e.Stop(ctxFor(t))
+		}
+		checkMsg(t, err, nil, fmt.Sprintf("Config.MaxValueSize = %d: above the limit", over))
+	}
 }
 
 // TestEdgeSmallestLogFiles: with Preallocate at its minimum (8192 bytes) a

@@ -152,6 +152,11 @@ type pkey string
 func keyOf(p ringpipe.Point) pkey { return pkey(fmt.Sprint([]uint32(p))) }
 
 // write is one acknowledged write as the test saw it.
+// valueSizeLimit is the largest MaxValueSize Start accepts: a record
+// frame's payload limit (64 MiB) less the record's header with 16
+// coordinates (84 bytes).
+const valueSizeLimit = 64<<20 - 84
+
 type write struct {
 	point ringpipe.Point
 	rev   ringpipe.Revision
