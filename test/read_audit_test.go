@@ -207,7 +207,9 @@ func raModelRun(t *testing.T, seed int64, cfg ringpipe.Config, steps int, restar
 	}
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = e.Stop(context.Background()) })
-	ctx := ctxFor(t)
+	// Each call gets its own ctx: the whole run takes longer than opTimeout
+	// under -race on a loaded machine (a shared one expired in CI).
+	ctx := func() context.Context { return ctxFor(t) }
 	var spaces []*raSpace
 	for _, spec := range raSpecs {
 		spaces = append(spaces, &raSpace{
@@ -226,7 +228,7 @@ func raModelRun(t *testing.T, seed int64, cfg ringpipe.Config, steps int, restar
 	var tickets []pending
 	settle := func() {
 		for _, p := range tickets {
-			rev, err := p.tk.Wait(ctx)
+			rev, err := p.tk.Wait(ctx())
 			require.NoError(t, err, "PutAsync ticket")
 			p.w.rev = rev
 			p.s.m.add(p.w)
@@ -274,25 +276,25 @@ func raModelRun(t *testing.T, seed int64, cfg ringpipe.Config, steps int, restar
 		case op < 40:
 			val := make([]byte, []int{0, 1, 7, 100, 3000}[rng.Intn(5)])
 			rng.Read(val)
-			rev, err := e.Put(ctx, s.id, p, val)
+			rev, err := e.Put(ctx(), s.id, p, val)
 			require.NoError(t, err, "step %d Put", step)
 			w := write{point: p, rev: rev, value: val}
 			s.m.add(w)
 			log = append(log, w)
 		case op < 60:
 			val := fmt.Appendf(nil, "async-%d-%d", seed, step)
-			tk, err := e.PutAsync(ctx, s.id, p, val)
+			tk, err := e.PutAsync(ctx(), s.id, p, val)
 			require.NoError(t, err, "step %d PutAsync", step)
 			tickets = append(tickets, pending{s, tk, write{point: p, value: val}})
 		case op < 85:
-			rev, err := e.Delete(ctx, s.id, p)
+			rev, err := e.Delete(ctx(), s.id, p)
 			require.NoError(t, err, "step %d Delete", step)
 			w := write{point: p, rev: rev}
 			s.m.add(w)
 			log = append(log, w)
 		case op < 94:
 			settle()
-			require.NoError(t, e.Flush(ctx, s.id), "step %d Flush", step)
+			require.NoError(t, e.Flush(ctx(), s.id), "step %d Flush", step)
 			flushes++
 		case op < 97 && restart:
 			settle()
