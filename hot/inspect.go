@@ -54,7 +54,7 @@ func Inspect(d ring.Doer, opts Options, g Gen, fn func(off int64, r messages.Rec
 		rep.Err = err
 		return rep
 	}
-	data, err := ring.ReadFile(d, s.path())
+	data, err := ring.ReadLog(d, s.path(), 0)
 	if err != nil {
 		rep.Err = fmt.Errorf("hot: read %s: %w", s.rel(), err)
 		return rep

@@ -587,7 +587,7 @@ func Open(d ring.Doer, opts Options, g Gen, immutable bool, fn func(off int64, r
 		return nil, fmt.Errorf("hot: open %s: %w", s.rel(), err)
 	}
 	s.fd = fd
-	data, err := ring.ReadFile(s.d, s.path())
+	data, err := ring.ReadLog(s.d, s.path(), durable)
 	if err != nil {
 		s.closeFD()
 		return nil, fmt.Errorf("hot: read %s: %w", s.rel(), err)

@@ -3,6 +3,7 @@ package hot
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -295,4 +296,33 @@ func TestSegmentHasMixedOrder(t *testing.T) {
 	s, _ = replay(t, d, opts, g, false)
 	check(s, "replayed")
 	require.NoError(t, s.Close())
+}
+
+// TestOpenReadsOnlyTheData: Open reads a segment up to where its data
+// ends, not through its whole preallocation. Before, a Start read each
+// space's hot segment whole: 100 spaces of the default 64 MiB took 9-20 s
+// and allocated 6.4 GiB (ring.ReadLog now reads 6 MiB in 50-70 ms).
+func TestOpenReadsOnlyTheData(t *testing.T) {
+	d := stdDoer(t)
+	dir := filepath.Join(t.TempDir(), "hot")
+	var fs unix.Statfs_t
+	if unix.Statfs(filepath.Dir(dir), &fs) == nil && fs.Type == unix.TMPFS_MAGIC {
+		t.Skip("tmpfs: its fallocated pages may read as data")
+	}
+	opts := Options{Dir: dir, SegmentSize: 64 << 20}
+	g := Gen{Space: 1, Gen: 1}
+	s, err := Create(d, opts, g)
+	require.NoError(t, err)
+	require.NoError(t, s.Append(recs(1, 1, 10)))
+	require.NoError(t, s.Close())
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	s, got := replay(t, d, opts, g, false)
+	runtime.ReadMemStats(&after)
+	assert.Equal(t, recs(1, 1, 10), got)
+	require.NoError(t, s.Close())
+	allocated := after.TotalAlloc - before.TotalAlloc
+	assert.Less(t, allocated, uint64(4<<20), "Open of a 64 MiB segment holding 10 records allocated %d bytes", allocated)
 }

@@ -171,6 +171,13 @@ func Size(d Doer, fd int32) (int64, error) {
 	return c.Res, err
 }
 
+// DataEnd returns where the data of the file open as fd ends: past it, up
+// to its size, the file reads as zeros (see OpDataEnd).
+func DataEnd(d Doer, fd int32) (int64, error) {
+	c, err := Do1(d, Op{Code: OpDataEnd, FD: fd})
+	return c.Res, err
+}
+
 // Stat returns the size of the file at path.
 func Stat(d Doer, path string) (int64, error) {
 	c, err := Do1(d, Op{Code: OpStat, Path: path})
@@ -254,6 +261,38 @@ func ReadFile(d Doer, path string) ([]byte, error) {
 		return nil, err
 	}
 	buf := make([]byte, size)
+	n, err := ReadAt(d, fd, buf, 0)
+	if err != nil {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
+// ReadLog reads a preallocated log file up to where its data ends (see
+// DataEnd): what follows reads as zeros, and a log's scan treats the end of
+// its data as zeros too. A Start over many spaces read each hot segment's
+// whole preallocation (64 MiB by default) before: 100 spaces took 9-20 s
+// and allocated 6.4 GiB. It reads at least the first atLeast bytes (fewer
+// if the file is shorter), zeros or not, for a caller that knows how far
+// the log must reach.
+func ReadLog(d Doer, path string, atLeast int64) ([]byte, error) {
+	fd, err := Open(d, path, unix.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer Close(d, fd) //nolint:errcheck // read-only: nothing to lose
+	end, err := DataEnd(d, fd)
+	if err != nil {
+		return nil, err
+	}
+	if end < atLeast {
+		size, err := Size(d, fd)
+		if err != nil {
+			return nil, err
+		}
+		end = max(end, min(atLeast, size))
+	}
+	buf := make([]byte, end)
 	n, err := ReadAt(d, fd, buf, 0)
 	if err != nil {
 		return nil, err

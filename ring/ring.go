@@ -67,6 +67,11 @@ const (
 	OpStat                    // Path, or FD when Path is empty → Res is the size in bytes
 	OpReadDir                 // Path → Names (sorted, without . and ..)
 	OpLock                    // FD → exclusive, non-blocking lock; EWOULDBLOCK if held
+	// OpDataEnd: FD → Res is where the file's data ends: past it, up to
+	// its size, the file reads as zeros (holes, unwritten preallocation);
+	// its size where the file system cannot tell. It moves the fd's
+	// position.
+	OpDataEnd
 	numOpcodes
 )
 
@@ -74,7 +79,7 @@ var opNames = [...]string{
 	OpNop: "nop", OpOpen: "open", OpClose: "close", OpRead: "read", OpWrite: "write",
 	OpReadv: "readv", OpWritev: "writev", OpFsync: "fsync", OpFdatasync: "fdatasync",
 	OpFallocate: "fallocate", OpRename: "rename", OpUnlink: "unlink", OpMkdir: "mkdir",
-	OpStat: "stat", OpReadDir: "readdir", OpLock: "lock",
+	OpStat: "stat", OpReadDir: "readdir", OpLock: "lock", OpDataEnd: "dataend",
 }
 
 func (c Opcode) String() string {
@@ -124,7 +129,7 @@ type Op struct {
 type Completion struct {
 	Token uint64
 	Code  Opcode
-	Res   int64 // bytes transferred, the new fd, or the size (OpStat)
+	Res   int64 // bytes transferred, the new fd, the size (OpStat) or the data's end (OpDataEnd)
 	Err   error // nil, a syscall.Errno (test with errors.Is), or one of this package's errors
 
 	Buf   []byte   // handed back from the Op

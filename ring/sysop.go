@@ -59,8 +59,42 @@ func execSync(op *Op) (res int64, names []string, retries uint64, err error) {
 		return int64(len(names)), names, 0, nil
 	case OpLock:
 		return 0, nil, 0, errno(unix.Flock(int(op.FD), unix.LOCK_EX|unix.LOCK_NB))
+	case OpDataEnd:
+		end, err := dataEnd(int(op.FD))
+		return end, nil, 0, errno(err)
 	}
 	return 0, nil, 0, unix.EINVAL
+}
+
+// dataEnd is OpDataEnd: the end of fd's last data region by SEEK_DATA and
+// SEEK_HOLE, or its size where the file system has neither (EINVAL).
+func dataEnd(fd int) (int64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, err
+	}
+	end := int64(0)
+	for off := int64(0); off < st.Size; {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if err == unix.ENXIO {
+			break // no data at or after off
+		}
+		if err == unix.EINVAL {
+			return st.Size, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err == unix.EINVAL {
+			return st.Size, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		end, off = hole, hole
+	}
+	return min(end, st.Size), nil
 }
 
 // noRWFDSync is set once the kernel has refused pwritev2 with RWF_DSYNC

@@ -364,7 +364,7 @@ func (w *WAL) replayUpTo(seq uint64, limit segLimit, fn func(uint64, int64, mess
 	if limit.n == 0 {
 		return info, ScanResult{}, nil
 	}
-	data, err := ring.ReadFile(w.d, w.path(seq))
+	data, err := ring.ReadLog(w.d, w.path(seq), limit.n)
 	if err != nil {
 		return info, ScanResult{}, fmt.Errorf("wal: read segment %d: %w", seq, err)
 	}

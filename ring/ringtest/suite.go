@@ -41,6 +41,7 @@ func Run(t *testing.T, h Harness) {
 		t.Run("Stat", func(t *testing.T) { testStat(t, h) })
 		t.Run("ReadDir", func(t *testing.T) { testReadDir(t, h) })
 		t.Run("Lock", func(t *testing.T) { testLock(t, h) })
+		t.Run("DataEnd", func(t *testing.T) { testDataEnd(t, h) })
 	})
 	t.Run("DSync", func(t *testing.T) {
 		t.Run("Write", func(t *testing.T) { testDSyncWrite(t, h) })

@@ -27,6 +27,17 @@ type content struct {
 
 func newContent() content { return content{pages: make(map[int64]*page)} }
 
+// dataEnd is OpDataEnd: the end of the last page ever written below size
+// (a page never written reads as zeros, as a hole or an unwritten extent
+// does on Linux).
+func (c *content) dataEnd() int64 {
+	end := int64(0)
+	for idx := range c.pages {
+		end = max(end, (idx+1)*pageSize)
+	}
+	return min(end, c.size)
+}
+
 // readAt copies the bytes at [off, off+len(b)) that lie below size into b
 // and returns how many it copied.
 func (c *content) readAt(b []byte, off int64) int {

@@ -71,6 +71,15 @@ func (r *Ring) exec(so *simOp) (res int64, names []string, err error, again bool
 		return int64(len(names)), names, err, false
 	case ring.OpLock:
 		return 0, nil, r.lock(op), false
+	case ring.OpDataEnd:
+		f := r.fds[op.FD]
+		if f == nil {
+			return 0, nil, unix.EBADF, false
+		}
+		if f.in.dir {
+			return 0, nil, unix.EISDIR, false
+		}
+		return f.in.cur.dataEnd(), nil, nil, false
 	}
 	return 0, nil, unix.EINVAL, false
 }
