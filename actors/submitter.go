@@ -978,15 +978,19 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 			}
 			return fmt.Errorf("submitter: space %d generation %d: %w", f.space, f.gen, fb.err)
 		}
+		before := sp.seg.Records()
 		if err := sp.seg.Committed(f.hot); err != nil {
 			return fmt.Errorf("submitter: %w", err)
 		}
+		// What the batch added to the generation, a promotion's included
+		// (it was left out: UnsealedRecords read 21 with 220 unsealed,
+		// and 0 once a seal subtracted the whole generation).
+		s.env.Metrics.Unsealed.Add(int64(sp.seg.Records() - before))
 		if f.kind == kindPromote {
 			s.promoted(sp, f.recs)
 			s.observeSync(sp, fb.syncDur)
 			s.retireWAL()
 		} else {
-			s.env.Metrics.Unsealed.Add(int64(len(f.groups[0].recs)))
 			if f.rerouted {
 				// A late copy: its records are in this generation now.
 				// Those whose staged copy was durable first are staged;

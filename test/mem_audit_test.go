@@ -657,14 +657,11 @@ func TestMemStatsTelemetryLoop(t *testing.T) {
 // such records: nothing is sealed, so every acknowledged write is
 // unsealed.
 //
-// VIOLATION: UnsealedRecords leaves out promoted records. The submitter
-// adds to metrics.Unsealed only when a direct hot batch settles
-// (actors/submitter.go, settlement of a kindHot flight); a promotion's
-// settlement (kindPromote: s.promoted) adds nothing, while the sealer
-// subtracts the whole generation's count (actors/sealer.go, after the
-// seal), so the gauge runs low and, clamped at 0 by Telemetry, reads 0
-// after a few seals of promoted records (the other tests of this file log
-// "unsealed 0" with thousands of records in hot generations).
+// Fixed: before, UnsealedRecords left out promoted records (the submitter
+// added to metrics.Unsealed for direct batches only, while a seal
+// subtracted the whole generation), so it read 21 here, and 0 after a few
+// seals of promoted records. It now adds what each batch added to the
+// generation, a promotion's included.
 func TestMemUnsealedCountsPromoted(t *testing.T) {
 	disk := newSimDisk(t, 302)
 	hotKey := prHotKey(1)
