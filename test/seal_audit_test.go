@@ -547,12 +547,9 @@ func TestSealAuditUnsealedCountsPromoted(t *testing.T) {
 	require.Positive(t, st.Promoted, "records promoted (precondition)")
 	require.Zero(t, st.SealedBlocks, "nothing sealed (precondition)")
 	n := len(w.all(a))
-	// VIOLATION: UnsealedRecords counts direct batches and late hot copies
-	// (actors/submitter.go handleFeedback adds len(f.groups[0].recs)) but
-	// not promotion batches (the kindPromote branch adds nothing), while a
-	// seal subtracts every record of the generation (actors/sealer.go
-	// seal: Unsealed.Add(-n)); the gauge under-counts by the promoted
-	// records and, clamped at 0 in Telemetry, reads 0 with records unsealed.
+	// Fixed (the memory audit found it too): UnsealedRecords left out
+	// promotion batches while a seal subtracted the whole generation, so
+	// it read 41-49 here; the submitter now adds what each batch added.
 	assert.Equal(t, n, e.Telemetry().UnsealedRecords,
 		"UnsealedRecords with %d writes in the hot generation, none sealed (%d of them promoted)", n, st.Promoted)
 	require.NoError(t, slFlush(t, e, a))
