@@ -101,3 +101,49 @@ func TestOnePublishPerBurst(t *testing.T) {
 	assert.Equal(t, uint64(1), env.Metrics.Publishes.Load(), "notices waiting together are one burst, one publish")
 	assert.Equal(t, messages.Revision(n), view.Load().Revision())
 }
+
+// TestFenceWaitsForEarlierSettlements: settlements may be applied out of
+// order (Run holds settlement 1, received but not yet applied, while an
+// inline commit applies settlement 2): a Fence for 1 or 2 is answered
+// only once both are applied. Before, applying 2 answered the Fence for 1
+// with 1's writes not acknowledged: a Sync returned before an earlier
+// PutAsync's ticket was done.
+func TestFenceWaitsForEarlierSettlements(t *testing.T) {
+	env := &Env{Log: zaptest.NewLogger(t), Metrics: &Metrics{}}
+	var view atomic.Pointer[livetail.View]
+	p := NewPublisher(env, NewChannels(4, 8), livetail.NewTail(), &view)
+	answered := func(c chan error) bool {
+		select {
+		case err := <-c:
+			require.NoError(t, err)
+			return true
+		default:
+			return false
+		}
+	}
+	w1 := &messages.Write{Ack: messages.NewAck()}
+	f1, f2, f4 := make(chan error, 1), make(chan error, 1), make(chan error, 1)
+	p.applyNow([]PublisherMsg{Fence{Seq: 1, Reply: f1}, Fence{Seq: 2, Reply: f2}, Fence{Seq: 4, Reply: f4}})
+
+	p.applyNow([]PublisherMsg{Appended{Seq: 2}})
+	assert.False(t, answered(f1), "settlement 1 is not applied")
+	assert.False(t, answered(f2), "settlement 2 is applied, 1 is not")
+	p.applyNow([]PublisherMsg{Appended{Seq: 4}})
+	assert.False(t, answered(f4), "settlements 1 and 3 are not applied")
+
+	p.applyNow([]PublisherMsg{FailAcks{Writes: []*messages.Write{w1}, Err: assert.AnError, Seq: 1}})
+	assert.True(t, w1.Ack.Completed())
+	assert.True(t, answered(f1))
+	assert.True(t, answered(f2), "1 and 2 are applied")
+	assert.False(t, answered(f4), "3 is not")
+	p.applyNow([]PublisherMsg{Appended{Seq: 3}})
+	assert.True(t, answered(f4), "1 to 4 are applied")
+	assert.Empty(t, p.ahead)
+
+	// Applied again (a restarted run re-applies its batch): no effect.
+	p.applyNow([]PublisherMsg{Appended{Seq: 2}})
+	f3 := make(chan error, 1)
+	p.applyNow([]PublisherMsg{Fence{Seq: 4, Reply: f3}})
+	assert.True(t, answered(f3))
+	p.Drain()
+}
