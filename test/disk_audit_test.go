@@ -541,6 +541,12 @@ func TestDiskAuditStagedRetired(t *testing.T) {
 	for i := 200; i < 400; i++ {
 		put(i, slow)
 	}
+	// A promotion takes stallDelay; on a loaded machine 200 Puts can take
+	// longer, and one may have just emptied the WAL (CI, 1 run): write on
+	// until something waits.
+	for i := 400; i < 2000 && e.Stats().StagedPending == 0; i++ {
+		put(i, slow)
+	}
 	require.Positive(t, e.Stats().StagedPending, "writes wait in the staging WAL at Stop")
 	stop(t, e)
 	disk.ClearFaults()
