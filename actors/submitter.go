@@ -144,9 +144,20 @@ const (
 // first revision to assign.
 func NewSubmitter(env *Env, ch *Channels, d *Doer, w *wal.WAL, next messages.Revision) *Submitter {
 	env.Metrics.init()
-	return &Submitter{env: env, ch: ch, lg: env.Log.Named("submitter"), doer: d, wal: w,
+	s := &Submitter{env: env, ch: ch, lg: env.Log.Named("submitter"), doer: d, wal: w,
 		nextRev: next, nextID: 1, spaces: make(map[messages.SpaceID]*spaceState),
 		outstanding: make(map[*group]struct{}), batchBytes: batchBound(env.Cfg)}
+	// What recovery found in the WAL counts as written to it: without
+	// it the retirement mark stayed 0 until this engine staged a write,
+	// and segments whose records were all promoted after a restart were
+	// kept, and replayed at every Start, for as long as no write was
+	// staged (disk audit).
+	if w != nil {
+		for _, seg := range w.Segments() {
+			s.walMax = max(s.walMax, seg.MaxRev)
+		}
+	}
+	return s
 }
 
 // batchBound is the most bytes of one batch: maxBatchBytes, or half a log

@@ -536,15 +536,16 @@ func TestDiskAuditStagedRetired(t *testing.T) {
 	checkModel(t, engineReader(t, e), slow, m, fullBox(daSpec))
 
 	// 2. Staged, then Stop with the hot file still slow; promoted by the
-	// next engine.
+	// next engine. The promoter is kept from running (PromoteInterval an
+	// hour) so that writes wait in the WAL at Stop: the sim's delay is
+	// virtual, and a promotion could finish before the Puts did (CI, 1
+	// run; every run on a quiet machine).
+	stop(t, e)
+	held := cfg
+	held.PromoteInterval = time.Hour
+	e = start(t, held)
 	stallHot(disk, slow)
 	for i := 200; i < 400; i++ {
-		put(i, slow)
-	}
-	// A promotion takes stallDelay; on a loaded machine 200 Puts can take
-	// longer, and one may have just emptied the WAL (CI, 1 run): write on
-	// until something waits.
-	for i := 400; i < 2000 && e.Stats().StagedPending == 0; i++ {
 		put(i, slow)
 	}
 	require.Positive(t, e.Stats().StagedPending, "writes wait in the staging WAL at Stop")
