@@ -97,8 +97,13 @@ func TestStopBoundedOnHungDisk(t *testing.T) {
 	cfg.NewRing = func(o ring.Options) (ring.Ring, error) { return gate.wrap(disk.NewRing(o)), nil }
 	e := start(t, cfg)
 	sp := createSpace(t, e, "s", 1, 8)
-	_, err := e.Put(ctxFor(t), sp, ringpipe.Point{1}, []byte("before"))
-	require.NoError(t, err)
+	// A lone writer's Put commits inline once the pipeline is idle; the
+	// first after CreateSpace may find an actor still busy and be queued
+	// (CI, 1 run in many): Put until one commits inline.
+	for i := 0; i < 20 && e.Telemetry().InlineCommits == 0; i++ {
+		_, err := e.Put(ctxFor(t), sp, ringpipe.Point{1}, []byte("before"))
+		require.NoError(t, err)
+	}
 	before := e.Telemetry().InlineCommits
 	require.Positive(t, before, "a lone writer's Put commits inline")
 
