@@ -127,9 +127,13 @@ func (p *Publisher) apply() {
 			added = append(added, p.tail.AddSpace(a.Info, a.Keyer))
 		}
 	}
-	v := p.tail.Publish()
-	p.view.Store(v)
-	p.env.Metrics.Publishes.Add(1)
+	// A burst that changed nothing (Fences, failures) publishes nothing:
+	// the tail returns the View it has (telemetry audit: each Sync on a
+	// quiet engine counted a publish).
+	if v := p.tail.Publish(); v != p.view.Load() {
+		p.view.Store(v)
+		p.env.Metrics.Publishes.Add(1)
+	}
 	// CreateSpace hears only now: the View it reads next must hold the
 	// space (answered before the publish, a Get right after CreateSpace
 	// could say ErrUnknownSpace).

@@ -263,21 +263,22 @@ func TestTelemetryAuditSyncPublishes(t *testing.T) {
 			ctx := ctxFor(t)
 			sp := createSpace(t, e, taSpec.Name, taSpec.Dims, taSpec.Bits)
 			taPuts(t, e, sp, 1, 10)
-			before := e.Telemetry().Publishes
+			before, st0 := e.Telemetry().Publishes, e.Stats()
 			for range 200 {
 				require.NoError(t, e.Sync(ctx))
 			}
 			after := e.Telemetry()
 			st := e.Stats()
 			require.Equal(t, uint64(10), st.DirectWrites+st.StagedWrites, "no write besides the 10 (precondition)")
-			// VIOLATION: each Sync on a quiet engine counts one publish
-			// (its Fence reaches the publisher alone, and
-			// actors/publisher.go:Publisher.apply publishes a View and
-			// counts it whatever the burst held): Publishes rises by 200
-			// with no write and no notice, and exceeds the acknowledged
-			// writes 20 times over.
-			assert.Equal(t, before, after.Publishes, "Publishes after 200 Syncs with nothing to publish")
-			assert.LessOrEqual(t, after.Publishes, st.DirectWrites+st.StagedWrites+1,
+			// Fixed: before, each Sync on a quiet engine counted one
+			// publish (its Fence reached the publisher alone, and
+			// Publisher.apply published and counted whatever the burst
+			// held): Publishes rose by 200. Only notices publish now; on
+			// a real disk a write staged by a missed deadline may still
+			// be promoted during the Syncs (a notice), so those count.
+			notices := (st.Promoted - st0.Promoted) + (st.SealedBlocks - st0.SealedBlocks)
+			assert.LessOrEqual(t, after.Publishes-before, notices, "Publishes after 200 Syncs with nothing to publish")
+			assert.LessOrEqual(t, after.Publishes, st.DirectWrites+st.StagedWrites+1+st.Promoted+st.SealedBlocks,
 				"Publishes (one per burst of notices) against 10 writes and a CreateSpace")
 			stop(t, e)
 		})
