@@ -265,8 +265,9 @@ func TestRestartAuditSealBytesCountsRecovered(t *testing.T) {
 // TestRestartAuditLoweredThresholdSeals: a Config change between Starts.
 // The first engine (SealThreshold 1000, SealBytes 4 MiB) leaves 50
 // records of 1000 bytes in its active generation; the next one starts
-// with SealThreshold 20 (or SealBytes 8 KiB). A continuous run with the
-// new setting would have sealed at the 20th record (the 8th); the
+// with SealThreshold 20 (or SealBytes 8 KiB, or Preallocate 32 KiB). A
+// continuous run with the new setting would have sealed at the 20th record
+// (the 8th, the one that did not fit); the
 // restarted engine must seal the generation promptly, without waiting for
 // a write. Then, as a second check, one more write.
 func TestRestartAuditLoweredThresholdSeals(t *testing.T) {
@@ -274,7 +275,7 @@ func TestRestartAuditLoweredThresholdSeals(t *testing.T) {
 	for _, c := range []struct {
 		what string
 		mode rsMode
-	}{{"records", rsStop}, {"records", rsReal}, {"bytes", rsStop}, {"bytes", rsPowerLoss}} {
+	}{{"records", rsStop}, {"records", rsReal}, {"bytes", rsStop}, {"bytes", rsPowerLoss}, {"prealloc", rsStop}} {
 		what, mode := c.what, c.mode
 		{
 			t.Run(what+"/"+mode.String(), func(t *testing.T) {
@@ -287,10 +288,16 @@ func TestRestartAuditLoweredThresholdSeals(t *testing.T) {
 				rsPuts(t, e, sp, m, 0, 50, 1000)
 				require.Zero(t, e.Stats().SealedBlocks, "precondition: nothing sealed")
 				lowered := v.cfg
-				if what == "records" {
+				switch what {
+				case "records":
 					lowered.SealThreshold = 20
-				} else {
+				case "bytes":
 					lowered.SealBytes = 8 << 10
+				case "prealloc":
+					// The recovered generation (about 52 KiB) does not fit
+					// a hot file of the new size: a continuous run would
+					// have sealed it when it filled.
+					lowered.Preallocate = 32 << 10
 				}
 				e = v.restart(t, e, lowered)
 				require.Equal(t, 50, unsealed(e), "the recovered active generation holds 50 records")
@@ -360,16 +367,27 @@ func TestRestartAuditStagedRetired(t *testing.T) {
 			rsStage(t, v, e, sp, m, 0, 150)
 			require.GreaterOrEqual(t, len(v.walSegments(t)), 3, "precondition: several WAL segments")
 			e = v.restart(t, e, v.cfg)
+			// No write after the restart: the recovered staged records
+			// are promoted and their segments retired all the same (the
+			// fixed case: before, nothing was retired until this engine
+			// staged a write of its own).
+			retired := func(what string) {
+				t.Helper()
+				ok := rsUntil(rsPrompt, func() bool { return e.Stats().StagedPending == 0 })
+				require.True(t, ok, "%s: every staged record is promoted: %+v", what, e.Stats())
+				ok = rsUntil(rsPrompt, func() bool { return len(v.walSegments(t)) <= 1 })
+				assert.True(t, ok, "%s: WAL segments left once everything is promoted: %v; stats %+v",
+					what, v.walSegments(t), e.Stats())
+				checkModel(t, engineReader(t, e), sp, m, fullBox(daSpec))
+			}
+			retired("recovered, no write since")
 			// Slow again after the restart: these writes are staged
 			// (or miss their deadline and are staged) and acknowledged.
 			stallHot(v.disk, sp)
-			rsPuts(t, e, sp, m, 150, 170, 1000)
+			rsPuts(t, e, sp, m, 150, 230, 1000)
+			require.Positive(t, e.Stats().StagedWrites, "precondition: staged after the restart")
 			v.disk.ClearFaults()
-			ok := rsUntil(rsPrompt, func() bool { return e.Stats().StagedPending == 0 })
-			require.True(t, ok, "every staged record is promoted: %+v", e.Stats())
-			ok = rsUntil(rsPrompt, func() bool { return len(v.walSegments(t)) <= 1 })
-			assert.True(t, ok, "WAL segments left once everything is promoted: %v; stats %+v", v.walSegments(t), e.Stats())
-			checkModel(t, engineReader(t, e), sp, m, fullBox(daSpec))
+			retired("staged after the restart")
 			stop(t, e)
 
 			e = start(t, v.cfg)
