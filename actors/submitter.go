@@ -223,6 +223,13 @@ func (s *Submitter) Run(ctx context.Context) error {
 	if err := s.restart(); err != nil {
 		return err
 	}
+	// A generation recovered at its threshold (a Start with a lower
+	// SealThreshold, SealBytes or Preallocate, or a seal the last engine
+	// did not get to) is sealed now, not at its space's next write, which
+	// may never come (restart audit).
+	for _, sp := range s.spaces {
+		s.checkSeal(sp)
+	}
 	s.gatherTimer = time.NewTimer(time.Hour)
 	s.gatherTimer.Stop()
 	defer s.gatherTimer.Stop()
@@ -898,6 +905,19 @@ func (s *Submitter) install(sp *spaceState) {
 	m.Reply <- old
 }
 
+// checkSeal hints a seal of sp's active generation once it holds
+// SealThreshold records or SealBytes, or fills a hot file (one recovered
+// after a Start with a lower Preallocate can hold more than that).
+func (s *Submitter) checkSeal(sp *spaceState) {
+	if sp.seg == nil {
+		return
+	}
+	size, full := sp.seg.Size(), s.env.Cfg.Hot.SegmentSize
+	if sp.seg.Records() >= s.env.Cfg.SealThreshold || size >= s.env.Cfg.SealBytes || (full > 0 && size >= full) {
+		s.sealDue(sp)
+	}
+}
+
 // sealDue hints the sealer that sp's active segment should be replaced
 // and sealed. The hint is sent again every sealHintResend until the
 // segment is replaced (install clears dueAt): a sealer that took it and
@@ -1019,9 +1039,7 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 				s.noteSettled(sp, len(f.groups[0].writes), fb.syncDur)
 			}
 		}
-		if sp.seg.Records() >= s.env.Cfg.SealThreshold || sp.seg.Size() >= s.env.Cfg.SealBytes {
-			s.sealDue(sp)
-		}
+		s.checkSeal(sp)
 	}
 	return nil
 }
