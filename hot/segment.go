@@ -477,9 +477,12 @@ func (s *Segment) recycle() (ok bool, err error) {
 			// and it would hold a spare's place for good. A spare holds
 			// nothing anyone needs (its generation was sealed), so no
 			// directory sync: one back after a crash is removed again.
-			// Nor does a failed removal fail the Create: the next one
-			// tries again.
-			ring.Unlink(s.d, from) //nolint:errcheck // see above
+			// A failed removal fails the Create, as a failed rename of a
+			// spare does (the I/O-error sweep requires every injected
+			// error to reach a caller or a log).
+			if err := ring.Unlink(s.d, from); err != nil && !errors.Is(err, unix.ENOENT) {
+				return false, fmt.Errorf("hot: create %s: remove spare %s of %d bytes: %w", s.rel(), old.SpareName(), size, err)
+			}
 			continue
 		}
 		if err != nil || old.salt() == s.gen.salt() {
