@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ import (
 
 	"github.com/ringpipe/ringpipe"
 	"github.com/ringpipe/ringpipe/messages"
+	"github.com/ringpipe/ringpipe/ring"
 	"github.com/ringpipe/ringpipe/ring/sim"
 	"github.com/ringpipe/ringpipe/wal"
 )
@@ -420,8 +422,8 @@ func TestDirectIOAuditBoundaries(t *testing.T) {
 type dioSweepCase struct {
 	name     string
 	prealloc int64
-	// toggle: the Start after the power loss turns DirectIO off at every
-	// other cut (and the one after it on again).
+	// toggle: the Start after the power loss turns DirectIO off at half
+	// the cuts (and the one after it on again).
 	toggle bool
 }
 
@@ -431,9 +433,10 @@ type dioSweepCase struct {
 // boundaries (Puts, a PutAsync burst), promotes, seals (Flush: a new
 // generation from a recycled spare, follow frames), and writes again;
 // the run is cut at each of its operations in turn: from operation k on
-// every operation fails with EIO, then the power is cut (sim tears each
-// unsynced sector of a direct write: applied, dropped, zeroed or
-// garbage). The next Start (DirectIO off at every other cut where the
+// every operation fails with EIO (at every other cut only every sync, so that the
+// writes from k on are in the page cache, unsynced), then the power is
+// cut (sim tears each unsynced sector of a direct write: applied,
+// dropped, zeroed or garbage). The next Start (DirectIO off at every other cut where the
 // case toggles) must find the model; it then writes a round of every size
 // (appending after the torn tail it dropped) and a further Start
 // (DirectIO on) must find the model again, and a Flush must seal every
@@ -453,26 +456,43 @@ func TestDirectIOAuditPowerLossSweep(t *testing.T) {
 }
 
 // dioSweepBudget bounds the cut points each case runs: past it they are
-// strided over the run (every operation of a shorter run is cut).
+// strided over the run, from a point the seed picks (every operation of a
+// shorter run is cut). RINGPIPE_DIO_FULL=1 cuts at every operation.
 const dioSweepBudget = 40
 
 func dioSweep(t *testing.T, c dioSweepCase, seed int64) {
 	// The run's length in operations, from an uncut run.
-	total := dioSweepRun(t, c, seed, 0)
+	total := dioSweepRun(t, c, seed, 0, 0, nil)
 	require.Positive(t, total, "the swept part did I/O")
-	stride := max(1, (total+dioSweepBudget-1)/dioSweepBudget)
+	budget := dioSweepBudget
+	if os.Getenv("RINGPIPE_DIO_FULL") != "" {
+		budget = total // every operation
+	}
+	stride := max(1, (total+budget-1)/budget)
 	start := 1 + int(uint64(seed)%uint64(stride))
 	cuts := 0
+	var sum dioSweepSum
 	for k := start; k <= total && !t.Failed(); k += stride {
-		dioSweepRun(t, c, seed+int64(k), k)
+		dioSweepRun(t, c, seed+int64(k), k, cuts, &sum)
 		cuts++
 	}
-	t.Logf("%s: %d operations in the swept part, cut at %d of them (every %d, from %d)", c.name, total, cuts, stride, start)
+	t.Logf("%s: %d operations in the swept part, cut at %d of them (every %d, from %d); sectors of unsynced writes at the power losses: %d applied, %d dropped, %d zeroed, %d garbage; writes checked: %d acknowledged, %d failed (%d of them found whole after recovery)",
+		c.name, total, cuts, stride, start, sum.fates[sim.Applied], sum.fates[sim.Dropped], sum.fates[sim.Zeroed], sum.fates[sim.Garbage],
+		sum.acked, sum.failed, sum.failedThere)
+}
+
+// dioSweepSum adds up what a sweep's cuts did.
+type dioSweepSum struct {
+	fates                      [4]int
+	acked, failed, failedThere int
 }
 
 // dioSweepRun runs the case once, cut at operation k of the swept part
-// (0: not cut); it returns how many operations the swept part did.
-func dioSweepRun(t *testing.T, c dioSweepCase, seed int64, k int) int {
+// (0: not cut); it returns how many operations the swept part did. The
+// cut's index idx picks the fault (odd: only syncs fail) and, where the
+// case toggles, DirectIO off at the next Start (idx/2 odd), so that every
+// combination comes up whatever the stride.
+func dioSweepRun(t *testing.T, c dioSweepCase, seed int64, k, idx int, sum *dioSweepSum) int {
 	t.Helper()
 	fail := func(format string, args ...any) {
 		t.Helper()
@@ -503,7 +523,13 @@ func dioSweepRun(t *testing.T, c dioSweepCase, seed int64, k int) int {
 	disk.ClearFaults()
 	base := disk.OpCount()
 	if k > 0 {
-		disk.Inject(sim.Fault{Kind: sim.EIO, At: base + uint64(k), Persist: true})
+		f := sim.Fault{Kind: sim.EIO, At: base + uint64(k), Persist: true}
+		if idx%2 == 1 {
+			// Only the syncs fail: the writes from k on reach the page
+			// cache and are torn by the power loss.
+			f.Ops = []ring.Opcode{ring.OpFdatasync, ring.OpFsync}
+		}
+		disk.Inject(f)
 	}
 	// The swept part: errors are allowed once the cut has come.
 	must := false
@@ -530,20 +556,33 @@ func dioSweepRun(t *testing.T, c dioSweepCase, seed int64, k int) int {
 	if len(disk.Hits()) == 0 {
 		t.Logf("cut at operation %d: the run ended before it", k)
 	}
-	disk.PowerLoss(rand.New(rand.NewSource(seed)))
+	rep := disk.PowerLoss(rand.New(rand.NewSource(seed)))
+	for f := range sum.fates {
+		sum.fates[f] += rep.Fates[f]
+	}
 	sctx, scancel := context.WithTimeout(context.Background(), opTimeout)
 	_ = e.Stop(sctx) // the process is dead: only release what it held
 	scancel()
 	disk.ClearFaults()
 
 	after := cfg
-	after.DirectIO = !(c.toggle && k%2 == 1)
+	after.DirectIO = !(c.toggle && (idx/2)%2 == 1)
 	e, err = ringpipe.Start(ctxFor(t), after)
 	if err != nil {
 		fail("Start after the power loss (DirectIO %v): %v", after.DirectIO, err)
 		return 0
 	}
 	l.check(t, e, sp, fmt.Sprintf("cut at %d: after the power loss (DirectIO %v)", k, after.DirectIO))
+	for i := 0; i < l.next; i++ {
+		if l.ws[i].acked {
+			sum.acked++
+			continue
+		}
+		sum.failed++
+		if _, err := e.Get(ctxFor(t), sp, daPoint(i)); err == nil {
+			sum.failedThere++
+		}
+	}
 	for _, n := range sizes {
 		if err := l.put(t, e, sp, n, false); err != nil {
 			fail("Put after recovery: %v", err)
@@ -566,4 +605,101 @@ func dioSweepRun(t *testing.T, c dioSweepCase, seed int64, k int) int {
 		fail("last Stop: %v", err)
 	}
 	return 0
+}
+
+// ---------------------------------------------------------------------
+// DirectIO turned off or on with staged records, a frozen generation and
+// spares on disk.
+
+// TestDirectIOAuditToggleStagedFrozenSpare: a life with DirectIO on (or
+// off) leaves a spare file, a frozen generation (a Flush whose block could
+// not be written: ENOSPC), an active generation recycled from a spare, and records waiting in the staging WAL (its hot file stalled,
+// the promoter held); it ends with a Stop or a power loss. The next life
+// has DirectIO the other way: the model holds, writes of every size go
+// into the recovered generation, the staged records are promoted into it,
+// and the life after that (DirectIO as at first) finds the model again and
+// seals every record exactly once.
+func TestDirectIOAuditToggleStagedFrozenSpare(t *testing.T) {
+	seed := dioSeed(t)
+	for _, first := range []bool{true, false} {
+		for _, powerLoss := range []bool{false, true} {
+			name := fmt.Sprintf("direct-%v-then-%v/stop", first, !first)
+			if powerLoss {
+				name = fmt.Sprintf("direct-%v-then-%v/powerloss", first, !first)
+			}
+			t.Run(name, func(t *testing.T) {
+				disk := newSimDisk(t, seed)
+				cfg := simConfig(t, disk)
+				cfg.DirectIO = first
+				held := cfg
+				held.PromoteInterval = time.Hour
+				sizes := dioSizes(cfg.Preallocate)
+				l := newDioLog()
+				e := start(t, held)
+				ctx := ctxFor(t)
+				sp := createSpace(t, e, dioSpec.Name, dioSpec.Dims, dioSpec.Bits)
+				for range 3 {
+					l.put(t, e, sp, sizes[0], true)
+					require.NoError(t, e.Flush(ctx, sp), "Flush")
+				}
+				// A Flush that fails and one that seals two generations
+				// leave two spares; the failing Flush after them takes one
+				// for its new generation and leaves a frozen one.
+				for round := range 2 {
+					for _, n := range sizes {
+						l.put(t, e, sp, n, true)
+					}
+					disk.Inject(sim.Fault{Kind: sim.ENOSPC, Path: simDir + "/blocks", Persist: true})
+					require.Error(t, e.Flush(ctx, sp), "precondition: the block cannot be written")
+					disk.ClearFaults()
+					l.burst(t, e, sp, sizes, true)
+					if round == 0 {
+						require.NoError(t, e.Flush(ctx, sp), "Flush of the frozen and the active generation")
+					}
+				}
+				require.NotEmpty(t, rsSpares(disk), "precondition: a spare on disk: %v", filesUnderDisk(disk, simDir+"/hot/"))
+				stallHot(disk, sp)
+				for _, n := range sizes[:4] {
+					l.put(t, e, sp, n, true)
+				}
+				disk.ClearFaults()
+				st := e.Stats()
+				require.Positive(t, st.StagedPending, "precondition: records wait in the staging WAL: %+v", st)
+				var segs int
+				for _, f := range filesUnderDisk(disk, hotPrefix(sp)) {
+					if strings.HasSuffix(f, ".seg") {
+						segs++
+					}
+				}
+				require.GreaterOrEqual(t, segs, 2, "precondition: a frozen and an active generation: %v", filesUnderDisk(disk, simDir+"/hot/"))
+				t.Logf("before the restart: hot files %v, stats %+v", filesUnderDisk(disk, simDir+"/hot/"), st)
+
+				other := cfg
+				other.DirectIO = !first
+				if powerLoss {
+					e = edgePowerLoss(t, disk, e, other, seed)
+				} else {
+					stop(t, e)
+					e = start(t, other)
+				}
+				l.check(t, e, sp, "after the restart with DirectIO turned")
+				for _, n := range sizes {
+					l.put(t, e, sp, n, true)
+				}
+				l.check(t, e, sp, "writes after the restart")
+				ok := rsUntil(rsPrompt, func() bool { return e.Stats().StagedPending == 0 })
+				assert.True(t, ok, "the staged records are promoted: %+v", e.Stats())
+				l.check(t, e, sp, "after the promotions")
+				stop(t, e)
+
+				e = start(t, cfg)
+				n := l.check(t, e, sp, "a further Start, DirectIO as at first")
+				assert.Equal(t, l.next, n, "every write is there")
+				l.burst(t, e, sp, sizes, true)
+				n = l.check(t, e, sp, "a burst in the last life")
+				l.sealedCheck(t, e, sp, slDir{dir: cfg.Dir, disk: disk}, n, "sealed")
+				stop(t, e)
+			})
+		}
+	}
 }
