@@ -63,6 +63,9 @@ type Metrics struct {
 	SealedBlocks  atomic.Uint64
 	Publishes     atomic.Uint64 // Views the publisher published (one per burst)
 	StagedPending atomic.Int64
+	// RetirePending: a staging WAL retirement failed and waits to be
+	// tried again; the promoter ticks for it as for staged records.
+	RetirePending atomic.Bool
 	Unsealed      atomic.Int64 // records in active and frozen hot generations
 	WriteLatency  LatencyRecorder
 	SyncLatency   LatencyRecorder

@@ -51,7 +51,7 @@ func (p *Promoter) Run(ctx context.Context) error {
 			return ctx.Err()
 		case <-t.C:
 		}
-		if p.env.Metrics.StagedPending.Load() <= 0 {
+		if p.env.Metrics.StagedPending.Load() <= 0 && !p.env.Metrics.RetirePending.Load() {
 			continue
 		}
 		backlog := p.env.Metrics.StagedPending.Load() > maxPromote

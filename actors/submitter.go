@@ -55,18 +55,22 @@ type Submitter struct {
 	walBusy     bool
 	walHeld     []*group
 	walMax      messages.Revision // highest revision written to the WAL
-	walErr      error             // the WAL failed: reopen and roll on restart
-	nextRev     messages.Revision
-	nextID      uint64
-	spaces      map[messages.SpaceID]*spaceState
-	held        int // writes in all held lists
-	staged      int // records in all staged lists
-	outstanding map[*group]struct{}
-	barriers    []barrier
-	pubSeq      uint64     // the latest settlement number heard (see Fence)
-	fbBuf       []feedback // feedback drained before a submission
-	promote     int        // promotion budget from the last PromoteTick
-	runCtx      context.Context
+	// retireFailed: the last retirement failed (an unlink); it is tried
+	// again at the next batch, not only at the next promotion.
+	retireFailed bool
+	retryAt      time.Time
+	walErr       error // the WAL failed: reopen and roll on restart
+	nextRev      messages.Revision
+	nextID       uint64
+	spaces       map[messages.SpaceID]*spaceState
+	held         int // writes in all held lists
+	staged       int // records in all staged lists
+	outstanding  map[*group]struct{}
+	barriers     []barrier
+	pubSeq       uint64     // the latest settlement number heard (see Fence)
+	fbBuf        []feedback // feedback drained before a submission
+	promote      int        // promotion budget from the last PromoteTick
+	runCtx       context.Context
 	// syncAvg is a moving average of a direct batch's durable write
 	// time, what gathering is bounded by (see gathering).
 	syncAvg time.Duration
@@ -230,6 +234,10 @@ func (s *Submitter) Run(ctx context.Context) error {
 	for _, sp := range s.spaces {
 		s.checkSeal(sp)
 	}
+	// Segments whose records recovery found all in hot generations or
+	// blocks (nothing staged again) are retired now: no promotion will
+	// commit to do it (WAL retirement audit).
+	s.retireWAL()
 	s.gatherTimer = time.NewTimer(time.Hour)
 	s.gatherTimer.Stop()
 	defer s.gatherTimer.Stop()
@@ -672,6 +680,7 @@ func (s *Submitter) submitPromotion(ctx context.Context, sp *spaceState) error {
 	if p == nil {
 		// Every record is in the segment already.
 		s.promoted(sp, recs)
+		s.retireWAL()
 		return nil
 	}
 	f := &flight{kind: kindPromote, space: sp.info.ID, gen: sp.seg.Gen().Gen, hot: p, recs: recs}
@@ -855,6 +864,7 @@ func (s *Submitter) control(ctx context.Context, m SubmitterMsg) error {
 		if err := s.dispatch(ctx); err != nil {
 			return err
 		}
+		s.retryRetire()
 		m.Reply <- before - s.promote
 		s.promote = 0
 	case ReplaceFailed:
@@ -979,6 +989,9 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 			return fmt.Errorf("submitter: %w", err)
 		}
 		s.stage(fb.stage)
+		// Its records whose hot copy landed first were never staged:
+		// the segment may be all promoted already.
+		s.retireWAL()
 		return nil
 	case f.kind == kindHot || f.kind == kindPromote:
 		s.atRisk -= f.atRisk
@@ -1035,9 +1048,11 @@ func (s *Submitter) handleFeedback(fb feedback) error {
 					recs = append(recs, g.recs...)
 				}
 				s.promoted(sp, recs)
+				s.retireWAL()
 			} else if !f.retry {
 				s.noteSettled(sp, len(f.groups[0].writes), fb.syncDur)
 			}
+			s.retryRetire() // no promotion may come to do it
 		}
 		s.checkSeal(sp)
 	}
@@ -1131,7 +1146,11 @@ func (s *Submitter) observeSync(sp *spaceState, d time.Duration) {
 // retireWAL deletes the WAL segments whose staged records are all
 // promoted.
 func (s *Submitter) retireWAL() {
-	if s.walErr != nil || s.walBusy {
+	if s.walBusy {
+		return // a failed retirement stays pending: tried again later
+	}
+	s.setRetireFailed(false)
+	if s.walErr != nil {
 		return
 	}
 	mark := s.walMax
@@ -1145,6 +1164,7 @@ func (s *Submitter) retireWAL() {
 		return
 	}
 	retired, err := s.wal.Retire(mark)
+	s.setRetireFailed(err != nil)
 	if err != nil {
 		s.lg.Warn("retire staging WAL segments", zap.Error(err))
 		return
@@ -1153,6 +1173,27 @@ func (s *Submitter) retireWAL() {
 		s.lg.Debug("staging WAL segments retired", zap.Uint64s("seqs", retired))
 	}
 }
+
+// setRetireFailed records whether the last retirement failed, for the
+// promoter, which ticks while one waits to be tried again.
+func (s *Submitter) setRetireFailed(failed bool) {
+	s.retireFailed = failed
+	s.env.Metrics.RetirePending.Store(failed)
+	if failed {
+		s.retryAt = s.env.now().Add(retireRetry)
+	}
+}
+
+// retryRetire tries a failed retirement again once retireRetry has passed
+// (a persistent unlink failure would otherwise log at every tick).
+func (s *Submitter) retryRetire() {
+	if s.retireFailed && !s.env.now().Before(s.retryAt) {
+		s.retireWAL()
+	}
+}
+
+// retireRetry paces the retries of a failed staging WAL retirement.
+const retireRetry = 100 * time.Millisecond
 
 // checkBarriers answers every Sync whose writes are all decided.
 func (s *Submitter) checkBarriers() {

@@ -227,7 +227,7 @@ func TestWALRetireLateCopies(t *testing.T) {
 			w.addSpaces(t, e, wrLateSpaces)
 			w.lateCopies(t, e, c.fault)
 
-			// VIOLATION: a late copy that lands after its staged copy is
+			// Fixed, was: a late copy that lands after its staged copy is
 			// counted promoted in handleFeedback (the f.rerouted branch
 			// calls promoted), one that lands first is never staged (its
 			// WAL batch's commit retires nothing either); retireWAL runs
@@ -247,7 +247,7 @@ func TestWALRetireLateCopies(t *testing.T) {
 			}
 
 			e = w.restarted(t, e)
-			// VIOLATION: recovery stages nothing (every WAL record is in
+			// Fixed, was: recovery stages nothing (every WAL record is in
 			// a hot generation), so no promotion ever commits and
 			// retireWAL never runs: the segments are replayed at every
 			// Start.
@@ -297,12 +297,12 @@ func TestWALRetireFlush(t *testing.T) {
 			require.NoError(t, e.Flush(ctxFor(t), sp))
 		}
 		require.Zero(t, unsealed(e), "precondition: every record sealed")
-		// VIOLATION: a Flush with nothing staged sends no promotion
+		// Fixed, was: a Flush with nothing staged sends no promotion
 		// (PromoteSpace answers at once), and sealing never retires WAL
 		// segments: every segment of records now in blocks stays.
 		assert.True(t, w.retired(t, e), "late copies sealed by Flush: WAL segments left: %v", w.walSegments(t))
 		e = w.restarted(t, e)
-		// VIOLATION: recovery finds every WAL record sealed
+		// Fixed, was: recovery finds every WAL record sealed
 		// (sealedAlready), stages nothing, and nothing retires.
 		assert.True(t, w.retired(t, e), "late copies sealed, after Stop/Start: WAL segments left: %v", w.walSegments(t))
 		w.exactlyOnce(t, e)
@@ -344,15 +344,21 @@ func (w *wrEnv) failedRetire(t *testing.T, sealed bool) *ringpipe.Engine {
 // segment's unlink, logged) while the promotions committed; the fault is
 // gone and nothing is staged: the WAL must shrink to its active segment
 // (the next promotion would retry it; none comes), and after a Stop/Start.
+//
+// The fixes: retireWAL now also runs after a WAL batch commits, after a late
+// hot copy counts as promoted, when a promotion finds its records in the
+// segment already, and when Submitter.Run starts; a failed retirement is
+// tried again at the next batch or promoter tick (which ticks for it,
+// Metrics.RetirePending), at most every retireRetry.
 func TestWALRetireAfterFailedUnlink(t *testing.T) {
 	t.Parallel() // each case waits wrPrompt for a retirement it may not see
 	w := newWREnv(t, rsStop, rsSeed(t), 0)
 	e := w.failedRetire(t, false)
-	// VIOLATION: a failed Retire is retried only by the next promotion
+	// Fixed, was: a failed Retire is retried only by the next promotion
 	// batch's commit (retireWAL); with nothing left staged there is none.
 	assert.True(t, w.retired(t, e), "failed unlink, fault cleared, running: WAL segments left: %v", w.walSegments(t))
 	e = w.restarted(t, e)
-	// VIOLATION: recovery stages nothing (every record is in the hot
+	// Fixed, was: recovery stages nothing (every record is in the hot
 	// generation), so retirement never runs after the restart either.
 	assert.True(t, w.retired(t, e), "failed unlink, after Stop/Start: WAL segments left: %v", w.walSegments(t))
 	w.exactlyOnce(t, e)
@@ -375,7 +381,7 @@ func TestWALRetireRecoveredNothingStaged(t *testing.T) {
 				e := w.failedRetire(t, where == "block")
 				left := w.walSegments(t)
 				e = w.restarted(t, e)
-				// VIOLATION: recovery found every WAL record in a hot
+				// Fixed, was: recovery found every WAL record in a hot
 				// generation or a block and staged none; the new
 				// submitter retires only when a promotion commits, so
 				// the segments stay (and are replayed at every Start).
