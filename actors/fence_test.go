@@ -14,15 +14,10 @@ import (
 	"github.com/ringpipe/ringpipe/messages"
 )
 
-// TestFenceWaitsForItsSettlement: a Fence that reaches the publisher
-// before the messages of the settlement it names is answered only once
-// they are applied (their writes acknowledged), whichever kind the last
-// one is; Drain answers whatever still waits.
-func TestFenceWaitsForItsSettlement(t *testing.T) {
-	env := &Env{Log: zaptest.NewLogger(t), Metrics: &Metrics{}}
-	var view atomic.Pointer[livetail.View]
-	p := NewPublisher(env, NewChannels(4, 8), livetail.NewTail(), &view)
-	answered := func(c chan error) bool {
+// fenceAnswered returns a check that a Fence's reply channel holds a nil
+// answer.
+func fenceAnswered(t *testing.T) func(chan error) bool {
+	return func(c chan error) bool {
 		select {
 		case err := <-c:
 			require.NoError(t, err)
@@ -31,6 +26,17 @@ func TestFenceWaitsForItsSettlement(t *testing.T) {
 			return false
 		}
 	}
+}
+
+// TestFenceWaitsForItsSettlement: a Fence that reaches the publisher
+// before the messages of the settlement it names is answered only once
+// they are applied (their writes acknowledged), whichever kind the last
+// one is; Drain answers whatever still waits.
+func TestFenceWaitsForItsSettlement(t *testing.T) {
+	env := &Env{Log: zaptest.NewLogger(t), Metrics: &Metrics{}}
+	var view atomic.Pointer[livetail.View]
+	p := NewPublisher(env, NewChannels(4, 8), livetail.NewTail(), &view)
+	answered := fenceAnswered(t)
 	w1 := &messages.Write{Ack: messages.NewAck()}
 	w2 := &messages.Write{Ack: messages.NewAck()}
 	f1, f2, f3 := make(chan error, 1), make(chan error, 1), make(chan error, 1)
@@ -112,15 +118,7 @@ func TestFenceWaitsForEarlierSettlements(t *testing.T) {
 	env := &Env{Log: zaptest.NewLogger(t), Metrics: &Metrics{}}
 	var view atomic.Pointer[livetail.View]
 	p := NewPublisher(env, NewChannels(4, 8), livetail.NewTail(), &view)
-	answered := func(c chan error) bool {
-		select {
-		case err := <-c:
-			require.NoError(t, err)
-			return true
-		default:
-			return false
-		}
-	}
+	answered := fenceAnswered(t)
 	w1 := &messages.Write{Ack: messages.NewAck()}
 	f1, f2, f4 := make(chan error, 1), make(chan error, 1), make(chan error, 1)
 	p.applyNow([]PublisherMsg{Fence{Seq: 1, Reply: f1}, Fence{Seq: 2, Reply: f2}, Fence{Seq: 4, Reply: f4}})

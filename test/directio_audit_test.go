@@ -20,7 +20,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -46,17 +45,7 @@ var dioSpec = ringpipe.SpaceSpec{Name: "dio", Dims: 2, Bits: 16}
 // after it is a hang, reported with every goroutine's stack.
 const dioCallTimeout = 10 * time.Second
 
-func dioSeed(t *testing.T) int64 {
-	t.Helper()
-	seed := time.Now().UnixNano() % 1_000_000_000
-	if s := os.Getenv("RINGPIPE_DIO_SEED"); s != "" {
-		v, err := strconv.ParseInt(s, 10, 64)
-		require.NoError(t, err, "RINGPIPE_DIO_SEED")
-		seed = v
-	}
-	t.Logf("seed %d (replay with RINGPIPE_DIO_SEED=%d)", seed, seed)
-	return seed
-}
+func dioSeed(t *testing.T) int64 { t.Helper(); return envSeed(t, "RINGPIPE_DIO_SEED") }
 
 // dioFrames are record frame sizes around the sector and the 4 KiB page:
 // each is a frame of exactly that many bytes; dioValue's plus adds one

@@ -276,17 +276,7 @@ func daCheck(t *testing.T, what string, c daCensus, b daBounds, prealloc int64) 
 }
 
 // daSeed is the seed of a seeded test: $RINGPIPE_DA_SEED or the time.
-func daSeed(t *testing.T) int64 {
-	t.Helper()
-	seed := time.Now().UnixNano()
-	if s := os.Getenv("RINGPIPE_DA_SEED"); s != "" {
-		v, err := strconv.ParseInt(s, 10, 64)
-		require.NoError(t, err, "RINGPIPE_DA_SEED")
-		seed = v
-	}
-	t.Logf("seed %d (replay with RINGPIPE_DA_SEED=%d)", seed, seed)
-	return seed
-}
+func daSeed(t *testing.T) int64 { t.Helper(); return envSeed(t, "RINGPIPE_DA_SEED") }
 
 // daSpec is the spaces' shape: every write of a run has a point of its own.
 var daSpec = ringpipe.SpaceSpec{Name: "da", Dims: 2, Bits: 16}

@@ -15,11 +15,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
-	"os"
 	"runtime"
 	"slices"
 	"sort"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -39,15 +37,7 @@ import (
 const lcWatchdog = 10 * time.Second
 
 // lcSeed is the test's seed: $RINGPIPE_LIFECYCLE_SEED, or the clock's.
-func lcSeed(t *testing.T) int64 {
-	t.Helper()
-	seed := time.Now().UnixNano()
-	if s, err := strconv.ParseInt(os.Getenv("RINGPIPE_LIFECYCLE_SEED"), 10, 64); err == nil {
-		seed = s
-	}
-	t.Logf("seed %d (replay with RINGPIPE_LIFECYCLE_SEED=%d)", seed, seed)
-	return seed
-}
+func lcSeed(t *testing.T) int64 { t.Helper(); return envSeed(t, "RINGPIPE_LIFECYCLE_SEED") }
 
 // lcWait waits for done for at most lcWatchdog; then it fails the test
 // with what and every goroutine's stack.

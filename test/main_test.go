@@ -152,6 +152,21 @@ type pkey string
 func keyOf(p ringpipe.Point) pkey { return pkey(fmt.Sprint([]uint32(p))) }
 
 // write is one acknowledged write as the test saw it.
+// envSeed is a seeded test's seed: the environment variable name when set
+// (a replay), else from the clock (below 10^9, short to type); it logs how
+// to replay it.
+func envSeed(t *testing.T, name string) int64 {
+	t.Helper()
+	seed := time.Now().UnixNano() % 1_000_000_000
+	if s := os.Getenv(name); s != "" {
+		v, err := strconv.ParseInt(s, 10, 64)
+		require.NoError(t, err, name)
+		seed = v
+	}
+	t.Logf("seed %d (replay with %s=%d)", seed, name, seed)
+	return seed
+}
+
 // valueSizeLimit is the largest MaxValueSize Start accepts: a record
 // frame's payload limit (64 MiB) less the record's header with 16
 // coordinates (84 bytes).

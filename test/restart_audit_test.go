@@ -16,7 +16,6 @@ import (
 	"os"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -62,17 +61,7 @@ func (m rsMode) String() string {
 // rsRestarts are the modes with a restart on the simulated disk.
 var rsRestarts = []rsMode{rsStop, rsCrash, rsPowerLoss}
 
-func rsSeed(t *testing.T) int64 {
-	t.Helper()
-	seed := time.Now().UnixNano() % 1_000_000_000
-	if s := os.Getenv("RINGPIPE_RESTART_SEED"); s != "" {
-		v, err := strconv.ParseInt(s, 10, 64)
-		require.NoError(t, err, "RINGPIPE_RESTART_SEED")
-		seed = v
-	}
-	t.Logf("seed %d (replay with RINGPIPE_RESTART_SEED=%d)", seed, seed)
-	return seed
-}
+func rsSeed(t *testing.T) int64 { t.Helper(); return envSeed(t, "RINGPIPE_RESTART_SEED") }
 
 // rsEnv is one test's disk and Config.
 type rsEnv struct {

@@ -17,11 +17,9 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,17 +44,7 @@ import (
 var slSpec = ringpipe.SpaceSpec{Name: "sl", Dims: 2, Bits: 16}
 
 // slSeed returns the test's seed: RINGPIPE_SEAL_SEED or the clock.
-func slSeed(t *testing.T) int64 {
-	t.Helper()
-	seed := time.Now().UnixNano()
-	if s := os.Getenv("RINGPIPE_SEAL_SEED"); s != "" {
-		v, err := strconv.ParseInt(s, 10, 64)
-		require.NoError(t, err, "RINGPIPE_SEAL_SEED")
-		seed = v
-	}
-	t.Logf("seed %d (replay with RINGPIPE_SEAL_SEED=%d)", seed, seed)
-	return seed
-}
+func slSeed(t *testing.T) int64 { t.Helper(); return envSeed(t, "RINGPIPE_SEAL_SEED") }
 
 // slDir is where an engine keeps its files: a simulated disk or a real
 // directory.

@@ -48,17 +48,7 @@ import (
 )
 
 // taSeed is the seed of a seeded test: $RINGPIPE_TA_SEED or the time.
-func taSeed(t *testing.T) int64 {
-	t.Helper()
-	seed := time.Now().UnixNano() % 1_000_000_000
-	if s := os.Getenv("RINGPIPE_TA_SEED"); s != "" {
-		v, err := strconv.ParseInt(s, 10, 64)
-		require.NoError(t, err, "RINGPIPE_TA_SEED")
-		seed = v
-	}
-	t.Logf("seed %d (replay with RINGPIPE_TA_SEED=%d)", seed, seed)
-	return seed
-}
+func taSeed(t *testing.T) int64 { t.Helper(); return envSeed(t, "RINGPIPE_TA_SEED") }
 
 var taSpec = ringpipe.SpaceSpec{Name: "ta", Dims: 2, Bits: 16}
 
