@@ -1153,14 +1153,19 @@ func (s *Submitter) retireWAL() {
 	if s.walErr != nil {
 		return
 	}
+	// The cheap test first: this runs after every staged batch, and
+	// most of the time only the active segment exists.
+	oldest, ok := s.wal.Oldest()
+	if !ok || oldest > s.walMax {
+		return
+	}
 	mark := s.walMax
 	for _, sp := range s.spaces {
 		if len(sp.staged) > 0 {
 			mark = min(mark, sp.staged[0].Revision-1)
 		}
 	}
-	segs := s.wal.Segments()
-	if len(segs) < 2 || segs[0].MaxRev > mark {
+	if oldest > mark {
 		return
 	}
 	retired, err := s.wal.Retire(mark)

@@ -129,8 +129,13 @@ func (w *wrEnv) lateCopies(t *testing.T, e *ringpipe.Engine, f wrFault) {
 	for i, sp := range w.spaces {
 		rsPuts(t, e, sp, w.models[sp], i, i+1, wrLateValue)
 	}
-	ok := rsUntil(rsPrompt, func() bool { return e.Stats().StagedPending == 0 })
-	require.True(t, ok, "precondition: the late copies count as promoted: %+v", e.Stats())
+	// A write acknowledged from its WAL copy whose hot copy is still in
+	// flight is not staged (it waits for that copy), so wait for the hot
+	// copies to land too.
+	ok := rsUntil(rsPrompt, func() bool {
+		return e.Stats().StagedPending == 0 && e.Telemetry().UnsealedRecords == len(w.spaces)
+	})
+	require.True(t, ok, "precondition: the late copies count as promoted and landed: %+v, unsealed %d", e.Stats(), e.Telemetry().UnsealedRecords)
 	tel := e.Telemetry()
 	require.GreaterOrEqual(t, tel.DeadlinesFired, uint64(len(w.spaces)), "precondition: every direct write missed its deadline")
 	require.Equal(t, len(w.spaces), tel.UnsealedRecords, "precondition: every record landed in its hot file")
@@ -244,6 +249,13 @@ func TestWALRetireLateCopies(t *testing.T) {
 				rsPuts(t, e, sp, w.models[sp], 100, 101, 1000)
 				require.Positive(t, e.Stats().StagedWrites, "precondition: staged")
 				assert.True(t, w.retired(t, e), "a later staged write, once promoted, retires the segments: %v", w.walSegments(t))
+				// The WAL can shrink to its active segment, which holds
+				// the write, before the write's hot copy lands (promoted,
+				// or a late direct copy): wait for that, or the restart
+				// below stages it again.
+				require.True(t, rsUntil(rsPrompt, func() bool {
+					return e.Stats().StagedPending == 0 && e.Telemetry().UnsealedRecords == len(w.spaces)+1
+				}), "precondition: the write's hot copy landed: %+v, unsealed %d", e.Stats(), e.Telemetry().UnsealedRecords)
 			}
 
 			e = w.restarted(t, e)

@@ -695,6 +695,16 @@ func (w *WAL) Append(recs []messages.Record) error {
 // Segments returns a description of every segment, oldest first.
 func (w *WAL) Segments() []SegmentInfo { return append([]SegmentInfo(nil), w.segs...) }
 
+// Oldest returns the highest revision in the oldest segment that is not
+// the active one, the first that Retire could delete; ok is false when
+// only the active segment exists. It does not allocate.
+func (w *WAL) Oldest() (maxRev messages.Revision, ok bool) {
+	if len(w.segs) < 2 {
+		return 0, false
+	}
+	return w.segs[0].MaxRev, true
+}
+
 // End returns the active segment and the offset the next batch goes to;
 // seq is 0 before the first segment exists.
 func (w *WAL) End() (seq uint64, off int64) {
