@@ -18,7 +18,6 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/ringpipe/ringpipe"
-	"github.com/ringpipe/ringpipe/ring"
 )
 
 // TestContractConfigNamesField: "Invalid values make Start return an
@@ -593,10 +592,7 @@ func TestContractDurableOnReturn(t *testing.T) {
 // write is durable, Done is closed and Wait returns its revision, even
 // with an ended ctx.
 func TestContractTicketWait(t *testing.T) {
-	disk := newSimDisk(t, 81)
-	gate := newHangGate()
-	cfg := simConfig(t, disk)
-	cfg.NewRing = func(o ring.Options) (ring.Ring, error) { return gate.wrap(disk.NewRing(o)), nil }
+	cfg, _, gate := gatedConfig(t, 81)
 	e := start(t, cfg)
 	defer gate.release()
 	sp := createSpace(t, e, "s", 1, 8)
@@ -642,10 +638,7 @@ func TestContractTicketWait(t *testing.T) {
 // Put and Delete all return ctx's error, and none of them is applied,
 // even once the disk answers again and everything queued is durable.
 func TestContractCancelBeforeQueued(t *testing.T) {
-	disk := newSimDisk(t, 82)
-	gate := newHangGate()
-	cfg := simConfig(t, disk)
-	cfg.NewRing = func(o ring.Options) (ring.Ring, error) { return gate.wrap(disk.NewRing(o)), nil }
+	cfg, _, gate := gatedConfig(t, 82)
 	cfg.QueueCapacity = 4
 	cfg.BatchSize = 2
 	e := start(t, cfg)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ringpipe/ringpipe"
 	"github.com/ringpipe/ringpipe/ring"
+	"github.com/ringpipe/ringpipe/ring/sim"
 )
 
 // hangGate makes the rings of a sim disk stop completing anything, in real
@@ -27,6 +28,16 @@ func newHangGate() *hangGate {
 	g := &hangGate{open: make(chan struct{})}
 	close(g.open)
 	return g
+}
+
+// gatedConfig returns the Config of an engine on a new sim disk whose
+// ring passes through a hang gate (open), with the disk and the gate.
+func gatedConfig(t testing.TB, seed int64) (ringpipe.Config, *sim.Disk, *hangGate) {
+	disk := newSimDisk(t, seed)
+	gate := newHangGate()
+	cfg := simConfig(t, disk)
+	cfg.NewRing = func(o ring.Options) (ring.Ring, error) { return gate.wrap(disk.NewRing(o)), nil }
+	return cfg, disk, gate
 }
 
 func (g *hangGate) shut() {
@@ -91,10 +102,7 @@ func (r *gatedRing) Close() error {
 // Put, and so does the Put. What the Put acknowledged, if anything, is
 // there after a restart on the healed disk.
 func TestStopBoundedOnHungDisk(t *testing.T) {
-	disk := newSimDisk(t, 41)
-	gate := newHangGate()
-	cfg := simConfig(t, disk)
-	cfg.NewRing = func(o ring.Options) (ring.Ring, error) { return gate.wrap(disk.NewRing(o)), nil }
+	cfg, _, gate := gatedConfig(t, 41)
 	e := start(t, cfg)
 	sp := createSpace(t, e, "s", 1, 8)
 	// A lone writer's Put commits inline once the pipeline is idle; the

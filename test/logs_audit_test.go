@@ -32,7 +32,6 @@ import (
 
 	"github.com/ringpipe/ringpipe"
 	"github.com/ringpipe/ringpipe/internal/testhook"
-	"github.com/ringpipe/ringpipe/ring"
 )
 
 // laGuard is shared by an laCore and every core derived from it (With):
@@ -813,10 +812,7 @@ func TestLogsCleanRun(t *testing.T) {
 // answers again.
 func TestLogsForcedStopNoLateLog(t *testing.T) {
 	lg, logs, g := laLogger()
-	disk := newSimDisk(t, 740)
-	gate := newHangGate()
-	cfg := simConfig(t, disk)
-	cfg.NewRing = func(o ring.Options) (ring.Ring, error) { return gate.wrap(disk.NewRing(o)), nil }
+	cfg, _, gate := gatedConfig(t, 740)
 	cfg.Logger = lg
 	e := start(t, cfg)
 	defer gate.release()
@@ -1056,10 +1052,7 @@ type laResult struct {
 // write is visible to Get as soon as Wait has returned, on every
 // goroutine.
 func TestLogsTicketWaitMany(t *testing.T) {
-	disk := newSimDisk(t, 750)
-	gate := newHangGate()
-	cfg := simConfig(t, disk)
-	cfg.NewRing = func(o ring.Options) (ring.Ring, error) { return gate.wrap(disk.NewRing(o)), nil }
+	cfg, _, gate := gatedConfig(t, 750)
 	e := start(t, cfg)
 	defer gate.release()
 	sp := createSpace(t, e, "s", 1, 8)
@@ -1227,10 +1220,7 @@ func TestLogsTicketsAtStop(t *testing.T) {
 	})
 
 	t.Run("forced", func(t *testing.T) {
-		disk := newSimDisk(t, 761)
-		gate := newHangGate()
-		cfg := simConfig(t, disk)
-		cfg.NewRing = func(o ring.Options) (ring.Ring, error) { return gate.wrap(disk.NewRing(o)), nil }
+		cfg, _, gate := gatedConfig(t, 761)
 		e := start(t, cfg)
 		defer gate.release()
 		sp := createSpace(t, e, "s", 1, 16)

@@ -853,10 +853,7 @@ func bothRoutesSlow(t *testing.T, stopCtx time.Duration) {
 // cancelled before the write is queued means not applied"; a write Stop
 // refused before it was queued is not either), and every accepted write is.
 func TestPressureQueueFull(t *testing.T) {
-	disk := newSimDisk(t, 203)
-	gate := newHangGate()
-	cfg := simConfig(t, disk)
-	cfg.NewRing = func(o ring.Options) (ring.Ring, error) { return gate.wrap(disk.NewRing(o)), nil }
+	cfg, _, gate := gatedConfig(t, 203)
 	cfg.QueueCapacity = 8
 	cfg.BatchSize = 4
 	e := start(t, cfg)
