@@ -289,31 +289,9 @@ func daValue(i int) []byte         { return fmt.Appendf(nil, "v%08d", i) }
 // ticket.
 func daWrite(t *testing.T, e *ringpipe.Engine, spaces []ringpipe.SpaceID, lo, hi int) {
 	t.Helper()
-	const writers, window = 8, 128
-	ctx := ctxFor(t)
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Go(func() {
-			tks := make([]*ringpipe.Ticket, 0, window)
-			for i := lo + w; i < hi; i += writers {
-				tk, err := e.PutAsync(ctx, spaces[i%len(spaces)], daPoint(i), daValue(i))
-				if !assert.NoError(t, err, "PutAsync %d", i) {
-					return
-				}
-				tks = append(tks, tk)
-				if len(tks) == window || i+writers >= hi {
-					for _, tk := range tks {
-						if _, err := tk.Wait(ctx); !assert.NoError(t, err, "write %d's ticket", i) {
-							return
-						}
-					}
-					tks = tks[:0]
-				}
-			}
-		})
-	}
-	wg.Wait()
-	require.False(t, t.Failed(), "writers failed")
+	windowedPuts(t, ctxFor(t), e, 8, 128, lo, hi, func(i int) (ringpipe.SpaceID, ringpipe.Point, []byte) {
+		return spaces[i%len(spaces)], daPoint(i), daValue(i)
+	})
 }
 
 // daSettle waits until nothing is staged and flushes every space, so that

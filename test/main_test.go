@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -314,4 +315,37 @@ func checkModel(t testing.TB, r reader, space ringpipe.SpaceID, m *model, box ri
 		require.Equal(t, want[i].rev, got[i].Revision, "Scan record %d at %v: revision", i, want[i].point)
 		require.Equal(t, want[i].value, got[i].Value, "Scan record %d at %v: value", i, want[i].point)
 	}
+}
+
+// windowedPuts writes the indices [lo, hi) round-robin from writers
+// goroutines, each with up to window PutAsyncs in flight before it waits
+// for their tickets; put gives an index's space, point and value. It
+// fails t (after every writer has stopped) when a write fails.
+func windowedPuts(t *testing.T, ctx context.Context, e *ringpipe.Engine, writers, window, lo, hi int,
+	put func(i int) (ringpipe.SpaceID, ringpipe.Point, []byte)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			tks := make([]*ringpipe.Ticket, 0, window)
+			for i := lo + w; i < hi; i += writers {
+				sp, p, v := put(i)
+				tk, err := e.PutAsync(ctx, sp, p, v)
+				if !assert.NoError(t, err, "PutAsync %d", i) {
+					return
+				}
+				tks = append(tks, tk)
+				if len(tks) == window || i+writers >= hi {
+					for _, tk := range tks {
+						if _, err := tk.Wait(ctx); !assert.NoError(t, err, "write %d's ticket", i) {
+							return
+						}
+					}
+					tks = tks[:0]
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.False(t, t.Failed(), "writers failed")
 }

@@ -1176,29 +1176,9 @@ func TestScaleLongRun(t *testing.T) {
 	t0 := time.Now()
 	for r := range rounds {
 		lo, hi := r*n/rounds, (r+1)*n/rounds
-		var wg sync.WaitGroup
-		for w := range writers {
-			wg.Go(func() {
-				tks := make([]*ringpipe.Ticket, 0, window)
-				for i := lo + w; i < hi; i += writers {
-					tk, err := e.PutAsync(ctx, sp, scLongPoint(i), scLongValue(i))
-					if !assert.NoError(t, err, "PutAsync %d", i) {
-						return
-					}
-					tks = append(tks, tk)
-					if len(tks) == window || i+writers >= hi {
-						for _, tk := range tks {
-							if _, err := tk.Wait(ctx); !assert.NoError(t, err, "write %d's ticket", i) {
-								return
-							}
-						}
-						tks = tks[:0]
-					}
-				}
-			})
-		}
-		wg.Wait()
-		require.False(t, t.Failed(), "writers failed")
+		windowedPuts(t, ctx, e, writers, window, lo, hi, func(i int) (ringpipe.SpaceID, ringpipe.Point, []byte) {
+			return sp, scLongPoint(i), scLongValue(i)
+		})
 		heap := scHeapInuse()
 		heaps = append(heaps, heap)
 		f := scCountFiles(t, cfg.Dir)
