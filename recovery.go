@@ -78,6 +78,7 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 			cache.Close() //nolint:errcheck // the recovery error is the one to report
 		}
 	}()
+	ioClock := ring.IOClock(e.r) // the wrapper below hides a ring.Clock
 	e.r = actors.ClosingRing(e.r, cache)
 
 	// The manifest: spaces and blocks. Read changes nothing; nothing acts
@@ -290,7 +291,7 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 	acfg := actors.Config{Dir: cfg.Dir, BatchSize: cfg.BatchSize, BatchTimeout: cfg.BatchTimeout,
 		DirectWriteTimeout: cfg.DirectWriteTimeout, PromoteInterval: cfg.PromoteInterval,
 		SealThreshold: cfg.SealThreshold, SealBytes: cfg.SealBytes, Hot: hotOpts, WAL: walOpts}
-	env := &actors.Env{Ring: e.r, Log: e.lg, Cfg: acfg, Metrics: e.metrics}
+	env := &actors.Env{Ring: e.r, Log: e.lg, Cfg: acfg, Metrics: e.metrics, IOTime: ioClock}
 	e.ch = actors.NewChannels(cfg.QueueCapacity, e.r.Capacity())
 	e.sub = actors.NewSubmitter(env, e.ch, walDoer, w, maxRev+1)
 	e.sealer = actors.NewSealer(env, e.ch, segDoer, man, &e.registry)

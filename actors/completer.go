@@ -343,13 +343,12 @@ func (c *Completer) handle(ctx context.Context, comp ring.Completion) {
 // settle acts on a flight whose completions have all come.
 func (c *Completer) settle(ctx context.Context, f *flight) {
 	delete(c.table, f.id)
-	now := c.env.now()
 	fb := feedback{kind: fbSettled, f: f, err: f.err}
 	if f.kind != kindIO && f.err == nil {
 		// The batch is one DSync write: its time is the sync's latency
 		// as a writer sees it (the write into the page cache is a small
 		// part).
-		fb.syncDur = now.Sub(f.start)
+		fb.syncDur = c.env.ioTime() - f.start
 		c.env.Metrics.SyncLatency.Record(fb.syncDur)
 	}
 	var pub []PublisherMsg

@@ -95,6 +95,22 @@ type Env struct {
 	Cfg     Config
 	Metrics *Metrics
 	Now     func() time.Time
+	// IOTime is the clock the ring's operations take time on
+	// (ring.IOClock): how long a write and its sync took is measured on
+	// it, so that on the simulator a delayed sync is as slow to the
+	// routing hysteresis as it is to the Op deadline that staged its
+	// writes. nil: the wall clock.
+	IOTime func() time.Duration
+}
+
+// wallOrigin is the origin of ioTime's default clock.
+var wallOrigin = time.Now()
+
+func (e *Env) ioTime() time.Duration {
+	if e.IOTime != nil {
+		return e.IOTime()
+	}
+	return time.Since(wallOrigin)
 }
 
 func (e *Env) now() time.Time {

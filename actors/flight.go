@@ -45,7 +45,7 @@ type flight struct {
 	recs   []messages.Record // kindPromote
 	reply  chan<- IOResult   // kindIO
 
-	start time.Time
+	start time.Duration // when submitted, on Env.IOTime
 	// retry marks a kindHot flight that performs a cancelled batch again
 	// (Submitter.retryHot): no deadline, same groups and Pending.
 	retry bool

@@ -767,7 +767,7 @@ func (s *Submitter) submit(ctx context.Context, f *flight, ops []ring.Op) error 
 		// Submit that waited for ring capacity would wait for itself.
 		s.regSink.makeRoom(len(ops))
 	}
-	f.start = s.env.now()
+	f.start = s.env.ioTime()
 	s.ch.ioMu.Lock()
 	defer s.ch.ioMu.Unlock()
 	if err := ctx.Err(); err != nil {

@@ -197,6 +197,25 @@ type Ring interface {
 	Stats() Stats
 }
 
+// Clock is implemented by a Ring whose operations take time on a clock of
+// its own (the simulator's virtual clock, on which its injected delays and
+// Op deadlines run). Who times operations (how long a sync took) should
+// read IOTime on such a ring, and the wall clock otherwise (IOClock).
+type Clock interface {
+	// IOTime is the ring's clock: monotonic, from an arbitrary origin.
+	IOTime() time.Duration
+}
+
+// IOClock returns the clock r's operations take time on: r's own when it
+// is a Clock, else the monotonic wall clock.
+func IOClock(r Ring) func() time.Duration {
+	if c, ok := r.(Clock); ok {
+		return c.IOTime
+	}
+	origin := time.Now()
+	return func() time.Duration { return time.Since(origin) }
+}
+
 var (
 	// ErrClosed is returned by Submit and Reap on a closed ring.
 	ErrClosed = errors.New("ring: closed")

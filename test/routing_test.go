@@ -165,3 +165,26 @@ func merge(t *testing.T, as ...*acks) *model {
 	}
 	return all.model(t, routeSpec)
 }
+
+// TestSyncTimedOnTheRingsClock: how long a hot sync took is measured on
+// the clock the ring's operations take time on, the simulator's virtual
+// one here, as the Op deadline that staged the write is. Before, it was
+// the wall clock, on which a sim delay takes microseconds: a space whose
+// hot file was stalled saw "fast" promotions, was routed back to its hot
+// segment while still stalled (TestInlineCommitDeadline failed 4-6 runs in
+// 100 under -race), and SyncLatency showed microseconds.
+func TestSyncTimedOnTheRingsClock(t *testing.T) {
+	disk := newSimDisk(t, 34)
+	cfg := simConfig(t, disk)
+	e := start(t, cfg)
+	sp := createSpace(t, e, "slow", routeSpec.Dims, routeSpec.Bits)
+	stallHot(disk, sp)
+	_, err := e.Put(ctxFor(t), sp, ringpipe.Point{1, 1}, []byte("v"))
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), e.Stats().StagedWrites, "precondition: the stalled write was staged")
+	// Its hot copy lands later (or a promotion does): either is one
+	// stalled DSync write, a delayed write and a delayed sync.
+	waitFor(t, e, "the stalled write's hot copy", func(st ringpipe.Stats) bool { return st.StagedPending == 0 })
+	assert.GreaterOrEqual(t, e.Stats().SyncLatency.Max, 2*stallDelay,
+		"SyncLatency.Max after a hot write delayed by %v and its sync by as much", stallDelay)
+}

@@ -400,6 +400,11 @@ func TestTelemetryAuditRealDirs(t *testing.T) {
 					}
 					lcWait(t, "writers", lcDone(&wg))
 					saStagedSettled(e)
+					// A promotion may land between the two reads below (its
+					// records join UnsealedRecords, then leave
+					// StagedPending): on this healthy disk everything is
+					// promoted within a few ticks, so wait for that.
+					waitFor(t, e, "every staged write promoted", func(st ringpipe.Stats) bool { return st.StagedPending == 0 })
 					st, tel := e.Stats(), e.Telemetry()
 					t.Logf("direct %d staged %d promoted %d syncs %d; deadlines %d cq %d inline %d publishes %d batches %d sum %v unsealed %d",
 						st.DirectWrites, st.StagedWrites, st.Promoted, st.Syncs, tel.DeadlinesFired, tel.CQOverflows,

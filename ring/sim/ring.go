@@ -134,6 +134,10 @@ func (d *Disk) NewRing(opts ring.Options) *Ring {
 // Disk returns the disk r runs on.
 func (r *Ring) Disk() *Disk { return r.d }
 
+// IOTime implements ring.Clock: the disk's virtual clock, on which Ops
+// take their latency and injected delays.
+func (r *Ring) IOTime() time.Duration { return r.d.Now() }
+
 // Capacity implements ring.Ring.
 func (r *Ring) Capacity() int { return r.cap }
 
