@@ -34,8 +34,10 @@ type Options struct {
 	// Entries is the io_uring submission queue size (a power of two); the
 	// completion queue is twice as large. Default 256.
 	Entries uint32
-	// Capacity is how many Ops may be in flight; default the CQ size for
-	// uring (so that the CQ cannot overflow) and 4*Entries for std.
+	// Capacity is how many Ops may be in flight, with Deadlines or
+	// without; default half the CQ size (Entries) for uring, so that the CQ
+	// cannot overflow even when each Op's Deadline notice takes a CQE of
+	// its own, and 4*Entries for std.
 	Capacity int
 	// Workers is the std backend's pool size. It bounds how many blocking
 	// system calls (fsyncs of different files, say) run at once; default 8.

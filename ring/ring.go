@@ -42,6 +42,7 @@ package ring
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -166,6 +167,7 @@ type Stats struct {
 	ShortIORetries uint64 // remainders resubmitted after a short read or write
 	DeadlinesFired uint64 // Deadline notices sent
 	CQOverflows    uint64 // times the kernel's CQ overflowed and was flushed (uring)
+	CancelRetries  uint64 // Ops submitted again after ECANCELED with nothing to cancel them (uring)
 }
 
 // Ring is an asynchronous I/O interface. Submit and Reap are safe for
@@ -249,10 +251,16 @@ func Validate(ops []Op) error {
 		if op.DSync && op.Code != OpWrite && op.Code != OpWritev {
 			return bad("DSync on an op that does not write")
 		}
+		if strings.IndexByte(op.Path, 0) >= 0 || strings.IndexByte(op.Path2, 0) >= 0 {
+			return bad("NUL byte in path")
+		}
 		switch op.Code {
 		case OpRead, OpWrite:
 			if op.Buf == nil {
 				return bad("nil buffer")
+			}
+			if op.Offset < -1 {
+				return bad("offset below -1")
 			}
 		case OpReadv, OpWritev:
 			if len(op.Bufs) == 0 {

@@ -202,6 +202,7 @@ func (r *stdRing) Close() error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
+		r.wg.Wait() // the first Close's workers: return when it would
 		return nil
 	}
 	r.closed = true

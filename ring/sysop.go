@@ -116,14 +116,19 @@ func transfer(op *Op) (int64, []string, uint64, error) {
 	var done int64
 	var retries uint64
 	syncAfter := false // a DSync write done without RWF_DSYNC
-	for done < want {
+	// stream: the fd has no position to write at (a pipe): its offset is
+	// ignored, as io_uring ignores it on such files.
+	stream := op.Offset < 0
+	// A transfer of 0 bytes still makes its call once, so that a bad fd
+	// fails as it does on io_uring.
+	for made := false; !made || done < want; {
 		rest := trimBufs(bufs, done)
 		var n int
 		var err error
 		switch {
 		case write && op.DSync && !noRWFDSync.Load():
 			off := int64(-1)
-			if op.Offset >= 0 {
+			if !stream {
 				off = op.Offset + done
 			}
 			n, err = unix.Pwritev2(int(op.FD), rest, off, unix.RWF_DSYNC)
@@ -131,10 +136,10 @@ func transfer(op *Op) (int64, []string, uint64, error) {
 				noRWFDSync.Store(true)
 				continue
 			}
-		case op.Offset < 0 && write:
+		case stream && write:
 			n, err = unix.Writev(int(op.FD), rest)
 			syncAfter = op.DSync
-		case op.Offset < 0:
+		case stream:
 			n, err = unix.Readv(int(op.FD), rest)
 		case write:
 			n, err = unix.Pwritev(int(op.FD), rest, op.Offset+done)
@@ -145,8 +150,16 @@ func transfer(op *Op) (int64, []string, uint64, error) {
 		if err == unix.EINTR {
 			continue
 		}
+		if err == unix.ESPIPE && !stream {
+			stream = true
+			continue
+		}
+		made = true
 		if err != nil {
 			return done, nil, retries, errno(err)
+		}
+		if want == 0 {
+			break
 		}
 		if n == 0 {
 			if write {

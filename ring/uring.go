@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -46,7 +47,8 @@ type uringRing struct {
 	low       *uring.Ring
 	supported [256]bool // io_uring opcodes the kernel has (IORING_REGISTER_PROBE)
 	info      Info
-	cap       int // capacity in CQE units; never above the CQ size by default
+	cap       int // Capacity(): Ops in flight, with Deadlines or without
+	unitCap   int // capacity in CQE units (2 per Op: opUnits); the CQ size by default
 
 	sqMu   sync.Mutex // owns the submission side of low
 	reapMu sync.Mutex // owns the completion side of low: one reaper at a time
@@ -59,10 +61,15 @@ type uringRing struct {
 	// io_uring_enter). Used under reapMu.
 	waiter *cqWaiter
 
+	// closeDone is closed when the first Close has torn the ring down;
+	// later Closes wait for it.
+	closeDone chan struct{}
+
 	mu       sync.Mutex // protects every field below
 	cond     *sync.Cond // broadcast when units are released or the ring closes
 	closed   bool
 	units    int // CQE units reserved by Ops not yet reaped
+	ops      int // Ops submitted whose final Completion is not yet reaped
 	inflight int // Ops whose final Completion is not yet in ready
 	slots    map[uint32]*uslot
 	nextID   uint32
@@ -77,9 +84,14 @@ type uslot struct {
 	id    uint32
 	op    Op
 	chain *uchain
-	done  int64 // bytes transferred by earlier parts of a continued transfer
+	// done is the bytes transferred by earlier parts of a continued
+	// transfer. Atomic: settle writes it under mu and prep reads it under
+	// sqMu; the kernel orders the two (the CQE comes before the
+	// continuation's prep), but the race detector cannot see that.
+	done atomic.Int64
 
 	res      int32 // the CQE's result, once arrived
+	cancels  int   // times it came back ECANCELED with nothing to cancel it (settle)
 	arrived  bool
 	late     bool        // the deadline fired: a notice was sent
 	finished bool        // its final Completion is in ready
@@ -96,6 +108,11 @@ type uchain struct {
 	slots   []*uslot
 	waiting int // CQEs still to arrive before the chain settles; under mu
 }
+
+// maxSpuriousCancels bounds how many times settle submits again an Op
+// that came back ECANCELED although nothing cancelled it; after that the
+// Op completes with ECANCELED.
+const maxSpuriousCancels = 8
 
 // user_data layout: the slot id in the low 32 bits, the kind above.
 const (
@@ -131,14 +148,18 @@ func newURing(opts Options) (Ring, error) {
 		}
 	}
 	p := low.Params()
+	// Any Op may carry a Deadline, which takes two CQE units (opUnits):
+	// Capacity Ops take at most twice as many, the CQ size by default.
 	c := opts.Capacity
 	if c == 0 {
-		c = int(p.CQEntries)
+		c = int(p.CQEntries) / 2
 	}
 	r := &uringRing{
 		low:       low,
 		supported: sup,
 		cap:       c,
+		unitCap:   2 * c,
+		closeDone: make(chan struct{}),
 		cqes:      make([]uring.CQE, p.CQEntries),
 		slots:     make(map[uint32]*uslot),
 		info: Info{Backend: "uring", Kernel: kernelRelease(), Features: p.Features,
@@ -226,12 +247,12 @@ func (r *uringRing) Submit(ops []Op) error {
 			chainSQEs = 0
 		}
 	}
-	if units > r.cap {
+	if len(ops) > r.cap {
 		return fmt.Errorf("ring: batch of %d ops exceeds capacity %d", len(ops), r.cap)
 	}
 
 	r.mu.Lock()
-	for !r.closed && r.units+units > r.cap {
+	for !r.closed && (r.units+units > r.unitCap || r.ops+len(ops) > r.cap) {
 		r.cond.Wait()
 	}
 	if r.closed {
@@ -239,6 +260,7 @@ func (r *uringRing) Submit(ops []Op) error {
 		return ErrClosed
 	}
 	r.units += units
+	r.ops += len(ops)
 	r.inflight += len(ops)
 	r.stats.Submitted += uint64(len(ops))
 	var kchains, echains []*uchain
@@ -364,9 +386,26 @@ func (r *uringRing) finishLocked(s *uslot, res int64, err error) {
 }
 
 // submitChains fills SQEs for each chain and submits them. A chain is never
-// split across two io_uring_enter calls.
+// split across two io_uring_enter calls. Once the ring is closed it
+// cancels the chains instead: Close sent its cancels, under sqMu, for the
+// Ops the kernel had then, and these were not among them (a Submit that
+// registered its Ops before Close, or a short transfer's continuation).
 // REQUIRES: r.sqMu held, r.mu not held.
 func (r *uringRing) submitChains(chains []*uchain) error {
+	r.mu.Lock()
+	if r.closed {
+		for _, c := range chains {
+			for _, s := range c.slots {
+				r.finish(s, s.done.Load(), unix.ECANCELED)
+			}
+			r.freeChain(c)
+		}
+		r.mu.Unlock()
+		// A reaper blocked in io_uring_enter waits for a CQE, and these
+		// Completions came without one.
+		return r.wakeReaper()
+	}
+	r.mu.Unlock()
 	for _, c := range chains {
 		if r.low.SQFree() < uint32(len(c.slots)) {
 			if err := r.enterSubmit(); err != nil {
@@ -426,9 +465,10 @@ func (r *uringRing) prep(s *uslot, linked bool) *uring.SQE {
 	if r.asyncWrites && isTransfer(op.Code) && !isRead(op.Code) {
 		sqe.Flags |= uring.SQEAsync
 	}
+	done := s.done.Load()
 	off := uint64(op.Offset)
 	if op.Offset >= 0 {
-		off += uint64(s.done)
+		off += uint64(done)
 	}
 	switch op.Code {
 	case OpOpen:
@@ -438,7 +478,7 @@ func (r *uringRing) prep(s *uslot, linked bool) *uring.SQE {
 		sqe.Len = op.Mode
 		sqe.OpFlags = uint32(op.Flags | unix.O_CLOEXEC)
 	case OpRead, OpWrite:
-		b := op.Buf[s.done:]
+		b := op.Buf[done:]
 		sqe.Addr = addrOf(b)
 		sqe.Len = uint32(len(b))
 		sqe.Off = off
@@ -446,7 +486,7 @@ func (r *uringRing) prep(s *uslot, linked bool) *uring.SQE {
 			sqe.OpFlags = unix.RWF_DSYNC
 		}
 	case OpReadv, OpWritev:
-		rest := trimBufs(op.Bufs, s.done)
+		rest := trimBufs(op.Bufs, done)
 		s.iov = s.iov[:0]
 		for _, b := range rest {
 			v := unix.Iovec{Base: nil}
@@ -567,9 +607,11 @@ func (r *uringRing) takeReady(out []Completion) int {
 			r.units-- // the timeout's unit
 		case c.Late:
 			r.units-- // the op's unit; the timeout's went with the notice
+			r.ops--
 			r.stats.Completed++
 		default:
 			r.units -= c.units()
+			r.ops--
 			r.stats.Completed++
 		}
 	}
@@ -634,30 +676,55 @@ func (r *uringRing) process(cqe uring.CQE) *uchain {
 // chain that continues it after a short transfer.
 // REQUIRES: r.mu held.
 func (r *uringRing) settle(c *uchain) *uchain {
+	// failed: an earlier Op of the chain failed or came up short, so the
+	// kernel cancelled the rest.
+	failed := false
 	for i, s := range c.slots {
+		if s.res == -int32(unix.ECANCELED) && !failed && !r.closed && s.cancels < maxSpuriousCancels {
+			// Nothing cancelled s: no failed predecessor, no Close (the
+			// ring cancels nothing else). io_uring does this when it
+			// cannot start a kernel worker for the submitting thread
+			// (creating it failed while a signal was pending: Go's
+			// preemption signal, SIGURG), and the Op never ran: submit
+			// it and the rest of its chain again.
+			s.cancels++
+			r.stats.CancelRetries++
+			next := &uchain{slots: c.slots[i:], waiting: len(c.slots) - i}
+			for _, t := range next.slots {
+				t.chain, t.arrived, t.res = next, false, 0
+			}
+			for _, t := range c.slots[:i] {
+				delete(r.slots, t.id)
+			}
+			return next
+		}
 		if s.res < 0 {
-			r.finish(s, 0, uring.Errno(s.res))
+			failed = true
+			// Res: what earlier parts of a continued transfer moved.
+			r.finish(s, s.done.Load(), uring.Errno(s.res))
 			continue
 		}
 		if !isTransfer(s.op.Code) {
 			r.finish(s, int64(s.res), nil)
 			continue
 		}
-		got := s.done + int64(s.res)
+		got := s.done.Load() + int64(s.res)
 		want := s.op.Size()
 		switch {
 		case got >= want:
 			r.finish(s, got, nil)
 		case s.res == 0 && (s.op.Code == OpWrite || s.op.Code == OpWritev):
+			failed = true // short: the kernel cancelled the rest
 			r.finish(s, got, ErrNoProgress)
 		case s.res == 0:
-			r.finish(s, got, nil) // end of file
+			failed = true // short at end of file: the kernel cancelled the rest
+			r.finish(s, got, nil)
 		case r.closed:
 			r.finish(s, got, unix.ECANCELED)
 		default:
 			// Short: continue with the remainder and the rest of the
 			// chain, which the kernel cancelled.
-			s.done = got
+			s.done.Store(got)
 			r.stats.ShortIORetries++
 			next := &uchain{slots: c.slots[i:], waiting: len(c.slots) - i}
 			for _, t := range next.slots {
@@ -687,8 +754,8 @@ func (r *uringRing) finish(s *uslot, res int64, err error) {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
-	if s.op.IsSync() {
-		r.stats.Syncs++
+	if s.op.IsSync() && !errors.Is(err, unix.ECANCELED) {
+		r.stats.Syncs++ // performed: a cancelled sync was not
 	}
 	c := Completion{Token: s.op.Token, Code: s.op.Code, Res: res, Err: err,
 		Buf: s.op.Buf, Bufs: s.op.Bufs, Late: s.late}
@@ -710,25 +777,27 @@ func (r *uringRing) Close() error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		// Wait for the first Close to finish tearing down.
-		r.reapMu.Lock()
-		r.reapMu.Unlock()
+		<-r.closeDone // the first Close: return when it does
 		return nil
 	}
 	r.closed = true
 	r.cond.Broadcast()
+	r.mu.Unlock()
+	defer close(r.closeDone)
+
+	// Cancel what is in flight; every cancel also posts a CQE, which wakes
+	// a reaper blocked in io_uring_enter. With nothing in flight, a NOP
+	// does the waking. The targets are taken under sqMu: an Op registered
+	// but not yet submitted then is cancelled by submitChains instead.
+	r.sqMu.Lock()
 	var targets []uint64
+	r.mu.Lock()
 	for id, s := range r.slots {
 		if !s.finished {
 			targets = append(targets, userData(kindOp, id))
 		}
 	}
 	r.mu.Unlock()
-
-	// Cancel what is in flight; every cancel also posts a CQE, which wakes
-	// a reaper blocked in io_uring_enter. With nothing in flight, a NOP
-	// does the waking.
-	r.sqMu.Lock()
 	if len(targets) == 0 {
 		targets = append(targets, 0)
 	}
