@@ -2,6 +2,9 @@ package ringpipe
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -26,7 +29,7 @@ import (
 // that ends a block covers both. A file system that refuses O_DIRECT
 // (tmpfs) gets buffered writes.
 type Config struct {
-	Dir                string        // required
+	Dir                string        // required; created if missing (its parent must exist); resolved to an absolute path at Start
 	Backend            Backend       // BackendAuto (default), BackendURing, BackendStd
 	Logger             *zap.Logger   // nil: no logging
 	QueueCapacity      int           // write queue; default 4096
@@ -248,4 +251,34 @@ func maxValueFitting(prealloc int64) int {
 		v++
 	}
 	return v
+}
+
+// resolveDir returns dir as an absolute path with its symlinks resolved,
+// so that the engine's files stay where Start found them when the process
+// changes its working directory later, and so that ".." after a symlink
+// means what the kernel makes of it (filepath.Clean would drop both). A
+// missing last component is kept (Start creates it); a missing parent is
+// left for Start to report.
+func resolveDir(dir string) (string, error) {
+	if !filepath.IsAbs(dir) {
+		wd, err := os.Getwd()
+		if err != nil {
+			return "", fmt.Errorf("ringpipe: Config.Dir %q: the working directory: %w", dir, err)
+		}
+		dir = wd + string(filepath.Separator) + dir
+	}
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		return real, nil
+	}
+	trimmed := strings.TrimRight(dir, string(filepath.Separator))
+	i := strings.LastIndexByte(trimmed, filepath.Separator)
+	parent, base := trimmed[:i+1], trimmed[i+1:]
+	if base == "." || base == ".." {
+		return filepath.Clean(dir), nil // a missing dir: Start says so
+	}
+	real, err := filepath.EvalSymlinks(parent)
+	if err != nil {
+		return filepath.Clean(dir), nil // likewise
+	}
+	return filepath.Join(real, base), nil
 }

@@ -15,11 +15,19 @@ type Engine struct {
 
 // Start opens (creating if needed) the engine in cfg.Dir, runs crash
 // recovery and starts the actors. It returns once the engine accepts
-// writes.
+// writes. Start creates Dir itself but not its parent directory, which
+// must exist. A relative Dir is resolved against the working directory,
+// and its symlinks resolved, once, at Start: the engine's files stay
+// there if the process changes directory later.
 func Start(ctx context.Context, cfg Config) (*Engine, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
+	}
+	if cfg.NewRing == nil { // a test ring's files are not the process's
+		if cfg.Dir, err = resolveDir(cfg.Dir); err != nil {
+			return nil, err
+		}
 	}
 	e, err := start(ctx, cfg)
 	if err != nil {
