@@ -46,19 +46,26 @@ const hangTimeout = 10 * time.Second
 // report with assert, not require.
 func within(t *testing.T, what string, fn func()) {
 	t.Helper()
+	withinFor(t, what, hangTimeout, fn)
+}
+
+// withinFor is within with its own bound, for work that grows with a
+// test's volume.
+func withinFor(t *testing.T, what string, d time.Duration, fn func()) {
+	t.Helper()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		fn()
 	}()
-	timer := time.NewTimer(hangTimeout)
+	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
 	case <-done:
 	case <-timer.C:
 		var b strings.Builder
 		_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
-		t.Fatalf("%s did not return within %v; goroutines:\n%s", what, hangTimeout, b.String())
+		t.Fatalf("%s did not return within %v; goroutines:\n%s", what, d, b.String())
 	}
 }
 

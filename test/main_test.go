@@ -130,7 +130,14 @@ func createSpace(t testing.TB, e *ringpipe.Engine, name string, dims, bits int) 
 // fails the test with what and the last Stats.
 func waitFor(t testing.TB, e *ringpipe.Engine, what string, cond func(ringpipe.Stats) bool) {
 	t.Helper()
-	deadline := time.NewTimer(eventualTimeout)
+	waitForWithin(t, e, eventualTimeout, what, cond)
+}
+
+// waitForWithin is waitFor with its own bound, for waits that grow with a
+// test's volume (the machine's other load multiplies them).
+func waitForWithin(t testing.TB, e *ringpipe.Engine, d time.Duration, what string, cond func(ringpipe.Stats) bool) {
+	t.Helper()
+	deadline := time.NewTimer(d)
 	defer deadline.Stop()
 	tick := time.NewTicker(pollEvery)
 	defer tick.Stop()

@@ -264,7 +264,8 @@ func xcWorkload(t *testing.T, e *ringpipe.Engine, c xcCase, seed int64, maxVal i
 			settle("at the end")
 		})
 	}
-	within(t, "the workload", wg.Wait)
+	// 64 MiB values on the sim under -race take seconds each.
+	withinFor(t, "the workload", hangTimeout+time.Duration(maxVal>>20)*time.Second, wg.Wait)
 	require.False(t, t.Failed(), "the workload failed")
 	return res
 }
