@@ -176,7 +176,8 @@ func (d *Doer) SettleOrphans() []error {
 					if i < len(o.ops) && o.ops[i].Code == ring.OpOpen && c.Err == nil && c.Res >= 0 {
 						ring.Close(d, int32(c.Res)) //nolint:errcheck // best effort at stop
 					}
-					if c.Err != nil && !errors.Is(c.Err, syscall.ECANCELED) && i < len(o.ops) {
+					if c.Err != nil && !errors.Is(c.Err, syscall.ECANCELED) && i < len(o.ops) &&
+						!(o.ops[i].Code == ring.OpMkdir && errors.Is(c.Err, syscall.EEXIST)) { // ring.Mkdir's success too
 						errs = append(errs, fmt.Errorf("%s %s: %w", o.ops[i].Code, o.ops[i].Path, c.Err))
 					}
 				}
