@@ -419,15 +419,7 @@ func TestSealAuditFlushUnderWriters(t *testing.T) {
 	for _, kind := range []string{"sim", "real"} {
 		t.Run(kind, func(t *testing.T) {
 			seed := slSeed(t)
-			var cfg ringpipe.Config
-			var d slDir
-			if kind == "sim" {
-				disk := newSimDisk(t, seed)
-				cfg, d = simConfig(t, disk), slDir{dir: simDir, disk: disk}
-			} else {
-				cfg = realConfig(t, ringpipe.BackendAuto)
-				d = slDir{dir: cfg.Dir}
-			}
+			cfg, d := slConfig(t, kind, seed)
 			cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zapcore.WarnLevel))
 			e := start(t, cfg)
 			a := createSpace(t, e, "a", slSpec.Dims, slSpec.Bits)
@@ -620,15 +612,7 @@ func TestSealAuditFlushRacingStop(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			seed := slSeed(t)
 			rng := rand.New(rand.NewSource(seed))
-			var cfg ringpipe.Config
-			var d slDir
-			if kind == "sim" {
-				disk := newSimDisk(t, seed)
-				cfg, d = simConfig(t, disk), slDir{dir: simDir, disk: disk}
-			} else {
-				cfg = realConfig(t, ringpipe.BackendAuto)
-				d = slDir{dir: cfg.Dir}
-			}
+			cfg, d := slConfig(t, kind, seed)
 			cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zapcore.ErrorLevel))
 			cfg.SealThreshold = 64 // seals by hint as well as by Flush
 			e := start(t, cfg)
@@ -1099,4 +1083,16 @@ func TestSealAuditSealerChaos(t *testing.T) {
 			}
 		}
 	}
+}
+
+// slConfig is the Config of a seal audit engine on a sim disk (kind
+// "sim", from seed) or a real directory (BackendAuto), and the directory
+// to read its blocks from.
+func slConfig(t *testing.T, kind string, seed int64) (ringpipe.Config, slDir) {
+	if kind == "sim" {
+		disk := newSimDisk(t, seed)
+		return simConfig(t, disk), slDir{dir: simDir, disk: disk}
+	}
+	cfg := realConfig(t, ringpipe.BackendAuto)
+	return cfg, slDir{dir: cfg.Dir}
 }
