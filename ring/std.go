@@ -120,6 +120,7 @@ func (r *stdRing) runChain(chain []*stdOp) {
 			failed = true
 			continue
 		}
+		start := time.Now()
 		if d := so.op.Deadline; d > 0 {
 			so.timer = time.AfterFunc(d, func() { r.deadline(so) })
 		}
@@ -128,6 +129,12 @@ func (r *stdRing) runChain(chain []*stdOp) {
 		r.mu.Lock()
 		if so.timer != nil {
 			so.timer.Stop()
+			if !so.late && time.Since(start) >= so.op.Deadline {
+				// Past its deadline, but the timer's goroutine has not
+				// run yet (a loaded machine): the notice comes all the
+				// same, before the final Completion (invariant 4).
+				r.notice(so)
+			}
 		}
 		r.stats.ShortIORetries += retries
 		if so.op.IsSync() {
@@ -150,6 +157,12 @@ func (r *stdRing) deadline(so *stdOp) {
 	if so.done {
 		return
 	}
+	r.notice(so)
+}
+
+// notice sends so's Deadline notice.
+// REQUIRES: r.mu held, so neither late nor done.
+func (r *stdRing) notice(so *stdOp) {
 	so.late = true
 	r.stats.DeadlinesFired++
 	r.ready = append(r.ready, Completion{Token: so.op.Token, Code: so.op.Code, Deadline: true})
