@@ -128,6 +128,15 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 	if err != nil {
 		return rec, fmt.Errorf("hot: %w", err)
 	}
+	if len(gens) > 0 {
+		// A generation's name may not be durable yet: a Stop or crash
+		// can cut hot.Create (a spare's rename, a new file) before its
+		// directory sync. Writes acknowledged from an adopted generation
+		// would go with its name at a power loss.
+		if err := ring.SyncDir(e.sd, hotOpts.Dir); err != nil {
+			return rec, fmt.Errorf("hot: sync the directory: %w", err)
+		}
+	}
 	type spaceGens struct {
 		active *hot.Segment
 		frozen []*hot.Segment

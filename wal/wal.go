@@ -285,6 +285,14 @@ func Open(d ring.Doer, opts Options, fn func(seq uint64, off int64, r messages.R
 		}
 	}
 	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	if len(seqs) > 0 {
+		// A segment's name may not be durable yet (a Stop or crash cut
+		// its creation before the directory sync); records acknowledged
+		// from it would go with its name at a power loss.
+		if err := ring.SyncDir(d, opts.Dir); err != nil {
+			return nil, fmt.Errorf("wal: sync the directory: %w", err)
+		}
+	}
 
 	limits, err := w.cutLimits(seqs)
 	if err != nil {
