@@ -146,6 +146,15 @@ func (d *Doer) orphan(ops []ring.Op, reply <-chan IOResult) {
 	d.orphans = append(d.orphans, orphan{ops: slices.Clone(ops), reply: reply})
 }
 
+// benign reports whether err, the answer of an orphaned op with code c,
+// is an answer its caller would have taken as success or as a plain
+// "no": a mkdir that found its directory (ring.Mkdir), an open that found
+// no file (hot's check for a leftover file).
+func benign(c ring.Opcode, err error) bool {
+	return (c == ring.OpMkdir && errors.Is(err, syscall.EEXIST)) ||
+		(c == ring.OpOpen && errors.Is(err, syscall.ENOENT))
+}
+
 // SettleOrphans releases the fds that I/O cut short by a stop left open:
 // it closes the fd of every Open whose answer came after its caller left,
 // and performs every Close that was never submitted. An op that was
@@ -176,8 +185,7 @@ func (d *Doer) SettleOrphans() []error {
 					if i < len(o.ops) && o.ops[i].Code == ring.OpOpen && c.Err == nil && c.Res >= 0 {
 						ring.Close(d, int32(c.Res)) //nolint:errcheck // best effort at stop
 					}
-					if c.Err != nil && !errors.Is(c.Err, syscall.ECANCELED) && i < len(o.ops) &&
-						!(o.ops[i].Code == ring.OpMkdir && errors.Is(c.Err, syscall.EEXIST)) { // ring.Mkdir's success too
+					if c.Err != nil && !errors.Is(c.Err, syscall.ECANCELED) && i < len(o.ops) && !benign(o.ops[i].Code, c.Err) {
 						errs = append(errs, fmt.Errorf("%s %s: %w", o.ops[i].Code, o.ops[i].Path, c.Err))
 					}
 				}

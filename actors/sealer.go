@@ -423,13 +423,33 @@ func (s *Sealer) manifest() (*snapshot.Manifest, error) {
 // Manifest returns the manifest. REQUIRES: Run is not running.
 func (s *Sealer) Manifest() *snapshot.Manifest { return s.man }
 
-// Frozen returns every segment the sealer holds, for closing at stop.
-// REQUIRES: Run is not running.
+// Frozen returns every segment the sealer holds, for closing at stop,
+// with those of an install that Stop cut short: when the submitter
+// installed the new generation, the generation it replaced (its answer,
+// which the sealer did not read); when it did not (the request drained
+// from its inbox), the new one.
+// REQUIRES: Run and the submitter are not running, and the submitter's
+// inbox is drained (DrainSubmitter).
 func (s *Sealer) Frozen() []*hot.Segment {
 	var out []*hot.Segment
 	for _, sp := range s.spaces {
 		out = append(out, sp.frozen...)
-		if sp.next != nil && sp.waiting == nil {
+		if sp.next == nil {
+			continue
+		}
+		if sp.waiting == nil {
+			out = append(out, sp.next)
+			continue
+		}
+		select {
+		case old := <-sp.waiting: // installed: the submitter holds sp.next
+			sp.active = sp.next.Gen().Gen
+			sp.next, sp.waiting, sp.needGen = nil, nil, false
+			if old != nil {
+				sp.frozen = append(sp.frozen, old)
+				out = append(out, old)
+			}
+		default: // never installed: nobody else holds it
 			out = append(out, sp.next)
 		}
 	}

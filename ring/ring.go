@@ -167,7 +167,7 @@ type Stats struct {
 	ShortIORetries uint64 // remainders resubmitted after a short read or write
 	DeadlinesFired uint64 // Deadline notices sent
 	CQOverflows    uint64 // times the kernel's CQ overflowed and was flushed (uring)
-	CancelRetries  uint64 // Ops submitted again after ECANCELED with nothing to cancel them (uring)
+	CancelRetries  uint64 // Ops submitted again after ECANCELED or EFAULT with nothing to cause it (uring)
 }
 
 // Ring is an asynchronous I/O interface. Submit and Reap are safe for

@@ -91,7 +91,7 @@ type uslot struct {
 	done atomic.Int64
 
 	res      int32 // the CQE's result, once arrived
-	cancels  int   // times it came back ECANCELED with nothing to cancel it (settle)
+	cancels  int   // times it came back ECANCELED or EFAULT with nothing to cause it (settle)
 	arrived  bool
 	late     bool        // the deadline fired: a notice was sent
 	finished bool        // its final Completion is in ready
@@ -108,6 +108,12 @@ type uslot struct {
 type uchain struct {
 	slots   []*uslot
 	waiting int // CQEs still to arrive before the chain settles; under mu
+}
+
+// spurious reports whether res is an error that settle may submit again
+// (see there): ECANCELED or EFAULT.
+func spurious(res int32) bool {
+	return res == -int32(unix.ECANCELED) || res == -int32(unix.EFAULT)
 }
 
 // maxSpuriousCancels bounds how many times settle submits again an Op
@@ -682,13 +688,18 @@ func (r *uringRing) settle(c *uchain) *uchain {
 	// kernel cancelled the rest.
 	failed := false
 	for i, s := range c.slots {
-		if s.res == -int32(unix.ECANCELED) && !failed && !r.closed && s.cancels < maxSpuriousCancels {
+		if spurious(s.res) && !failed && !r.closed && s.cancels < maxSpuriousCancels {
 			// Nothing cancelled s: no failed predecessor, no Close (the
 			// ring cancels nothing else). io_uring does this when it
 			// cannot start a kernel worker for the submitting thread
 			// (creating it failed while a signal was pending: Go's
-			// preemption signal, SIGURG), and the Op never ran: submit
-			// it and the rest of its chain again.
+			// preemption signal, SIGURG): ECANCELED. And an Op that the
+			// kernel issues again from the submitting thread's task work
+			// (a buffered read that waited for a page) fails EFAULT
+			// when that thread is exiting (Go ends the thread of a
+			// goroutine that exits locked to it): the Ring's buffers are
+			// valid Go memory, so EFAULT means only that. Either way the
+			// Op did not run: submit it and the rest of its chain again.
 			s.cancels++
 			r.stats.CancelRetries++
 			next := &uchain{slots: c.slots[i:], waiting: len(c.slots) - i}
