@@ -239,6 +239,16 @@ func (d *Doer) setRoute(f doFunc) {
 // or an Open whose answer nobody read, would otherwise leak an fd.
 func viaSubmitter(ctx context.Context, sub chan<- SubmitterMsg, d *Doer) doFunc {
 	return func(ops []ring.Op) ([]ring.Completion, error) {
+		if err := ctx.Err(); err != nil {
+			// Not sent: an earlier op of the caller may still be in
+			// flight (orphaned below), and ops that are not linked run
+			// in any order: a close sent now could run before that
+			// fsync, whose fd the kernel resolves only when a worker
+			// takes it up (it then failed EBADF, or hit whatever file
+			// took the number). SettleOrphans performs the closes.
+			d.orphan(ops, nil)
+			return nil, err
+		}
 		reply := make(chan IOResult, 1)
 		select {
 		case sub <- SubmitIO{Ops: ops, Reply: reply}:
