@@ -41,15 +41,17 @@ func TestAuditPromoterYieldsAndCaps(t *testing.T) {
 		}
 	}
 
-	// Nothing staged: no tick.
+	// Nothing staged: no tick, and no timer running.
 	_, got := next(30 * tick)
 	assert.False(t, got, "a tick with nothing staged")
+	assert.Zero(t, p.ticks.Load(), "the promoter woke up with nothing staged")
 
 	// Staged work and a busy write queue: the promoter yields for maxYield
 	// ticks (>= maxYield intervals), then asks for at most maxPromote.
 	ch.Writes <- &messages.Barrier{Reply: make(chan error, 1)}
 	t0 := time.Now()
 	env.Metrics.StagedPending.Store(10)
+	kick(ch.promKick) // as the submitter does when it stages
 	pt, got := next(10 * time.Second)
 	require.True(t, got, "the promoter never ticked while the queue stayed busy (starved)")
 	assert.GreaterOrEqual(t, time.Since(t0), time.Duration(maxYield-2)*tick, // a tick may be pending already
@@ -74,6 +76,23 @@ func TestAuditPromoterYieldsAndCaps(t *testing.T) {
 	pt.Reply <- maxPromote
 	env.Metrics.StagedPending.Store(0)
 	<-ch.Writes
+
+	// Idle again: the promoter stops waking once nothing is staged.
+	quiet := false
+	for end := time.Now().Add(5 * time.Second); !quiet && time.Now().Before(end); {
+		before := p.ticks.Load()
+		time.Sleep(20 * tick)
+		quiet = p.ticks.Load() == before
+	}
+	assert.True(t, quiet, "the promoter kept ticking with nothing staged")
+
+	// A failed WAL retirement wakes it too (the submitter kicks).
+	env.Metrics.RetirePending.Store(true)
+	kick(ch.promKick)
+	pt, got = next(5 * time.Second)
+	require.True(t, got, "no tick for a retirement waiting to be tried again")
+	pt.Reply <- 0
+	env.Metrics.RetirePending.Store(false)
 }
 
 // TestAuditRoutingHysteresis: DESIGN.md routing per space with hysteresis:

@@ -305,6 +305,10 @@ type Channels struct {
 	// in the ring.
 	subKick  chan struct{}
 	compKick chan struct{}
+	// promKick wakes an idle promoter (room for one): the submitter
+	// kicks it when records are staged or a WAL retirement fails, so
+	// that an engine with nothing staged has no ticker running.
+	promKick chan struct{}
 	// ioMu orders the submitter's submissions against the completer's
 	// decision to stop: the submitter submits only while its context
 	// lasts, under ioMu, and the completer stops only when, under ioMu,
@@ -358,6 +362,7 @@ func NewChannels(queueCap, ringCap int) *Channels {
 		registers: make(chan *flight, ringCap),
 		subKick:   make(chan struct{}, 1),
 		compKick:  make(chan struct{}, 1),
+		promKick:  make(chan struct{}, 1),
 	}
 }
 

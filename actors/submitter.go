@@ -1124,6 +1124,7 @@ func (s *Submitter) stage(recs []messages.Record) {
 	}
 	s.staged += len(recs)
 	s.env.Metrics.StagedPending.Add(int64(len(recs)))
+	kick(s.ch.promKick)
 }
 
 // observeSync applies routing hysteresis after a sync of sp's hot file.
@@ -1186,6 +1187,7 @@ func (s *Submitter) setRetireFailed(failed bool) {
 	s.env.Metrics.RetirePending.Store(failed)
 	if failed {
 		s.retryAt = s.env.now().Add(retireRetry)
+		kick(s.ch.promKick)
 	}
 }
 
