@@ -74,8 +74,9 @@ type xcCase struct {
 
 // xcRes is what the workload had acknowledged, per space.
 type xcRes struct {
-	ids  []ringpipe.SpaceID
-	acks []acks
+	ids    []ringpipe.SpaceID
+	acks   []acks
+	maxVal int // the largest value written: the checks' bound grows with it
 	// limbo are the PutAsyncs of the burst before a power loss, at points
 	// nothing else writes.
 	limbo []xcLimbo
@@ -145,7 +146,7 @@ func xcLimit(t *testing.T, e *ringpipe.Engine, sp ringpipe.SpaceID) int {
 // xcWorkload runs c's writers on e and returns what was acknowledged.
 func xcWorkload(t *testing.T, e *ringpipe.Engine, c xcCase, seed int64, maxVal int) *xcRes {
 	t.Helper()
-	res := &xcRes{acks: make([]acks, len(xcSpecs))}
+	res := &xcRes{acks: make([]acks, len(xcSpecs)), maxVal: maxVal}
 	for _, spec := range xcSpecs {
 		res.ids = append(res.ids, createSpace(t, e, spec.Name, spec.Dims, spec.Bits))
 	}
@@ -275,7 +276,10 @@ func xcCheck(t *testing.T, e *ringpipe.Engine, res *xcRes, when string) {
 	t.Helper()
 	t.Logf("check %s", when)
 	before := t.Failed()
-	within(t, "the check "+when, func() {
+	// 64 MiB values on the sim under -race take seconds each to read (and
+	// a read may meet a seal of them): 10 s ran out in a CI run beside
+	// other work.
+	withinFor(t, "the check "+when, hangTimeout+time.Duration(res.maxVal>>20)*time.Second, func() {
 		for s, spec := range xcSpecs {
 			checkModel(t, engineReader(t, e), res.ids[s], res.acks[s].model(t, spec), fullBox(spec))
 		}
@@ -288,7 +292,8 @@ func xcFlushAll(t *testing.T, e *ringpipe.Engine, res *xcRes, when string) {
 	t.Helper()
 	for _, id := range res.ids {
 		var err error
-		within(t, fmt.Sprintf("Flush of space %d %s", id, when), func() { err = e.Flush(ctxFor(t), id) })
+		withinFor(t, fmt.Sprintf("Flush of space %d %s", id, when), hangTimeout+time.Duration(res.maxVal>>20)*time.Second,
+			func() { err = e.Flush(ctxFor(t), id) })
 		require.NoError(t, err, "Flush of space %d %s", id, when)
 	}
 	assert.Zero(t, e.Stats().StagedPending, "%s: every staged record promoted by the Flushes", when)
