@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"maps"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/ringpipe/ringpipe/hot"
 	"github.com/ringpipe/ringpipe/internal/testhook"
 	"github.com/ringpipe/ringpipe/messages"
+	"github.com/ringpipe/ringpipe/ring"
 	"github.com/ringpipe/ringpipe/snapshot"
 )
 
@@ -43,6 +46,11 @@ type Sealer struct {
 	// nil when none. Set by the failed Run, used by the next.
 	held    func(error)
 	heldErr error
+	// unnamed are blocks written whose manifest edit failed: once the
+	// manifest is recovered without them, nothing can name them, and
+	// they are removed (else each failed seal on a full disk left one,
+	// taking the room the disk lacked, until the next Start).
+	unnamed []snapshot.BlockMeta
 }
 
 type sealSpace struct {
@@ -107,25 +115,40 @@ func (s *Sealer) Run(ctx context.Context) (err error) {
 	}()
 	s.doer.setRoute(viaSubmitter(ctx, s.ch.Submitter, s.doer))
 	defer s.doer.setRoute(nil)
+	// A full disk is not a failed one (DESIGN.md §5): what it stops here
+	// is postponed, as a seal is below, and not a failure of the sealer.
+	// Before, a manifest write that met ENOSPC failed the sealer, and
+	// each restart met it again in Recover: past the restart limit the
+	// engine failed for good, and writes never resumed when space came
+	// back (files audit).
 	if _, err := s.manifest(); err != nil {
-		return err
-	}
-	// Finish what recovery or a failed run left: spaces without an active
-	// generation, installs in progress, frozen generations.
-	for _, sp := range s.spaces {
-		if sp.needGen || sp.next != nil || sp.waiting != nil {
-			if err := s.rotate(ctx, sp); err != nil {
-				return err
-			}
-		}
-		if err := s.sealFrozen(ctx, sp); err != nil {
+		if !diskFull(err) {
 			return err
 		}
+		s.lg.Warn("manifest recovery postponed: disk full", zap.Error(err))
+	}
+	postponed, err := s.finishLeftovers(ctx)
+	if err != nil {
+		return err
+	}
+	// Nobody hints a space that has no generation: while something is
+	// postponed, try again every sealHintResend until the disk has room.
+	var retry <-chan time.Time
+	if postponed {
+		retry = time.After(sealHintResend)
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-retry:
+			retry = nil
+			if postponed, err = s.finishLeftovers(ctx); err != nil {
+				return err
+			}
+			if postponed {
+				retry = time.After(sealHintResend)
+			}
 		case h := <-s.ch.SealDue:
 			id := h.Space
 			sp := s.spaces[id]
@@ -160,7 +183,7 @@ func (s *Sealer) Run(ctx context.Context) (err error) {
 				id, err := s.createSpace(ctx, m.Spec)
 				fail = nil
 				m.Reply <- CreateSpaceReply{ID: id, Err: err}
-				if err != nil && s.man.Err() != nil {
+				if err != nil && s.man.Err() != nil && !diskFull(err) {
 					return err
 				}
 			case Flush:
@@ -168,12 +191,40 @@ func (s *Sealer) Run(ctx context.Context) (err error) {
 				err := s.flush(ctx, m.Space)
 				fail = nil
 				m.Reply <- err
-				if err != nil && ctx.Err() == nil && s.man.Err() != nil {
+				if err != nil && ctx.Err() == nil && s.man.Err() != nil && !diskFull(err) {
 					return err
 				}
 			}
 		}
 	}
+}
+
+// finishLeftovers finishes what recovery or a failed run left: spaces
+// without an active generation, installs in progress, frozen generations.
+// What a full disk stops is postponed (postponed reports it), not failed.
+func (s *Sealer) finishLeftovers(ctx context.Context) (postponed bool, err error) {
+	for id, sp := range s.spaces {
+		if sp.needGen || sp.next != nil || sp.waiting != nil {
+			if err := s.rotate(ctx, sp); diskFull(err) {
+				s.lg.Warn("new generation postponed: disk full", zap.Uint32("space", uint32(id)), zap.Error(err))
+				postponed = true
+				// Its flushers get the disk's error rather than wait.
+				if err := send(ctx, s.ch.Submitter, SubmitterMsg(ReplaceFailed{Space: id, Err: err})); err != nil {
+					return postponed, err
+				}
+				continue
+			} else if err != nil {
+				return postponed, err
+			}
+		}
+		if err := s.sealFrozen(ctx, sp); diskFull(err) {
+			s.lg.Warn("seal postponed: disk full", zap.Uint32("space", uint32(id)), zap.Error(err))
+			postponed = true
+		} else if err != nil {
+			return postponed, err
+		}
+	}
+	return postponed, nil
 }
 
 // createSpace creates spec's space durably, or finds it.
@@ -396,6 +447,7 @@ func (s *Sealer) writeBlock(sp *sealSpace, seg *hot.Segment) (snapshot.BlockMeta
 	}
 	_, hi := seg.RevRange()
 	if _, err := man.Apply(snapshot.BlockAdded{Meta: meta}, snapshot.GenSealed{Space: g.Space, Gen: g.Gen, MaxRev: hi}); err != nil {
+		s.unnamed = append(s.unnamed, meta)
 		return snapshot.BlockMeta{}, err
 	}
 	return meta, nil
@@ -417,7 +469,35 @@ func (s *Sealer) manifest() (*snapshot.Manifest, error) {
 		}
 		s.lg.Warn("manifest rolled into a new file after a failed write", zap.NamedError("failed", cause))
 	}
+	if s.man.Err() == nil && len(s.unnamed) > 0 {
+		s.removeUnnamed()
+	}
 	return s.man, nil
+}
+
+// removeUnnamed removes the blocks whose edit failed and that the live
+// manifest does not name (a failed edit is not in its state; CURRENT no
+// longer names the file it may have reached). Best effort: what stays is
+// an orphan that RemoveOrphans deletes at the next Start.
+func (s *Sealer) removeUnnamed() {
+	st := s.man.State()
+	for _, meta := range s.unnamed {
+		named := false
+		for _, b := range st.Index(meta.Space).Blocks() {
+			if b.ID == meta.ID {
+				named = true
+				break
+			}
+		}
+		if named {
+			continue // a later seal wrote a block of the same ID
+		}
+		if err := ring.Unlink(s.doer, snapshot.BlockPath(s.env.Cfg.Dir, meta.Space, meta.ID)); err != nil && !errors.Is(err, syscall.ENOENT) {
+			s.lg.Warn("remove a block whose manifest edit failed", zap.Uint32("space", uint32(meta.Space)),
+				zap.Uint64("block", meta.ID), zap.Error(err))
+		}
+	}
+	s.unnamed = nil
 }
 
 // Manifest returns the manifest. REQUIRES: Run is not running.

@@ -314,11 +314,15 @@ func WriteFileAtomic(d Doer, path string, data []byte) error {
 		Op{Code: OpFsync, FD: fd},
 	))
 	cerr := Close(d, fd)
-	if werr != nil {
-		return werr
+	if werr == nil {
+		werr = cerr
 	}
-	if cerr != nil {
-		return cerr
+	if werr != nil {
+		// Nothing names tmp: remove it rather than leave one per failed
+		// attempt (a full disk fails many in a row). A crash or a failed
+		// unlink leaves it to the owner's cleanup at open.
+		Unlink(d, tmp) //nolint:errcheck // best effort, see above
+		return werr
 	}
 	if err := Rename(d, tmp, path); err != nil {
 		return err

@@ -419,6 +419,10 @@ func WriteBlockDirect(d ring.Doer, dir string, space messages.SpaceID, id, gen u
 	}
 	cerr := w.close()
 	if err := errors.Join(werr, cerr); err != nil {
+		// Nothing names tmp: remove it rather than leave one per failed
+		// seal while the engine runs (a full disk fails many); a crash
+		// leaves it to RemoveOrphans at the next Start.
+		ring.Unlink(d, tmp) //nolint:errcheck // best effort, see above
 		return BlockMeta{}, fmt.Errorf("snapshot: write block %d: %w", id, err)
 	}
 	if err := ring.Rename(d, tmp, path); err != nil {

@@ -96,6 +96,7 @@ type Manifest struct {
 	err     error // sticky: set by the first failed write
 	closed  bool
 	pending bool // read by Read, not yet rewritten: takes no edit
+	stale   bool // a failed switch may have left files: removeStale after the next
 	tail    Tail
 }
 
@@ -375,6 +376,9 @@ func (m *Manifest) switchTo() (err error) {
 		if err != nil {
 			err = fmt.Errorf("snapshot: write %s: %w", ManifestName(num), err)
 			m.err = err
+			// A failed attempt may leave its file (or CURRENT's .tmp)
+			// behind: the next switch that succeeds removes them.
+			m.stale = true
 		}
 	}()
 	var data []byte
@@ -424,6 +428,13 @@ func (m *Manifest) switchTo() (err error) {
 		if err := ring.Unlink(m.d, m.path(old)); err != nil && !errors.Is(err, unix.ENOENT) {
 			return err
 		}
+	}
+	if m.stale && m.removeStale() == nil {
+		// Best effort: what stays is removed by a later switch or the
+		// next Open. Before, the files of failed attempts stayed for the
+		// engine's life (files audit: a disk full for 300 ms left
+		// MANIFEST-N.tmp files and old manifests).
+		m.stale = false
 	}
 	return nil
 }

@@ -118,8 +118,17 @@ func checkOrphans(d ring.Doer, dir string, state *State, lostEditFn func(string)
 	}
 	var remove []string
 	for _, name := range names {
-		if strings.HasSuffix(name, ".tmp") {
-			remove = append(remove, name)
+		if base, ok := strings.CutSuffix(name, ".tmp"); ok {
+			if _, isBlock := parseBlockName(base); isBlock {
+				// A block write cut short (writeBlock's <id>.blk.tmp).
+				remove = append(remove, name)
+			} else {
+				// Not a name the engine writes: a user's file (or
+				// directory) is not ours to delete. Before, any *.tmp
+				// was removed, and a directory so named failed every
+				// Start (files audit).
+				rep.Foreign = append(rep.Foreign, filepath.Join("blocks", strconv.FormatUint(uint64(space), 10), name))
+			}
 			continue
 		}
 		id, isBlock := parseBlockName(name)

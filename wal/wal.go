@@ -98,6 +98,7 @@ type WAL struct {
 	opts Options
 
 	segs    []SegmentInfo // oldest first; the last is the active one (when fd >= 0)
+	lastSeq uint64        // the highest segment number Open found or roll made
 	fd      int32         // the active segment's fd, -1 when there is none yet
 	dfd     int32         // its O_DIRECT fd (Options.Direct), else -1
 	salt    uint32        // the active segment's salt
@@ -332,13 +333,27 @@ func Open(d ring.Doer, opts Options, fn func(seq uint64, off int64, r messages.R
 	if len(seqs) == 0 {
 		return w, nil
 	}
+	seq := seqs[len(seqs)-1]
+	w.lastSeq = seq
+	w.off = results[len(results)-1].End
+	// A last segment larger than SegmentSize was preallocated by a life
+	// with a larger Preallocate, and fallocate never shrinks a file: it
+	// stays closed, the next batch rolls to a segment of today's size,
+	// and Retire deletes it once its records are promoted. Before, it
+	// stayed active, and so on disk at the old size, for good (files
+	// audit: 1 MiB kept after Preallocate went to 64 KiB).
+	size, err := ring.Stat(w.d, w.path(seq))
+	if err != nil {
+		return nil, fmt.Errorf("wal: stat segment %d: %w", seq, err)
+	}
+	if size > w.opts.SegmentSize {
+		return w, nil
+	}
 	// The last segment becomes the active one. Preallocate it again: a
 	// crash may have cut its creation short.
-	seq := seqs[len(seqs)-1]
 	if err := w.openActive(seq, false, nil); err != nil {
 		return nil, err
 	}
-	w.off = results[len(results)-1].End
 	w.segs[len(w.segs)-1].Active = true
 	return w, nil
 }
@@ -505,10 +520,9 @@ func (w *WAL) Direct() bool { return w.dfd >= 0 }
 // with a cut naming where the active one ends (invariant 2).
 // REQUIRES: no batch in flight.
 func (w *WAL) roll() error {
-	next := uint64(1)
+	next := w.lastSeq + 1
 	var first []byte
 	if n := len(w.segs); n > 0 {
-		next = w.segs[n-1].Seq + 1
 		first = cutFrame(next, cut{Seq: w.segs[n-1].Seq, End: w.off})
 	}
 	if w.fd >= 0 {
@@ -521,6 +535,7 @@ func (w *WAL) roll() error {
 		return w.fail(err)
 	}
 	w.segs = append(w.segs, SegmentInfo{Seq: next, Active: true})
+	w.lastSeq = next
 	w.off = int64(len(first))
 	return nil
 }
@@ -569,6 +584,7 @@ func (w *WAL) Restart() error {
 		return w.fail(err)
 	}
 	w.segs = append(w.segs, SegmentInfo{Seq: next, Active: true})
+	w.lastSeq = next
 	w.off = int64(len(first))
 	return nil
 }
@@ -703,11 +719,12 @@ func (w *WAL) Append(recs []messages.Record) error {
 // Segments returns a description of every segment, oldest first.
 func (w *WAL) Segments() []SegmentInfo { return append([]SegmentInfo(nil), w.segs...) }
 
-// Oldest returns the highest revision in the oldest segment that is not
-// the active one, the first that Retire could delete; ok is false when
-// only the active segment exists. It does not allocate.
+// Oldest returns the highest revision in the oldest segment when it is
+// not the active one: the first that Retire could delete; ok is false
+// when there is none, or the oldest is the active one. It does not
+// allocate.
 func (w *WAL) Oldest() (maxRev messages.Revision, ok bool) {
-	if len(w.segs) < 2 {
+	if len(w.segs) == 0 || w.segs[0].Active {
 		return 0, false
 	}
 	return w.segs[0].MaxRev, true
