@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/ringpipe/ringpipe/messages"
 	"github.com/ringpipe/ringpipe/ring"
@@ -281,4 +282,30 @@ func resolveDir(dir string) (string, error) {
 		return filepath.Clean(dir), nil // likewise
 	}
 	return filepath.Join(real, base), nil
+}
+
+// checkDirectIO refuses Config.DirectIO on a file system whose direct I/O
+// needs a coarser alignment than the wal.Sector (512-byte) units that the
+// logs and blocks are padded to: a disk with 4 KiB logical sectors (4Kn:
+// many NVMe and cloud volumes). Before, Start succeeded there and the first
+// writes failed with a bare "write: invalid argument" until the engine
+// failed for good (env audit). The kernel says what it needs through
+// statx(STATX_DIOALIGN) (Linux 6.1); a kernel or file system that does not
+// say is taken at its word when the files are opened (wal.OpenDirect
+// falls back to buffered writes where O_DIRECT is refused).
+func checkDirectIO(dir string) error {
+	var stx unix.Statx_t
+	// A regular file of dir's file system: directories report no
+	// alignment.
+	if err := unix.Statx(unix.AT_FDCWD, filepath.Join(dir, "LOCK"), 0, unix.STATX_DIOALIGN, &stx); err != nil {
+		return nil // no answer: see above
+	}
+	if stx.Mask&unix.STATX_DIOALIGN == 0 || stx.Dio_offset_align == 0 {
+		return nil
+	}
+	if int(stx.Dio_offset_align) > wal.Sector || int(stx.Dio_mem_align) > wal.Sector {
+		return fmt.Errorf("ringpipe: Config.DirectIO: the file system of %s needs direct I/O aligned to %d bytes in the file and %d in memory; ringpipe writes %d-byte sectors: start without DirectIO",
+			dir, stx.Dio_offset_align, stx.Dio_mem_align, wal.Sector)
+	}
+	return nil
 }

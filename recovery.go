@@ -65,6 +65,11 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 	if err := ctx.Err(); err != nil {
 		return rec, err
 	}
+	if cfg.DirectIO && cfg.NewRing == nil { // a test ring's files are not the process's
+		if err := checkDirectIO(cfg.Dir); err != nil {
+			return rec, err
+		}
+	}
 
 	// Blocks are read on demand through a read path of their own
 	// (actors.NewBlockCache). Stop closes it when it closes the engine's

@@ -84,15 +84,24 @@ func rxNewURingEnter(t *testing.T, opts ring.Options) (ring.Ring, string) {
 	if err := rxURingErr(); err != nil {
 		t.Skipf("io_uring unavailable: %v", err)
 	}
-	lowest, err := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	require.NoError(t, err)
-	require.NoError(t, unix.Close(lowest))
-	var old unix.Rlimit
-	require.NoError(t, unix.Getrlimit(unix.RLIMIT_NOFILE, &old))
-	require.NoError(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: uint64(lowest) + 1, Max: old.Max}))
 	opts.Kind = ring.URing
-	r, err := ring.New(opts)
-	require.NoError(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &old))
+	var r ring.Ring
+	var err error
+	// Another thread may take the lowest free fd between the probe and
+	// io_uring_setup (EMFILE then): measure again and retry.
+	for try := 0; try < 20; try++ {
+		lowest, oerr := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		require.NoError(t, oerr)
+		require.NoError(t, unix.Close(lowest))
+		var old unix.Rlimit
+		require.NoError(t, unix.Getrlimit(unix.RLIMIT_NOFILE, &old))
+		require.NoError(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: uint64(lowest) + 1, Max: old.Max}))
+		r, err = ring.New(opts)
+		require.NoError(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &old))
+		if !errors.Is(err, unix.EMFILE) {
+			break
+		}
+	}
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = r.Close() })
 	if ring.ReapsViaPoller(r) {
@@ -549,12 +558,19 @@ func TestRingxCloseRacesEverything(t *testing.T) {
 			goroutines := goleak.IgnoreCurrent()
 			fdsBefore := fdtest.List(t)
 			stop := rxStorm()
+			stopped := false
+			defer func() {
+				if !stopped { // a round skipped or failed (Goexit)
+					stop()
+				}
+			}()
 			for round := range 10 {
 				if !rxCloseRound(t, b, round) {
 					break
 				}
 			}
 			stop()
+			stopped = true
 			if b.real {
 				assert.Empty(t, fdtest.New(fdtest.List(t), fdsBefore), "fds left open")
 			}

@@ -154,6 +154,10 @@ func newURing(opts Options) (Ring, error) {
 			return nil, fmt.Errorf("ring: io_uring lacks opcode %d (kernel too old)", op)
 		}
 	}
+	if err := probeEnter(low); err != nil {
+		low.Close()
+		return nil, err
+	}
 	p := low.Params()
 	// Any Op may carry a Deadline, which takes two CQE units (opUnits):
 	// Capacity Ops take at most twice as many, the CQ size by default.
@@ -177,6 +181,27 @@ func newURing(opts Options) (Ring, error) {
 		r.waiter = w
 	}
 	return r, nil
+}
+
+// probeEnter submits a nop and waits for its completion: a seccomp
+// profile may allow io_uring_setup and io_uring_register but refuse
+// io_uring_enter. Without the probe such a ring was taken (BackendAuto
+// did not fall back to std), its first Submit failed, and Close waited
+// for ever for Ops the kernel never had: Start hung, whatever its ctx
+// (env audit).
+func probeEnter(low *uring.Ring) error {
+	sqe := low.GetSQE()
+	sqe.Opcode = uring.OpNop
+	sqe.Fd = -1
+	sqe.UserData = userData(kindInternal, 0)
+	if _, err := low.Submit(1); err != nil {
+		return fmt.Errorf("ring: io_uring_enter: %w", err)
+	}
+	var cqe [1]uring.CQE
+	if low.PeekCQEs(cqe[:]) != 1 {
+		return errors.New("ring: io_uring_enter: no completion for a nop")
+	}
+	return nil
 }
 
 // waitCQ blocks until the CQ holds an entry.
