@@ -60,11 +60,18 @@ type sealSpace struct {
 	next    *hot.Segment      // created, not yet installed
 	waiting chan *hot.Segment // the submitter's answer to an install
 	frozen  []*hot.Segment    // older generations, oldest first, to seal
+	// postponed: finishLeftovers met a full disk last time (it warns
+	// once per spell, not at every try).
+	postponed bool
 	// sealing is the progress of the seal of frozen[0], so that a sealer
 	// restarted halfway neither writes a second block of the same
 	// records nor names one twice in the manifest.
 	sealing *sealProgress
 }
+
+// lacksGen says whether sp (nil: a space the sealer does not hold)
+// waits for its first generation.
+func (sp *sealSpace) lacksGen() bool { return sp != nil && sp.needGen }
 
 // sealProgress is how far the seal of one generation got.
 type sealProgress struct {
@@ -132,10 +139,12 @@ func (s *Sealer) Run(ctx context.Context) (err error) {
 		return err
 	}
 	// Nobody hints a space that has no generation: while something is
-	// postponed, try again every sealHintResend until the disk has room.
+	// postponed, try again, from sealHintResend apart up to
+	// maxPostponedRetry apart, until the disk has room.
 	var retry <-chan time.Time
+	delay := sealHintResend
 	if postponed {
-		retry = time.After(sealHintResend)
+		retry = time.After(delay)
 	}
 	for {
 		select {
@@ -147,7 +156,10 @@ func (s *Sealer) Run(ctx context.Context) (err error) {
 				return err
 			}
 			if postponed {
-				retry = time.After(sealHintResend)
+				delay = min(2*delay, maxPostponedRetry)
+				retry = time.After(delay)
+			} else {
+				delay = sealHintResend
 			}
 		case h := <-s.ch.SealDue:
 			id := h.Space
@@ -186,6 +198,11 @@ func (s *Sealer) Run(ctx context.Context) (err error) {
 				if err != nil && s.man.Err() != nil && !diskFull(err) {
 					return err
 				}
+				if diskFull(err) && retry == nil {
+					// A space created without its first generation
+					// (finishCreate): made once there is room.
+					retry = time.After(sealHintResend)
+				}
 			case Flush:
 				fail = func(err error) { m.Reply <- err }
 				err := s.flush(ctx, m.Space)
@@ -199,6 +216,10 @@ func (s *Sealer) Run(ctx context.Context) (err error) {
 	}
 }
 
+// maxPostponedRetry bounds the wait between two tries of work a full disk
+// postponed (see Run).
+const maxPostponedRetry = time.Second
+
 // finishLeftovers finishes what recovery or a failed run left: spaces
 // without an active generation, installs in progress, frozen generations.
 // What a full disk stops is postponed (postponed reports it), not failed.
@@ -206,8 +227,10 @@ func (s *Sealer) finishLeftovers(ctx context.Context) (postponed bool, err error
 	for id, sp := range s.spaces {
 		if sp.needGen || sp.next != nil || sp.waiting != nil {
 			if err := s.rotate(ctx, sp); diskFull(err) {
-				s.lg.Warn("new generation postponed: disk full", zap.Uint32("space", uint32(id)), zap.Error(err))
-				postponed = true
+				if !sp.postponed {
+					s.lg.Warn("new generation postponed: disk full", zap.Uint32("space", uint32(id)), zap.Error(err))
+				}
+				sp.postponed, postponed = true, true
 				// Its flushers get the disk's error rather than wait.
 				if err := send(ctx, s.ch.Submitter, SubmitterMsg(ReplaceFailed{Space: id, Err: err})); err != nil {
 					return postponed, err
@@ -218,10 +241,14 @@ func (s *Sealer) finishLeftovers(ctx context.Context) (postponed bool, err error
 			}
 		}
 		if err := s.sealFrozen(ctx, sp); diskFull(err) {
-			s.lg.Warn("seal postponed: disk full", zap.Uint32("space", uint32(id)), zap.Error(err))
-			postponed = true
+			if !sp.postponed {
+				s.lg.Warn("seal postponed: disk full", zap.Uint32("space", uint32(id)), zap.Error(err))
+			}
+			sp.postponed, postponed = true, true
 		} else if err != nil {
 			return postponed, err
+		} else {
+			sp.postponed = false
 		}
 	}
 	return postponed, nil
@@ -241,7 +268,7 @@ func (s *Sealer) createSpace(ctx context.Context, spec messages.SpaceSpec) (mess
 		if info.SpaceSpec != spec {
 			return 0, messages.SpaceExistsError(spec.Name, info.ID, info.SpaceSpec, spec)
 		}
-		if _, served := (*s.registry.Load())[info.ID]; served {
+		if _, served := (*s.registry.Load())[info.ID]; served && !s.spaces[info.ID].lacksGen() {
 			return info.ID, nil
 		}
 		// A failed earlier attempt: the manifest holds the space, the
@@ -278,15 +305,34 @@ func (s *Sealer) finishCreate(ctx context.Context, sp *sealSpace) error {
 	}
 	if sp.needGen {
 		if err := s.rotate(ctx, sp); err != nil {
+			if diskFull(err) {
+				// The space is durable in the manifest: it exists, and
+				// Spaces() says so, the name is taken by it, and a
+				// restart shows it. Writes to it fail until its first
+				// generation is made, which the sealer tries again
+				// while the disk is full (finishLeftovers). Before, it
+				// was half there: Spaces() omitted it while another spec
+				// got ErrSpaceExists and a restart showed it (env audit).
+				s.register(info)
+			}
 			return fmt.Errorf("create space %q: %w", info.Name, err)
 		}
+	}
+	s.register(info)
+	return nil
+}
+
+// register makes info's space known to the engine's API (the registry
+// that Put and Spaces read), once.
+func (s *Sealer) register(info messages.SpaceInfo) {
+	if _, ok := (*s.registry.Load())[info.ID]; ok {
+		return
 	}
 	reg := maps.Clone(*s.registry.Load())
 	reg[info.ID] = info
 	s.registry.Store(&reg)
 	s.lg.Info("space created", zap.Uint32("space", uint32(info.ID)), zap.String("name", info.Name),
 		zap.Int("dims", info.Dims), zap.Int("bits", info.Bits))
-	return nil
 }
 
 // flush seals the space's active generation when it holds records.
