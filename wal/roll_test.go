@@ -192,3 +192,50 @@ func flipAt(t *testing.T, p string, off int64) {
 	require.NoError(t, err)
 	require.NoError(t, f.Close())
 }
+
+// TestWALOversizeSegmentClosedAtOpen: a WAL reopened with a smaller
+// SegmentSize (Preallocate lowered) leaves the larger last segment
+// closed: the next batch goes to a new segment of the new size, the old
+// one's records replay in order, and Retire deletes it once promoted.
+// Before, the old segment stayed active, and on disk at its old size, for
+// good (files audit).
+func TestWALOversizeSegmentClosedAtOpen(t *testing.T) {
+	d := stdDoer(t)
+	dir := filepath.Join(t.TempDir(), "wal")
+	w, _, _ := openWAL(t, d, Options{Dir: dir, SegmentSize: 64 << 10})
+	first := recs(1, 5, 1)
+	require.NoError(t, w.Append(first))
+	require.NoError(t, w.Close())
+
+	small := Options{Dir: dir, SegmentSize: 8 << 10}
+	w, got, _ := openWAL(t, d, small)
+	assert.Equal(t, first, got)
+	segs := w.Segments()
+	require.Len(t, segs, 1)
+	assert.False(t, segs[0].Active, "a segment larger than SegmentSize is not appended to")
+	maxRev, ok := w.Oldest()
+	require.True(t, ok, "the closed segment is the first Retire could delete")
+	assert.Equal(t, first[len(first)-1].Revision, maxRev)
+
+	more := recs(6, 3, 1)
+	require.NoError(t, w.Append(more))
+	segs = w.Segments()
+	require.Len(t, segs, 2)
+	assert.Equal(t, segs[0].Seq+1, segs[1].Seq)
+	assert.True(t, segs[1].Active)
+	st, err := os.Stat(filepath.Join(dir, SegmentName(segs[1].Seq)))
+	require.NoError(t, err)
+	assert.Equal(t, small.SegmentSize, st.Size(), "the new segment has the new size")
+
+	retired, err := w.Retire(maxRev)
+	require.NoError(t, err)
+	assert.Equal(t, []uint64{segs[0].Seq}, retired)
+	_, err = os.Stat(filepath.Join(dir, SegmentName(segs[0].Seq)))
+	assert.True(t, os.IsNotExist(err), "the old segment is deleted")
+	require.NoError(t, w.Close())
+
+	// What is left replays whole: the new segment's cut names a segment
+	// that is gone, as after any retirement.
+	_, got, _ = openWAL(t, d, small)
+	assert.Equal(t, more, got)
+}
