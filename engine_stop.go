@@ -103,7 +103,10 @@ func (e *engine) doStop(ctx context.Context) error {
 	// 4. Nothing runs any more: settle the files' last batches and fail
 	// whatever still waits.
 	e.sub.Settle()
-	e.failPending()
+	if e.failPendingWithin(ctx) {
+		forced = true
+		errs = append(errs, fmt.Errorf("ringpipe: stop: I/O in flight: %w", ctx.Err()))
+	}
 
 	// 5. Close the files (a ring.Sync reaps now), then the ring; the
 	// LOCK goes with its fd.
@@ -183,6 +186,34 @@ func (e *engine) closeAfterForce() {
 		e.lg.Warn("close files after a forced stop", zap.Error(err))
 	}
 	r.Close() //nolint:errcheck // a private ring with nothing in flight
+}
+
+// failPendingWithin is failPending bounded as Stop is: the completer's
+// Finish waits for the I/O in flight (an actor that failed while stopping
+// left some), which a hung disk may never answer. Once ctx has ended and
+// stopGrace passed, the ring is closed under it, which completes
+// everything in flight (forced reports that).
+func (e *engine) failPendingWithin(ctx context.Context) (forced bool) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.failPending()
+	}()
+	select {
+	case <-done:
+		return false
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(stopGrace)
+	defer t.Stop()
+	select {
+	case <-done:
+		return false
+	case <-t.C:
+	}
+	e.r.Close() //nolint:errcheck // forced: completes everything in flight
+	<-done
+	return true
 }
 
 // failPending completes every request that the stopped actors still hold.

@@ -315,7 +315,9 @@ func TestRecoveryRemovesOrphanedBlocks(t *testing.T) {
 	require.Len(t, named, 1, "one block after one Flush")
 	orphans := []string{
 		snapshot.BlockPath(testDir, space, 999),
-		dir + "leftover.tmp",
+		// A block write cut short: <id>.blk.tmp. (Any other .tmp is a
+		// user's and stays: TestFilesForeignTmpInBlockDir.)
+		snapshot.BlockPath(testDir, space, 1000) + ".tmp",
 	}
 	for _, o := range orphans {
 		require.NoError(t, disk.WriteFile(o, []byte("not a block")))

@@ -183,6 +183,11 @@ func (s *Sealer) Run(ctx context.Context) (err error) {
 				// hint (the submitter sends it again while the
 				// generation stays active), and writes go on meanwhile.
 				s.lg.Warn("seal postponed: disk full", zap.Uint32("space", uint32(id)), zap.Error(err))
+				if retry == nil {
+					// A generation rotated but not sealed is not
+					// hinted again (hints name the active one).
+					retry = time.After(delay)
+				}
 				continue
 			}
 			if err != nil {
@@ -201,7 +206,7 @@ func (s *Sealer) Run(ctx context.Context) (err error) {
 				if diskFull(err) && retry == nil {
 					// A space created without its first generation
 					// (finishCreate): made once there is room.
-					retry = time.After(sealHintResend)
+					retry = time.After(delay)
 				}
 			case Flush:
 				fail = func(err error) { m.Reply <- err }
@@ -210,6 +215,12 @@ func (s *Sealer) Run(ctx context.Context) (err error) {
 				m.Reply <- err
 				if err != nil && ctx.Err() == nil && s.man.Err() != nil && !diskFull(err) {
 					return err
+				}
+				if diskFull(err) && retry == nil {
+					// The generation the Flush froze is sealed once
+					// there is room, without another Flush (review
+					// audit: it stayed in hot/ until the next one).
+					retry = time.After(delay)
 				}
 			}
 		}
@@ -306,6 +317,11 @@ func (s *Sealer) finishCreate(ctx context.Context, sp *sealSpace) error {
 	if sp.needGen {
 		if err := s.rotate(ctx, sp); err != nil {
 			if diskFull(err) {
+				// Its writers get the disk's error (not only "no hot
+				// segment") until the file comes.
+				if serr := send(ctx, s.ch.Submitter, SubmitterMsg(ReplaceFailed{Space: info.ID, Err: err})); serr != nil {
+					return serr
+				}
 				// The space is durable in the manifest: it exists, and
 				// Spaces() says so, the name is taken by it, and a
 				// restart shows it. Writes to it fail until its first

@@ -63,14 +63,18 @@ type Submitter struct {
 	nextRev      messages.Revision
 	nextID       uint64
 	spaces       map[messages.SpaceID]*spaceState
-	held         int // writes in all held lists
-	staged       int // records in all staged lists
-	outstanding  map[*group]struct{}
-	barriers     []barrier
-	pubSeq       uint64     // the latest settlement number heard (see Fence)
-	fbBuf        []feedback // feedback drained before a submission
-	promote      int        // promotion budget from the last PromoteTick
-	runCtx       context.Context
+	// noGen holds, for a space created without its first hot file (the
+	// disk was full: ReplaceFailed for a space not in spaces), the error
+	// its writes get until the file comes.
+	noGen       map[messages.SpaceID]error
+	held        int // writes in all held lists
+	staged      int // records in all staged lists
+	outstanding map[*group]struct{}
+	barriers    []barrier
+	pubSeq      uint64     // the latest settlement number heard (see Fence)
+	fbBuf       []feedback // feedback drained before a submission
+	promote     int        // promotion budget from the last PromoteTick
+	runCtx      context.Context
 	// syncAvg is a moving average of a direct batch's durable write
 	// time, what gathering is bounded by (see gathering).
 	syncAvg time.Duration
@@ -209,6 +213,7 @@ func (s *Submitter) space(info messages.SpaceInfo) *spaceState {
 	if sp == nil {
 		sp = &spaceState{info: info}
 		s.spaces[info.ID] = sp
+		delete(s.noGen, info.ID)
 	}
 	return sp
 }
@@ -397,7 +402,13 @@ func (s *Submitter) takeWrite(w *messages.Write) (gathering, ok bool) {
 	s.nextRev++
 	sp := s.spaces[w.Record.Space]
 	if sp == nil {
-		w.Ack.Complete(0, false, fmt.Errorf("submitter: space %d has no hot segment", w.Record.Space))
+		err := fmt.Errorf("submitter: space %d has no hot segment", w.Record.Space)
+		if cause := s.noGen[w.Record.Space]; cause != nil {
+			// Before, the writer got only the line above: the disk's
+			// error never reached it (review audit).
+			err = fmt.Errorf("submitter: space %d has no hot segment yet: %w", w.Record.Space, cause)
+		}
+		w.Ack.Complete(0, false, err)
 		return false, false
 	}
 	sp.held = append(sp.held, w)
@@ -874,6 +885,11 @@ func (s *Submitter) control(ctx context.Context, m SubmitterMsg) error {
 		// replacement): it gets the disk's error either way.
 		if sp := s.spaces[m.Space]; sp != nil {
 			s.failFlushers(sp, m.Err)
+		} else {
+			if s.noGen == nil {
+				s.noGen = make(map[messages.SpaceID]error)
+			}
+			s.noGen[m.Space] = m.Err
 		}
 	case PromoteSpace:
 		sp := s.spaces[m.Space]
