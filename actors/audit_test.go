@@ -123,3 +123,40 @@ func TestAuditRoutingHysteresis(t *testing.T) {
 	assert.False(t, ok.slow, "observeSync alone never marks a space slow (a missed deadline does)")
 	assert.GreaterOrEqual(t, fastSyncsToRecover, 2, "hysteresis needs more than one fast sync")
 }
+
+// TestAuditPromoterTickUnanswered: a submitter that fails while serving a
+// tick never answers it (the supervisor restarts the submitter, not the
+// promoter). The promoter must tick again: before, it waited for that
+// answer for ever, and a Flush waiting for staged records hung (files
+// audit, TestFilesCrashCycles).
+func TestAuditPromoterTickUnanswered(t *testing.T) {
+	env := &Env{Log: zap.NewNop(), Cfg: Config{PromoteInterval: time.Millisecond}, Metrics: &Metrics{}}
+	ch := NewChannels(8, 8)
+	p := NewPromoter(env, ch)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		assert.ErrorIs(t, <-done, context.Canceled)
+	}()
+	env.Metrics.StagedPending.Store(1)
+	kick(ch.promKick)
+	next := func() PromoteTick {
+		select {
+		case m := <-ch.Submitter:
+			pt, ok := m.(PromoteTick)
+			require.True(t, ok, "promoter sent %T", m)
+			return pt
+		case <-time.After(promoteReplyWait + 5*time.Second):
+			require.FailNow(t, "no tick")
+			return PromoteTick{}
+		}
+	}
+	first := next() // taken by a submitter that fails: never answered
+	second := next()
+	assert.NotEqual(t, first.Reply, second.Reply, "a fresh reply channel: a late answer to the first cannot block the submitter")
+	second.Reply <- 1
+	first.Reply <- 0 // the late answer goes nowhere, and blocks nobody
+	env.Metrics.StagedPending.Store(0)
+}

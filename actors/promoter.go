@@ -56,7 +56,6 @@ func NewPromoter(env *Env, ch *Channels) *Promoter {
 func (p *Promoter) Run(ctx context.Context) error {
 	t := time.NewTimer(p.env.Cfg.PromoteInterval)
 	defer t.Stop()
-	reply := make(chan int, 1)
 	for {
 		if p.idle() {
 			// The submitter raises the counters before it kicks: a kick
@@ -87,16 +86,31 @@ func (p *Promoter) Run(ctx context.Context) error {
 		if err := testhook.Chaos("promoter", "tick"); err != nil {
 			return err
 		}
+		// A fresh reply channel each tick, and a bounded wait: a
+		// submitter that fails while it serves the tick never answers
+		// it, and the supervisor restarts the submitter, not the
+		// promoter. Before, the promoter then waited for ever: no tick
+		// reached the submitter again, so a space whose seal hint was
+		// lost was never hinted again, and a Flush waiting for its
+		// staged records hung (files audit, TestFilesCrashCycles, about
+		// 1 run in 8).
+		reply := make(chan int, 1)
 		if err := send(ctx, p.ch.Submitter, SubmitterMsg(PromoteTick{Max: maxPromote, Reply: reply})); err != nil {
 			return err
 		}
+		t.Reset(promoteReplyWait)
 		select {
 		case <-reply:
+		case <-t.C:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 }
+
+// promoteReplyWait bounds the promoter's wait for the submitter's answer
+// to a tick (see Run).
+const promoteReplyWait = time.Second
 
 // idle says whether there is nothing to promote and no WAL retirement to
 // try again.
