@@ -72,6 +72,9 @@ type engine struct {
 	stopOnce sync.Once
 	stopDone chan struct{}
 	stopErr  error
+	// Owned by the goroutine running doStop (see awaitOrForce).
+	graceEnd   time.Time // when the grace that began as ctx ended runs out
+	ringForced bool      // Stop has closed the ring under the actors
 }
 
 func newRing(cfg Config) (ring.Ring, error) {

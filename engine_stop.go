@@ -76,26 +76,11 @@ func (e *engine) doStop(ctx context.Context) error {
 	// 3. Stop the actors in reverse start order. If ctx ends first,
 	// closing the ring cancels what is in flight so that they can.
 	e.cancel()
-	select {
-	case <-e.supDone:
-	case <-ctx.Done():
-		if forced {
-			<-e.supDone // the ring is closed already
-			break
-		}
+	late, f := e.awaitOrForce(ctx, e.supDone)
+	if late && !forced {
 		errs = append(errs, fmt.Errorf("ringpipe: stop: %w", ctx.Err()))
-		// The actors only finish what is in flight; give them a moment
-		// before cancelling the I/O under them.
-		t := time.NewTimer(stopGrace)
-		select {
-		case <-e.supDone:
-		case <-t.C:
-			forced = true
-			e.r.Close() //nolint:errcheck // forced: completes everything in flight
-			<-e.supDone
-		}
-		t.Stop()
 	}
+	forced = forced || f
 	if e.supErr != nil {
 		errs = append(errs, &wrappedError{prefix: "ringpipe: stop", err: e.supErr})
 	}
@@ -125,42 +110,66 @@ func (e *engine) doStop(ctx context.Context) error {
 // waitSenders waits for the callers inside the intake to hand over their
 // requests. One of them may be committing its write inline, reaping the
 // ring itself until the write is decided (actors.Inline): on a disk that
-// does not answer, that lasts as long as the caller's own context. So
-// once ctx ends, the actors are cancelled, and after stopGrace the ring is
-// closed under them, which completes what is in flight (as step 3 of
-// doStop does); forced reports that.
+// does not answer, that lasts as long as the caller's own context. So the
+// wait is bounded as every wait of Stop is (awaitOrForce); forced reports
+// that the ring was closed under the caller.
 func (e *engine) waitSenders(ctx context.Context) (forced bool) {
 	done := make(chan struct{})
 	go func() {
 		e.senders.Wait()
 		close(done)
 	}()
+	_, forced = e.awaitOrForce(ctx, done)
+	return forced
+}
+
+// awaitOrForce waits for done. Once ctx has ended, the actors get
+// stopGrace to finish the I/O in flight, one budget for the whole of Stop
+// rather than one per wait, so that Stop returns at most stopGrace (plus
+// the closing of files) after its ctx ended. When the grace runs out the
+// actors are cancelled and the ring is closed under them, which completes
+// everything in flight, and done is awaited; later waits then just wait.
+// late reports that ctx ended before done; forced that the ring was
+// closed (by this wait or an earlier one). Only doStop's goroutine calls
+// it.
+func (e *engine) awaitOrForce(ctx context.Context, done <-chan struct{}) (late, forced bool) {
 	select {
 	case <-done:
-		return false
+		return false, e.ringForced
 	default:
 	}
+	if e.ringForced {
+		<-done // the ring is closed: what is in flight completes
+		return ctx.Err() != nil, true
+	}
 	select {
 	case <-done:
-		return false
+		return false, false
 	case <-ctx.Done():
 	}
-	t := time.NewTimer(stopGrace)
+	if e.graceEnd.IsZero() {
+		e.graceEnd = time.Now().Add(stopGrace)
+	}
+	t := time.NewTimer(time.Until(e.graceEnd))
 	defer t.Stop()
 	select {
 	case <-done:
-		return false
+		return true, false
 	case <-t.C:
 	}
+	e.ringForced = true
 	e.cancel()
 	e.r.Close() //nolint:errcheck // forced: completes everything in flight
 	<-done
-	return true
+	return true, true
 }
 
 // stopGrace is how long Stop, once its context has ended, still lets the
-// actors finish the I/O in flight before it closes the ring under them.
-const stopGrace = 2 * time.Second
+// actors finish the I/O in flight before it closes the ring under them: a
+// healthy disk answers within it, and Stop overruns its ctx by at most
+// this (plus closing the files). Before, 2 s per wait, so a Stop on a
+// hung disk returned 2 s or more after its ctx ended.
+const stopGrace = 250 * time.Millisecond
 
 // closeAfterForce releases the files after Stop closed the ring under the
 // actors: the fds are the process's, so a short-lived std ring closes them
@@ -188,32 +197,19 @@ func (e *engine) closeAfterForce() {
 	r.Close() //nolint:errcheck // a private ring with nothing in flight
 }
 
-// failPendingWithin is failPending bounded as Stop is: the completer's
-// Finish waits for the I/O in flight (an actor that failed while stopping
-// left some), which a hung disk may never answer. Once ctx has ended and
-// stopGrace passed, the ring is closed under it, which completes
-// everything in flight (forced reports that).
+// failPendingWithin is failPending bounded as Stop is (awaitOrForce):
+// the completer's Finish waits for the I/O in flight (an actor that failed
+// while stopping left some), which a hung disk may never answer. forced
+// reports that this wait closed the ring.
 func (e *engine) failPendingWithin(ctx context.Context) (forced bool) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		e.failPending()
 	}()
-	select {
-	case <-done:
-		return false
-	case <-ctx.Done():
-	}
-	t := time.NewTimer(stopGrace)
-	defer t.Stop()
-	select {
-	case <-done:
-		return false
-	case <-t.C:
-	}
-	e.r.Close() //nolint:errcheck // forced: completes everything in flight
-	<-done
-	return true
+	before := e.ringForced
+	_, forced = e.awaitOrForce(ctx, done)
+	return forced && !before
 }
 
 // failPending completes every request that the stopped actors still hold.

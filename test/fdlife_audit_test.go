@@ -437,12 +437,12 @@ func (v *fdlEnv) check(what string) { v.checkStop(what, 0) }
 // that long after its context ended closed the ring under the actors,
 // even when the recorder saw nothing unanswered at that moment (a gate's
 // Close wakes the reaper first).
-const fdlGrace = 2 * time.Second
+const fdlGrace = 250 * time.Millisecond
 
-func (v *fdlEnv) checkStop(what string, took time.Duration) {
+func (v *fdlEnv) checkStop(what string, late time.Duration) {
 	t := v.t
 	t.Helper()
-	forced := v.rec.forced() || took >= fdlGrace
+	forced := v.rec.forced() || late >= fdlGrace
 	t.Logf("%s: forced=%v", what, forced)
 	for _, s := range v.rec.Issues() {
 		t.Errorf("%s: %s", what, s)
@@ -803,7 +803,10 @@ func fdlRun(t *testing.T, sc fdlScenario, seed int64) {
 	if sc.afterStop != nil {
 		sc.afterStop(v)
 	}
-	v.checkStop(sc.name, stopTook)
+	if late := stopTook - sc.stopAfter; late >= maxStopOverrun {
+		t.Errorf("%s: Stop returned %v past its ctx's deadline (bounded by ctx: at most %v)", sc.name, late, maxStopOverrun)
+	}
+	v.checkStop(sc.name, stopTook-sc.stopAfter) // the time past its ctx
 	// A forced Stop leaves a test ring's fds to the ring's "process"
 	// (engine_stop.go closeAfterForce); on a real ring they are this
 	// process's, the LOCK among them: release them as a process exit would.

@@ -96,6 +96,24 @@ func (r *gatedRing) Close() error {
 	return r.Ring.Close()
 }
 
+// maxStopOverrun is how long past its ctx's deadline a Stop may return on
+// a disk that does not answer: the engine's grace for the I/O in flight
+// (250 ms, one budget for the whole Stop) and the closing of the files,
+// with room for a loaded CI machine. Before, the grace was 2 s per wait,
+// and a Stop returned 2-4 s after its ctx ended ("Bounded by ctx").
+const maxStopOverrun = time.Second
+
+// checkStopOverrun asserts that a Stop that has just returned did so
+// within maxStopOverrun of ctx's deadline.
+func checkStopOverrun(t *testing.T, ctx context.Context) {
+	t.Helper()
+	dl, ok := ctx.Deadline()
+	require.True(t, ok)
+	over := time.Since(dl)
+	t.Logf("Stop returned %v after its ctx's deadline", over.Round(time.Millisecond))
+	assert.Less(t, over, maxStopOverrun, "Stop is bounded by its ctx: it returned %v past the deadline", over)
+}
+
 // TestStopBoundedOnHungDisk: a lone writer's Put commits inline (it reaps
 // its own write) when the disk stops answering; Stop with a short context
 // still returns, with the context's error, instead of waiting for the
@@ -136,6 +154,7 @@ func TestStopBoundedOnHungDisk(t *testing.T) {
 	select {
 	case err := <-stopped:
 		assert.ErrorIs(t, err, context.DeadlineExceeded, "Stop reports that its context ended")
+		checkStopOverrun(t, ctx)
 	case <-time.After(time.Minute):
 		gate.release() // let the test end without leaking
 		t.Fatalf("Stop did not return a minute after its context ended (it waits for the inline Put)")
