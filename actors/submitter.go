@@ -270,7 +270,9 @@ func (s *Submitter) Run(ctx context.Context) error {
 		case r := <-in:
 			s.turn.Lock()
 			stagetrace.Mark(stagetrace.Taken)
-			s.take(ctx, r)
+			if err := s.take(ctx, r); err != nil {
+				return err
+			}
 		case m := <-s.ch.Submitter:
 			s.turn.Lock()
 			if err := s.control(ctx, m); err != nil {
@@ -339,11 +341,18 @@ func (s *Submitter) reopenWAL() error {
 func diskFull(err error) bool { return errors.Is(err, syscall.ENOSPC) }
 
 // take handles one request from the write queue, then drains up to a
-// batch more (waiting BatchTimeout for them when it is positive).
-func (s *Submitter) take(ctx context.Context, r messages.Request) {
+// batch more (waiting BatchTimeout for them when it is positive). Only
+// writes wait to fill a batch: a barrier (Sync, Stop's drain) ends the
+// batch at once, and so does a control request (the sealer's or the
+// promoter's I/O, a segment, a status), which is served on the spot; the
+// error is control's. Before, both waited out BatchTimeout: with a long
+// one, Sync and Stop ran out their ctxs with an accepted write unsynced,
+// and Flush and CreateSpace waited as long (acceptance audit).
+func (s *Submitter) take(ctx context.Context, r messages.Request) error {
 	n := 0
 	var timer <-chan time.Time
 	gathering, yields := false, 0
+	urgent := false // a barrier came: what is taken must not wait for more
 	for {
 		s.ch.Queued.Add(-1) // r is taken (see Channels.Queued)
 		switch r := r.(type) {
@@ -354,9 +363,10 @@ func (s *Submitter) take(ctx context.Context, r messages.Request) {
 			}
 		case *messages.Barrier:
 			s.barriers = append(s.barriers, barrier{upto: s.nextRev - 1, reply: r.Reply})
+			urgent = true
 		}
 		if n >= s.env.Cfg.BatchSize || s.held >= maxHeld {
-			return
+			return nil
 		}
 		select {
 		case r = <-s.ch.Writes:
@@ -378,18 +388,26 @@ func (s *Submitter) take(ctx context.Context, r messages.Request) {
 			default:
 			}
 		}
-		if s.env.Cfg.BatchTimeout <= 0 {
-			return
+		if s.env.Cfg.BatchTimeout <= 0 || urgent {
+			return nil
 		}
 		if timer == nil {
 			timer = time.After(s.env.Cfg.BatchTimeout)
 		}
-		select {
-		case r = <-s.ch.Writes:
-		case <-timer:
-			return
-		case <-ctx.Done():
-			return
+	wait:
+		for {
+			select {
+			case r = <-s.ch.Writes:
+				break wait
+			case fb := <-s.ch.feedback:
+				s.fbBuf = append(s.fbBuf, fb) // applied by the next step
+			case m := <-s.ch.Submitter:
+				return s.control(ctx, m)
+			case <-timer:
+				return nil
+			case <-ctx.Done():
+				return nil
+			}
 		}
 	}
 }
