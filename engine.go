@@ -3,6 +3,7 @@ package ringpipe
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/ringpipe/ringpipe/internal/stagetrace"
 )
@@ -49,7 +50,8 @@ func (e *Engine) Stop(ctx context.Context) error { return e.eng.stop(ctx) }
 // ErrSpaceExists. A name is 1 to 255 bytes of valid UTF-8, not only white
 // space, without control characters.
 func (e *Engine) CreateSpace(ctx context.Context, spec SpaceSpec) (SpaceID, error) {
-	return e.eng.createSpace(ctx, spec)
+	id, err := e.eng.createSpace(ctx, spec)
+	return id, saysWhat(err, "ringpipe: create space %q", spec.Name)
 }
 
 // Spaces returns every space, ordered by ID.
@@ -61,30 +63,34 @@ func (e *Engine) Put(ctx context.Context, space SpaceID, p Point, value []byte) 
 	stagetrace.Mark(stagetrace.PutStart)
 	t, err := e.eng.enqueue(ctx, space, p, value, false, true)
 	if err != nil {
-		return 0, err
+		return 0, saysWhat(err, "ringpipe: put to space %d", space)
 	}
-	rev, err := t.Wait(ctx)
+	rev, err := t.wait(ctx)
 	stagetrace.Mark(stagetrace.PutReturn)
-	return rev, err
+	return rev, saysWhat(err, "ringpipe: put to space %d: wait until durable", space)
 }
 
 // Delete writes a tombstone at p, durable on return.
 func (e *Engine) Delete(ctx context.Context, space SpaceID, p Point) (Revision, error) {
 	t, err := e.eng.enqueue(ctx, space, p, nil, true, true)
 	if err != nil {
-		return 0, err
+		return 0, saysWhat(err, "ringpipe: delete in space %d", space)
 	}
-	return t.Wait(ctx)
+	rev, err := t.wait(ctx)
+	return rev, saysWhat(err, "ringpipe: delete in space %d: wait until durable", space)
 }
 
 // PutAsync returns once the write is queued; the ticket says when it is
 // durable.
 func (e *Engine) PutAsync(ctx context.Context, space SpaceID, p Point, value []byte) (*Ticket, error) {
-	return e.eng.enqueue(ctx, space, p, value, false, false)
+	t, err := e.eng.enqueue(ctx, space, p, value, false, false)
+	return t, saysWhat(err, "ringpipe: put to space %d: queue", space)
 }
 
 // Sync returns once every write accepted before the call is durable.
-func (e *Engine) Sync(ctx context.Context) error { return e.eng.sync(ctx) }
+func (e *Engine) Sync(ctx context.Context) error {
+	return saysWhat(e.eng.sync(ctx), "ringpipe: sync")
+}
 
 // Flush seals the space's unsealed records into a block and returns once
 // the block is durable and visible to readers.
@@ -94,9 +100,9 @@ func (e *Engine) Flush(ctx context.Context, space SpaceID) error { return e.eng.
 // is a tombstone. A write is visible to Get once Put has returned.
 func (e *Engine) Get(ctx context.Context, space SpaceID, p Point) (Record, error) {
 	if err := ctx.Err(); err != nil {
-		return Record{}, err
+		return Record{}, saysWhat(err, "ringpipe: get in space %d", space)
 	}
-	return e.View().Get(space, p)
+	return e.View().get(ctx, space, p)
 }
 
 // Scan calls fn for the newest live record of every point inside box, in
@@ -105,9 +111,9 @@ func (e *Engine) Get(ctx context.Context, space SpaceID, p Point) (Record, error
 // checked before the first call and every 256 records.
 func (e *Engine) Scan(ctx context.Context, space SpaceID, box Box, fn func(Record) bool) error {
 	if err := ctx.Err(); err != nil {
-		return err
+		return saysWhat(err, "ringpipe: scan space %d", space)
 	}
-	return e.View().scan(ctx, space, box, fn)
+	return saysWhat(e.View().scan(ctx, space, box, fn), "ringpipe: scan space %d", space)
 }
 
 // View returns a consistent read snapshot; it never changes.
@@ -115,5 +121,17 @@ func (e *Engine) View() *View { return &View{v: e.eng.view()} }
 
 // Stats returns the engine's counters and latency summaries.
 func (e *Engine) Stats() Stats { return e.eng.stats() }
+
+// saysWhat prefixes a bare context error (ctx.Err() as it is) with what
+// gave up; every other error says that already. errors.Is still finds
+// the context's error. Before, a Put, Delete, Sync, CreateSpace or
+// Ticket.Wait whose ctx ended said only "context deadline exceeded"
+// (ctxb audit).
+func saysWhat(err error, format string, args ...any) error {
+	if err == context.Canceled || err == context.DeadlineExceeded { //nolint:errorlint // only a bare one
+		return fmt.Errorf(format+": %w", append(args, err)...)
+	}
+	return err
+}
 
 var errNotImplemented = errors.New("ringpipe: not implemented")

@@ -69,9 +69,9 @@ type engine struct {
 	failed   chan struct{} // closed when the restart limit is passed
 	failOnce sync.Once
 
-	stopOnce sync.Once
-	stopDone chan struct{}
-	stopErr  error
+	stopStarted atomic.Bool // set by the first Stop, which runs doStop
+	stopDone    chan struct{}
+	stopErr     error
 	// Owned by the goroutine running doStop (see awaitOrForce).
 	graceEnd   time.Time // when the grace that began as ctx ended runs out
 	ringForced bool      // Stop has closed the ring under the actors
@@ -426,7 +426,7 @@ func (e *engine) flush(ctx context.Context, space SpaceID) (err error) {
 	// Everything accepted is durable, then staged records are in their
 	// hot segment, then the segment is sealed.
 	if err := e.sync(ctx); err != nil {
-		return err
+		return saysWhat(err, "ringpipe: flush space %d %q: sync the writes before it", space, info.Name)
 	}
 	preply := make(chan error, 1)
 	err, werr := ask(e, ctx, e.ch.Submitter, actors.SubmitterMsg(actors.PromoteSpace{Space: space, Reply: preply}), preply)

@@ -14,13 +14,13 @@ import (
 )
 
 func (e *engine) stop(ctx context.Context) error {
-	first := false
-	e.stopOnce.Do(func() {
-		first = true
+	// The first caller stops the engine; the others wait for it, each
+	// within its own ctx. Before, they waited inside a sync.Once, so a
+	// second Stop with a short ctx waited as long as the first (ctxb
+	// audit: until a hung disk answered).
+	if e.stopStarted.CompareAndSwap(false, true) {
 		e.stopErr = e.doStop(ctx)
 		close(e.stopDone)
-	})
-	if first {
 		return e.stopErr
 	}
 	// A Stop that has finished answers nil even when ctx has ended too
@@ -34,7 +34,7 @@ func (e *engine) stop(ctx context.Context) error {
 	case <-e.stopDone:
 		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return fmt.Errorf("ringpipe: stop: waiting for the Stop in progress: %w", ctx.Err())
 	}
 }
 

@@ -19,6 +19,11 @@ func (t *Ticket) Done() <-chan struct{} { return t.ack.Done() }
 // error that failed it. When ctx ends first it returns ctx's error; the
 // write may still be applied.
 func (t *Ticket) Wait(ctx context.Context) (Revision, error) {
+	rev, err := t.wait(ctx)
+	return rev, saysWhat(err, "ringpipe: wait for a write to be durable")
+}
+
+func (t *Ticket) wait(ctx context.Context) (Revision, error) {
 	select {
 	case <-t.ack.Done():
 		return t.result(ctx)

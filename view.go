@@ -27,7 +27,12 @@ func (v *View) Revision() Revision { return v.v.Revision() }
 // Get returns the newest record at p in the View; ErrNotFound if there is
 // none or it is a tombstone.
 func (v *View) Get(space SpaceID, p Point) (Record, error) {
-	r, err := v.v.Get(space, p)
+	return v.get(context.Background(), space, p)
+}
+
+// get is Get whose block reads give up when ctx ends.
+func (v *View) get(ctx context.Context, space SpaceID, p Point) (Record, error) {
+	r, err := v.v.GetContext(ctx, space, p)
 	if err != nil {
 		return Record{}, publicErr(space, err)
 	}
@@ -50,7 +55,7 @@ func (v *View) scan(ctx context.Context, space SpaceID, box Box, fn func(Record)
 	}
 	n := 0
 	var cerr error
-	err := v.v.Scan(space, livetail.Box{Min: box.Min, Max: box.Max}, func(r messages.Record) bool {
+	err := v.v.ScanContext(ctx, space, livetail.Box{Min: box.Min, Max: box.Max}, func(r messages.Record) bool {
 		n++
 		if n%scanCheckEvery == 0 {
 			if cerr = ctx.Err(); cerr != nil {

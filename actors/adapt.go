@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"context"
+
 	"errors"
 	"io"
 
@@ -51,12 +53,12 @@ func (s snapBlock) MaxKey() uint64                 { return s.maxKey }
 func (s snapBlock) MaxRevision() messages.Revision { return s.maxRev }
 func (s snapBlock) MayContain(key uint64) bool     { return s.b.MayContain(key) }
 
-func (s snapBlock) Get(key uint64, p messages.Point) (messages.Record, bool, error) {
-	return s.b.Get(key, p)
+func (s snapBlock) Get(ctx context.Context, key uint64, p messages.Point) (messages.Record, bool, error) {
+	return s.b.GetContext(ctx, key, p)
 }
 
-func (s snapBlock) Scan(lo, hi uint64, fn func(uint64, messages.Record) bool) error {
-	return s.b.Range(lo, hi, func(e snapshot.Entry) bool { return fn(e.Key, e.Record) })
+func (s snapBlock) Scan(ctx context.Context, lo, hi uint64, fn func(uint64, messages.Record) bool) error {
+	return s.b.RangeContext(ctx, lo, hi, func(e snapshot.Entry) bool { return fn(e.Key, e.Record) })
 }
 
 // NewBlockCache builds the engine's block read path (see snapshot.Cache)

@@ -1,6 +1,10 @@
 package livetail
 
-import "github.com/ringpipe/ringpipe/messages"
+import (
+	"context"
+
+	"github.com/ringpipe/ringpipe/messages"
+)
 
 // Block is a sealed, immutable run of one space's records sorted by
 // (key, revision), as the snapshot package writes them. livetail names only
@@ -14,7 +18,8 @@ import "github.com/ringpipe/ringpipe/messages"
 // A block may read its records from disk on demand (snapshot's blocks do),
 // so Get and Scan can fail: with an I/O error, or with corruption found in
 // what they read. The View hands such an error to its caller; it never
-// takes a failed read for a missing record.
+// takes a failed read for a missing record. A read that waits for the disk
+// gives up when ctx ends, with ctx's error.
 type Block interface {
 	// MinKey and MaxKey are the smallest and largest key the block holds
 	// (inclusive).
@@ -28,13 +33,13 @@ type Block interface {
 	// Get returns the newest record with key in the block, tombstones
 	// included, and whether there is one. p is the point whose key is key
 	// (never nil here); a block may use it to check the record's point.
-	Get(key uint64, p messages.Point) (messages.Record, bool, error)
+	Get(ctx context.Context, key uint64, p messages.Point) (messages.Record, bool, error)
 	// Scan calls fn for the records with lo <= key <= hi in key order until
 	// fn returns false or a read fails (the error): at least the newest
 	// record of each key; older revisions of a key may come too, before
 	// it, in ascending revision order. Scanning again from the same lo
 	// yields the same sequence.
-	Scan(lo, hi uint64, fn func(key uint64, r messages.Record) bool) error
+	Scan(ctx context.Context, lo, hi uint64, fn func(key uint64, r messages.Record) bool) error
 }
 
 // Keyer maps a space's points to keys and boxes to key ranges. For the

@@ -1,6 +1,8 @@
 package livetail
 
 import (
+	"context"
+
 	"slices"
 	"sync/atomic"
 
@@ -107,7 +109,7 @@ func (b *fakeBlock) MaxRevision() messages.Revision { return b.maxRev }
 
 func (b *fakeBlock) MayContain(key uint64) bool { return b.loose || b.set[key] }
 
-func (b *fakeBlock) Get(key uint64, p messages.Point) (messages.Record, bool, error) {
+func (b *fakeBlock) Get(_ context.Context, key uint64, p messages.Point) (messages.Record, bool, error) {
 	b.gets.Add(1)
 	if b.fail != nil {
 		return messages.Record{}, false, b.fail
@@ -125,7 +127,7 @@ func (b *fakeBlock) Get(key uint64, p messages.Point) (messages.Record, bool, er
 	return b.recs[i-1], true, nil
 }
 
-func (b *fakeBlock) Scan(lo, hi uint64, fn func(uint64, messages.Record) bool) error {
+func (b *fakeBlock) Scan(_ context.Context, lo, hi uint64, fn func(uint64, messages.Record) bool) error {
 	b.scans.Add(1)
 	i, _ := slices.BinarySearch(b.keys, lo)
 	for n := 0; i < len(b.keys) && b.keys[i] <= hi; i++ {

@@ -1,6 +1,8 @@
 package livetail
 
 import (
+	"context"
+
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -46,11 +48,11 @@ func (s snapBlock) MaxKey() uint64                 { return s.b.Meta().MaxKey }
 func (s snapBlock) MaxRevision() messages.Revision { return s.b.Meta().MaxRev }
 func (s snapBlock) MayContain(key uint64) bool     { return s.b.MayContain(key) }
 
-func (s snapBlock) Get(key uint64, p messages.Point) (messages.Record, bool, error) {
+func (s snapBlock) Get(_ context.Context, key uint64, p messages.Point) (messages.Record, bool, error) {
 	return s.b.Get(key, p)
 }
 
-func (s snapBlock) Scan(lo, hi uint64, fn func(uint64, messages.Record) bool) error {
+func (s snapBlock) Scan(_ context.Context, lo, hi uint64, fn func(uint64, messages.Record) bool) error {
 	return s.b.Scan([]snapshot.KeyRange{{Lo: lo, Hi: hi}}, func(r messages.Record) bool {
 		return fn(snapshot.Key(r.Point, s.spec.Dims, s.spec.Bits), r)
 	})

@@ -1,6 +1,8 @@
 package livetail
 
 import (
+	"context"
+
 	"errors"
 	"fmt"
 	"maps"
@@ -127,7 +129,7 @@ func (t *Tail) Append(space messages.SpaceID, gen uint64, recs ...messages.Recor
 			// answers for it unless the record is newer than what the block
 			// holds at the point. A failed block read keeps the record in
 			// the tail: readers count a revision held twice once.
-			if old, ok, err := b.Get(key, r.Point); err == nil && ok && old.Revision >= r.Revision {
+			if old, ok, err := b.Get(context.Background(), key, r.Point); err == nil && ok && old.Revision >= r.Revision {
 				continue
 			}
 			g = StagedGeneration
@@ -201,7 +203,7 @@ func (t *Tail) Seal(space messages.SpaceID, gen uint64, b Block) error {
 			if e.key >= b.MinKey() && e.key <= b.MaxKey() && b.MayContain(e.key) {
 				// A failed block read keeps the record, as a late Append
 				// does.
-				if old, ok, err := b.Get(e.key, g.recs.at(e.slot).Point); err == nil && ok && old.Revision >= e.rev {
+				if old, ok, err := b.Get(context.Background(), e.key, g.recs.at(e.slot).Point); err == nil && ok && old.Revision >= e.rev {
 					drop = append(drop, e)
 				}
 			}

@@ -39,6 +39,8 @@
 package livetail
 
 import (
+	"context"
+
 	"errors"
 	"fmt"
 
@@ -136,6 +138,11 @@ func (v *View) space(id messages.SpaceID) (*spaceView, error) {
 // The returned Record shares Point and Value with the View; callers must not
 // modify them.
 func (v *View) Get(space messages.SpaceID, p messages.Point) (messages.Record, error) {
+	return v.GetContext(context.Background(), space, p)
+}
+
+// GetContext is Get whose block reads give up when ctx ends.
+func (v *View) GetContext(ctx context.Context, space messages.SpaceID, p messages.Point) (messages.Record, error) {
 	s, err := v.space(space)
 	if err != nil {
 		return messages.Record{}, err
@@ -163,7 +170,7 @@ func (v *View) Get(space messages.SpaceID, p messages.Point) (messages.Record, e
 		if key < b.MinKey() || key > b.MaxKey() || !b.MayContain(key) {
 			continue
 		}
-		r, ok, err := b.Get(key, p)
+		r, ok, err := b.Get(ctx, key, p)
 		if err != nil {
 			return messages.Record{}, fmt.Errorf("livetail: get from a block of space %d: %w", space, err)
 		}
@@ -186,6 +193,11 @@ func (v *View) Get(space messages.SpaceID, p messages.Point) (messages.Record, e
 // Records passed to fn share Point and Value with the View; fn must not
 // modify them.
 func (v *View) Scan(space messages.SpaceID, box Box, fn func(messages.Record) bool) error {
+	return v.ScanContext(context.Background(), space, box, fn)
+}
+
+// ScanContext is Scan whose block reads give up when ctx ends.
+func (v *View) ScanContext(ctx context.Context, space messages.SpaceID, box Box, fn func(messages.Record) bool) error {
 	s, err := v.space(space)
 	if err != nil {
 		return err
@@ -201,7 +213,7 @@ func (v *View) Scan(space messages.SpaceID, box Box, fn func(messages.Record) bo
 	if box.empty() {
 		return nil
 	}
-	var m merger
+	m := merger{ctx: ctx}
 	for _, kr := range s.keyer.Ranges(box) {
 		more, err := s.scanRange(kr, box, fn, &m)
 		if err != nil {
@@ -255,7 +267,7 @@ func (s *spaceView) scanRange(kr KeyRange, box Box, fn func(messages.Record) boo
 		}
 		return emit.flush(), nil
 	case len(trees) == 0 && len(blocks) == 1:
-		if err := blocks[0].Scan(kr.Lo, kr.Hi, func(key uint64, r messages.Record) bool {
+		if err := blocks[0].Scan(m.ctx, kr.Lo, kr.Hi, func(key uint64, r messages.Record) bool {
 			return emit.add(key, &r)
 		}); err != nil {
 			return false, err
@@ -343,6 +355,7 @@ type cursor struct {
 	// A block: buf[i] is the current record; more says whether the block
 	// has records after buf's last one, up to hi.
 	blk   Block
+	ctx   context.Context // the Scan's: its block reads give up when it ends
 	buf   []keyedRecord
 	i     int
 	more  bool
@@ -359,8 +372,8 @@ func treeCursor(g *genTree, kr KeyRange) cursor {
 }
 
 // blockCursor reads b over kr into *buf, which it keeps (grown) for reuse.
-func blockCursor(b Block, kr KeyRange, buf *[]keyedRecord) cursor {
-	c := cursor{blk: b, hi: kr.Hi, chunk: firstChunk, buf: *buf, keep: buf}
+func blockCursor(ctx context.Context, b Block, kr KeyRange, buf *[]keyedRecord) cursor {
+	c := cursor{blk: b, ctx: ctx, hi: kr.Hi, chunk: firstChunk, buf: *buf, keep: buf}
 	c.fill(kr.Lo, false)
 	return c
 }
@@ -411,7 +424,7 @@ func (c *cursor) fill(lo uint64, resume bool) {
 	n := c.chunk
 	c.chunk = min(2*c.chunk, maxChunk)
 	c.buf, c.i, c.more = c.buf[:0], 0, false
-	c.err = c.blk.Scan(lo, c.hi, func(key uint64, r messages.Record) bool {
+	c.err = c.blk.Scan(c.ctx, lo, c.hi, func(key uint64, r messages.Record) bool {
 		if resume && key == lo && r.Revision <= lastRev {
 			return true
 		}
@@ -438,6 +451,7 @@ func (c *cursor) close() {
 // range to the next so that a box of many ranges allocates its cursors and
 // block buffers once.
 type merger struct {
+	ctx    context.Context // the Scan's (block reads)
 	trees  []*genTree
 	blocks []Block
 	cs     []cursor
@@ -467,7 +481,7 @@ func (m *merger) merge(kr KeyRange, emit *newestPerKey) (bool, error) {
 		if j == len(m.bufs) {
 			m.bufs = append(m.bufs, nil)
 		}
-		cs = append(cs, blockCursor(b, kr, &m.bufs[j]))
+		cs = append(cs, blockCursor(m.ctx, b, kr, &m.bufs[j]))
 	}
 	for {
 		minKey, any := uint64(0), false

@@ -1,6 +1,8 @@
 package snapshot
 
 import (
+	"context"
+
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
@@ -873,12 +875,13 @@ func (b *Block) Len() int { return int(b.meta.Count) }
 // Pages returns how many pages the block's records fill.
 func (b *Block) Pages() int { return len(b.firstKeys) }
 
-// page returns page i, from memory or through the cache.
-func (b *Block) page(i int) (*page, error) {
+// page returns page i, from memory or through the cache; a read from
+// disk gives up when ctx ends.
+func (b *Block) page(ctx context.Context, i int) (*page, error) {
 	if b.pages != nil {
 		return b.pages[i], nil
 	}
-	return b.src.page(b, i)
+	return b.src.page(ctx, b, i)
 }
 
 // pageFor returns the page that holds the newest record of key if the
@@ -916,6 +919,12 @@ func (b *Block) MayContain(key uint64) bool {
 // at most one page. The record's Value aliases the page's memory, which is
 // never modified: do not modify it.
 func (b *Block) Get(key uint64, p messages.Point) (messages.Record, bool, error) {
+	return b.GetContext(context.Background(), key, p)
+}
+
+// GetContext is Get whose page read gives up when ctx ends, with ctx's
+// error (the read itself finishes in the background).
+func (b *Block) GetContext(ctx context.Context, key uint64, p messages.Point) (messages.Record, bool, error) {
 	if key < b.meta.MinKey || key > b.meta.MaxKey {
 		return messages.Record{}, false, nil
 	}
@@ -923,7 +932,7 @@ func (b *Block) Get(key uint64, p messages.Point) (messages.Record, bool, error)
 	if i < 0 {
 		return messages.Record{}, false, nil
 	}
-	pg, err := b.page(i)
+	pg, err := b.page(ctx, i)
 	if err != nil {
 		return messages.Record{}, false, err
 	}
@@ -946,12 +955,17 @@ func (b *Block) Get(key uint64, p messages.Point) (messages.Record, bool, error)
 // pages that may hold those keys, one at a time. Values alias the pages'
 // memory.
 func (b *Block) Range(lo, hi uint64, fn func(Entry) bool) error {
-	_, err := b.rangeNewest(lo, hi, fn)
+	return b.RangeContext(context.Background(), lo, hi, fn)
+}
+
+// RangeContext is Range whose page reads give up when ctx ends.
+func (b *Block) RangeContext(ctx context.Context, lo, hi uint64, fn func(Entry) bool) error {
+	_, err := b.rangeNewest(ctx, lo, hi, fn)
 	return err
 }
 
 // rangeNewest is Range; it also reports whether fn asked to stop.
-func (b *Block) rangeNewest(lo, hi uint64, fn func(Entry) bool) (bool, error) {
+func (b *Block) rangeNewest(ctx context.Context, lo, hi uint64, fn func(Entry) bool) (bool, error) {
 	if lo > hi || lo > b.meta.MaxKey || hi < b.meta.MinKey {
 		return false, nil
 	}
@@ -969,7 +983,7 @@ func (b *Block) rangeNewest(lo, hi uint64, fn func(Entry) bool) (bool, error) {
 	}
 	i := max(b.pageFor(lo), 0)
 	for first := true; i < len(b.firstKeys) && b.firstKeys[i] <= hi; i, first = i+1, false {
-		pg, err := b.page(i)
+		pg, err := b.page(ctx, i)
 		if err != nil {
 			return false, err
 		}
@@ -1011,7 +1025,7 @@ func (b *Block) Scan(ranges []KeyRange, fn func(messages.Record) bool) error {
 			}
 			lo = max(lo, next)
 		}
-		stopped, err := b.rangeNewest(lo, r.Hi, func(e Entry) bool {
+		stopped, err := b.rangeNewest(context.Background(), lo, r.Hi, func(e Entry) bool {
 			started, next = true, e.Key+1
 			return fn(e.Record)
 		})
@@ -1027,7 +1041,7 @@ func (b *Block) Scan(ranges []KeyRange, fn func(messages.Record) bool) error {
 // time. Values alias the pages' memory.
 func (b *Block) All(fn func(Entry) bool) error {
 	for i := range b.firstKeys {
-		pg, err := b.page(i)
+		pg, err := b.page(context.Background(), i)
 		if err != nil {
 			return err
 		}

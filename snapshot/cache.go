@@ -1,6 +1,8 @@
 package snapshot
 
 import (
+	"context"
+
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -279,7 +281,7 @@ func (c *Cache) readFull(fd int32, path string, buf []byte, off int64) error {
 }
 
 // page returns page i of b, from the cache or read and verified.
-func (f *cachedFile) page(b *Block, i int) (*page, error) {
+func (f *cachedFile) page(ctx context.Context, b *Block, i int) (*page, error) {
 	c := f.c
 	k := pageKey{file: f.id, page: uint32(i)}
 	s := c.shard(k)
@@ -290,7 +292,7 @@ func (f *cachedFile) page(b *Block, i int) (*page, error) {
 	c.misses.Add(1)
 	start := b.pageStart(i)
 	raw := make([]byte, b.ends[i]-start)
-	n, err := c.readAt(f, raw, int64(start))
+	n, err := c.readAt(ctx, f, raw, int64(start))
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: read %s page %d: %w", b.path, i, err)
 	}
@@ -306,16 +308,42 @@ func (f *cachedFile) page(b *Block, i int) (*page, error) {
 
 // readAt reads into buf at off from f's file: through the Cache's Doer
 // while it is open, else through a short-lived Doer from the Fallback.
-func (c *Cache) readAt(f *cachedFile, buf []byte, off int64) (int, error) {
+// When ctx ends first, readAt returns ctx's error at once and leaves the
+// read to finish on a goroutine of its own, which holds what the read
+// needs until then: buf (the caller drops it), f's fd (a reference) and
+// c.mu's read lock (Close waits for it). Before, a Get or Scan whose page
+// read the disk did not answer ignored its ctx (ctxb audit).
+func (c *Cache) readAt(ctx context.Context, f *cachedFile, buf []byte, off int64) (int, error) {
 	c.mu.RLock()
 	if !c.closed {
-		defer c.mu.RUnlock()
 		fd, err := c.acquire(f)
 		if err != nil {
+			c.mu.RUnlock()
 			return 0, fmt.Errorf("reopen: %w", err)
 		}
-		defer c.release(f)
-		return ring.ReadAt(c.d, fd, buf, off)
+		read := func() (int, error) {
+			defer c.mu.RUnlock()
+			defer c.release(f)
+			return ring.ReadAt(c.d, fd, buf, off)
+		}
+		if ctx.Done() == nil {
+			return read()
+		}
+		type result struct {
+			n   int
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			n, err := read()
+			done <- result{n, err}
+		}()
+		select {
+		case r := <-done:
+			return r.n, r.err
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
 	}
 	c.mu.RUnlock()
 	if c.fallback == nil {
