@@ -35,7 +35,7 @@ type Config struct {
 	Logger             *zap.Logger   // nil: no logging
 	QueueCapacity      int           // write queue; default 4096
 	RingEntries        uint32        // submission queue depth; default 256 (a power of two, 8 to 32768)
-	BatchSize          int           // most writes merged into one submission; default 32 (or QueueCapacity if less); at most QueueCapacity
+	BatchSize          int           // most writes taken from the queue per round (held writes of a busy file all join its next write); default 32 (or QueueCapacity if less); at most QueueCapacity
 	BatchTimeout       time.Duration // longest wait to fill a batch; 0 (default): submit what is queued
 	DirectWriteTimeout time.Duration // hot-segment deadline before staging; default 2ms
 	PromoteInterval    time.Duration // promoter tick; default 1ms

@@ -106,7 +106,41 @@ func start(ctx context.Context, cfg Config) (*engine, error) {
 	e.lg.Info("ring", zap.String("backend", e.info.Backend), zap.String("kernel", e.info.Kernel),
 		zap.String("features", fmt.Sprintf("%#x", e.info.Features)), zap.Uint32("entries", e.info.Entries),
 		zap.String("fallback", e.info.Fallback))
+	// Recovery is bounded by ctx: if it is still running startGrace after
+	// ctx ended (its I/O does not answer), the ring is closed under it,
+	// which completes what is in flight, and recovery fails. Before, a disk that stopped answering
+	// held Start until it answered again, and then Start returned a running
+	// engine long past its ctx (ctxb audit). Cutting recovery short may
+	// lose an fd that an op in flight opened: only a disk that does not
+	// answer pays that.
+	recovered, watched := make(chan struct{}), make(chan struct{})
+	var cutShort atomic.Bool
+	unwatch := context.AfterFunc(ctx, func() {
+		defer close(watched)
+		t := time.NewTimer(startGrace)
+		defer t.Stop()
+		select {
+		case <-recovered:
+		case <-t.C:
+			cutShort.Store(true)
+			r.Close() //nolint:errcheck // cut short: completes everything in flight
+		}
+	})
 	rec, err := e.recover(ctx)
+	close(recovered)
+	if !unwatch() {
+		<-watched
+	}
+	if cutShort.Load() {
+		if err != nil {
+			err = fmt.Errorf("%w (recovery cut short by its context: %w)", err, ctx.Err())
+		} else {
+			err = fmt.Errorf("recovery cut short: %w", ctx.Err())
+		}
+		e.closeAfterForce(rec)
+		e.r.Close() //nolint:errcheck // closed already; this closes the block read path too
+		return nil, startError(cfg.Dir, err)
+	}
 	if err != nil {
 		e.closeFiles(rec) //nolint:errcheck // the recovery error is the one to report
 		r.Close()         //nolint:errcheck // the recovery error is the one to report
@@ -139,6 +173,10 @@ func start(ctx context.Context, cfg Config) (*engine, error) {
 	}()
 	return e, nil
 }
+
+// startGrace is how long recovery's I/O may still run once Start's ctx
+// has ended before Start closes the ring under it.
+const startGrace = 500 * time.Millisecond
 
 func (e *engine) onEvent(ev supervisor.Event) {
 	if ev.Kind == supervisor.EventEscalated {

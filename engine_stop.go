@@ -96,7 +96,7 @@ func (e *engine) doStop(ctx context.Context) error {
 	// 5. Close the files (a ring.Sync reaps now), then the ring; the
 	// LOCK goes with its fd.
 	if forced {
-		e.closeAfterForce()
+		e.closeAfterForce(nil)
 	} else if err := e.closeFiles(nil); err != nil {
 		errs = append(errs, fmt.Errorf("ringpipe: stop: %w", err))
 	}
@@ -172,10 +172,11 @@ func (e *engine) awaitOrForce(ctx context.Context, done <-chan struct{}) (late, 
 const stopGrace = 250 * time.Millisecond
 
 // closeAfterForce releases the files after Stop closed the ring under the
-// actors: the fds are the process's, so a short-lived std ring closes them
+// actors, or Start under recovery (rec, what recovery opened; nil in
+// Stop): the fds are the process's, so a short-lived std ring closes them
 // (the lock goes with its fd). A test ring (Config.NewRing) is a process of
 // its own whose fds died with it.
-func (e *engine) closeAfterForce() {
+func (e *engine) closeAfterForce(rec *recovered) {
 	if e.cfg.NewRing != nil {
 		// A test ring's fd numbers are its own (the simulator's, or a
 		// recorder's that never reuses one): closing them here would
@@ -191,7 +192,7 @@ func (e *engine) closeAfterForce() {
 	for _, d := range e.doers {
 		d.Reap(e.sd)
 	}
-	if err := e.closeFiles(nil); err != nil {
+	if err := e.closeFiles(rec); err != nil {
 		e.lg.Warn("close files after a forced stop", zap.Error(err))
 	}
 	r.Close() //nolint:errcheck // a private ring with nothing in flight
