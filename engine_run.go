@@ -438,12 +438,15 @@ func ask[M, T any](e *engine, ctx context.Context, inbox chan<- M, m M, reply <-
 	return waitReply(e, ctx, reply)
 }
 
-func (e *engine) sync(ctx context.Context) error {
+func (e *engine) sync(ctx context.Context) error { return e.syncSpace(ctx, 0) }
+
+// syncSpace is sync for the writes of one space (0: every space).
+func (e *engine) syncSpace(ctx context.Context, space SpaceID) error {
 	if err := e.enter(); err != nil {
 		return err
 	}
 	reply := make(chan error, 1)
-	err := e.queue(ctx, &messages.Barrier{Reply: reply})
+	err := e.queue(ctx, &messages.Barrier{Reply: reply, Space: space})
 	e.leave()
 	if err != nil {
 		return err
@@ -461,9 +464,9 @@ func (e *engine) flush(ctx context.Context, space SpaceID) (err error) {
 		return e.refuseInput(err)
 	}
 	defer func() { err = e.cutByStop(ctx, err) }()
-	// Everything accepted is durable, then staged records are in their
-	// hot segment, then the segment is sealed.
-	if err := e.sync(ctx); err != nil {
+	// Everything accepted for the space is durable, then staged records
+	// are in their hot segment, then the segment is sealed.
+	if err := e.syncSpace(ctx, space); err != nil {
 		return saysWhat(err, "ringpipe: flush space %d %q: sync the writes before it", space, info.Name)
 	}
 	preply := make(chan error, 1)
