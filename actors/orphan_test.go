@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"context"
+	"fmt"
 	"syscall"
 	"testing"
 
@@ -30,4 +32,25 @@ func TestSettleOrphansMkdirExists(t *testing.T) {
 	if assert.Len(t, errs, 1, "only the unlink's error: %v", errs) {
 		assert.ErrorIs(t, errs[0], syscall.EIO)
 	}
+}
+
+// TestViaSubmitterResendsNotPerformed: I/O that a submitter whose context
+// ended answers as not performed (the io unit restarting) is sent again,
+// and the restarted submitter's answer is the route's. Before, the route
+// returned the "not performed" error, and a Close answered so was dropped
+// with its fd open (TestFdlifeChaosThroughStop, about 1 run in 15).
+func TestViaSubmitterResendsNotPerformed(t *testing.T) {
+	sub := make(chan SubmitterMsg, 1)
+	d := &Doer{}
+	route := viaSubmitter(context.Background(), sub, d)
+	go func() {
+		m := (<-sub).(SubmitIO)
+		m.Reply <- IOResult{Err: fmt.Errorf("submitter: stopping: %w: %w", context.Canceled, errNotPerformed)}
+		m = (<-sub).(SubmitIO)
+		m.Reply <- IOResult{Completions: []ring.Completion{{Code: ring.OpClose}}}
+	}()
+	cs, err := route([]ring.Op{{Code: ring.OpClose, FD: 7}})
+	assert.NoError(t, err)
+	assert.Len(t, cs, 1)
+	assert.Empty(t, d.orphans, "performed: nothing for Stop to settle")
 }
