@@ -527,6 +527,9 @@ type fdlLoad struct {
 	creators     bool
 	valueSize    int
 	ioErrs       bool // I/O errors are expected: other errors do not end a goroutine
+	// failedOK says an error is expected and the goroutine goes on: an
+	// injected actor failure fails the request the actor held (chaos).
+	failedOK func(error) bool
 }
 
 // run starts the load on e and returns a function that waits for it to
@@ -546,6 +549,9 @@ func (l *fdlLedger) run(t *testing.T, e *ringpipe.Engine, spaces []ringpipe.Spac
 				k, val := l.try(sp, size)
 				tk, err := e.PutAsync(bg, sp, ringpipe.Point{k.x}, val)
 				if err != nil {
+					if ld.failedOK != nil && ld.failedOK(err) {
+						continue
+					}
 					if !fdlStopErr(err) {
 						if ld.ioErrs {
 							continue
@@ -587,6 +593,9 @@ func (l *fdlLedger) run(t *testing.T, e *ringpipe.Engine, spaces []ringpipe.Spac
 				rev, err := e.Put(ctx, sp, ringpipe.Point{k.x}, val)
 				cancel()
 				if err != nil {
+					if ld.failedOK != nil && ld.failedOK(err) {
+						continue
+					}
 					if !fdlStopErr(err) {
 						if ld.ioErrs {
 							continue
@@ -606,6 +615,9 @@ func (l *fdlLedger) run(t *testing.T, e *ringpipe.Engine, spaces []ringpipe.Spac
 				err := e.Flush(ctx, spaces[i%len(spaces)])
 				cancel()
 				if err != nil {
+					if ld.failedOK != nil && ld.failedOK(err) {
+						continue
+					}
 					if !fdlStopErr(err) {
 						if ld.ioErrs {
 							continue
@@ -625,6 +637,9 @@ func (l *fdlLedger) run(t *testing.T, e *ringpipe.Engine, spaces []ringpipe.Spac
 				id, err := e.CreateSpace(ctx, ringpipe.SpaceSpec{Name: name, Dims: 2, Bits: 8})
 				cancel()
 				if err != nil {
+					if ld.failedOK != nil && ld.failedOK(err) {
+						continue
+					}
 					if !fdlStopErr(err) {
 						if ld.ioErrs {
 							continue
@@ -965,8 +980,12 @@ func fdlChaos(t *testing.T, backends []string, throughStop []bool, reps int) {
 						}()
 						sc := fdlScenario{name: "chaos/" + name, backend: b, stopAfter: d, before: before,
 							prepare: prepare, beforeStop: func() { undo() },
-							load: fdlLoad{asyncWriters: 2, syncWriters: 2, flushers: true, valueSize: 80}, sealAt: 48, spaces: 2,
-							minAcks: 300}
+							load: fdlLoad{asyncWriters: 2, syncWriters: 2, flushers: true, valueSize: 80,
+								// A Flush whose seal an injected failure cut
+								// short says so (5 of 235 runs of
+								// through-stop failed on it before).
+								failedOK: func(err error) bool { return strings.Contains(err.Error(), "fdlife chaos") }},
+							sealAt: 48, spaces: 2, minAcks: 300}
 						if during {
 							// Failures go on while Stop runs: Stop may report one.
 							sc.beforeStop = nil
