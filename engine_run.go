@@ -106,24 +106,39 @@ func start(ctx context.Context, cfg Config) (*engine, error) {
 	e.lg.Info("ring", zap.String("backend", e.info.Backend), zap.String("kernel", e.info.Kernel),
 		zap.String("features", fmt.Sprintf("%#x", e.info.Features)), zap.Uint32("entries", e.info.Entries),
 		zap.String("fallback", e.info.Fallback))
-	// Recovery is bounded by ctx: if it is still running startGrace after
-	// ctx ended (its I/O does not answer), the ring is closed under it,
-	// which completes what is in flight, and recovery fails. Before, a disk that stopped answering
-	// held Start until it answered again, and then Start returned a running
-	// engine long past its ctx (ctxb audit). Cutting recovery short may
-	// lose an fd that an op in flight opened: only a disk that does not
-	// answer pays that.
+	// Recovery is bounded by ctx: it stops at its next step once ctx
+	// ends, and if its I/O makes no progress for startGrace after that
+	// (ops in flight, none completing: a disk that does not answer), the
+	// ring is closed under it, which completes what is in flight, and
+	// recovery fails. Before, a disk that stopped answering held Start
+	// until it answered again, and then Start returned a running engine
+	// long past its ctx (ctxb audit). Cutting recovery short loses the fds
+	// of files it had open and not yet recorded (review audit: with a
+	// plain grace, a slow recovery on a healthy disk was cut and left
+	// them): only a disk that does not answer pays that.
 	recovered, watched := make(chan struct{}), make(chan struct{})
 	var cutShort atomic.Bool
 	unwatch := context.AfterFunc(ctx, func() {
 		defer close(watched)
-		t := time.NewTimer(startGrace)
-		defer t.Stop()
-		select {
-		case <-recovered:
-		case <-t.C:
-			cutShort.Store(true)
-			r.Close() //nolint:errcheck // cut short: completes everything in flight
+		tick := time.NewTicker(startGrace / 5)
+		defer tick.Stop()
+		last, still := r.Stats().Completed, 0
+		for {
+			select {
+			case <-recovered:
+				return
+			case <-tick.C:
+			}
+			st := r.Stats()
+			if st.Completed != last || st.Submitted == st.Completed {
+				last, still = st.Completed, 0 // progress, or nothing in flight
+				continue
+			}
+			if still++; still >= 5 {
+				cutShort.Store(true)
+				r.Close() //nolint:errcheck // cut short: completes everything in flight
+				return
+			}
 		}
 	})
 	rec, err := e.recover(ctx)
@@ -174,8 +189,9 @@ func start(ctx context.Context, cfg Config) (*engine, error) {
 	return e, nil
 }
 
-// startGrace is how long recovery's I/O may still run once Start's ctx
-// has ended before Start closes the ring under it.
+// startGrace is how long recovery's I/O may go without a completion, with
+// ops in flight, once Start's ctx has ended, before Start closes the ring
+// under it.
 const startGrace = 500 * time.Millisecond
 
 func (e *engine) onEvent(ev supervisor.Event) {

@@ -107,6 +107,9 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 	blocks, orphans := 0, 0
 	opened := make(map[SpaceID][]*snapshot.Block)
 	for _, info := range st.Spaces() {
+		if err := ctx.Err(); err != nil {
+			return rec, err
+		}
 		reg[info.ID] = info
 		if err := tail.AddSpace(info, actors.Keyer(info.SpaceSpec)); err != nil {
 			return rec, err
@@ -151,6 +154,9 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 	var torn []wal.TornTail // torn last batches dropped (never acknowledged)
 	var sealedGens []string // removed once the manifest is rewritten
 	for i, g := range gens {
+		if err := ctx.Err(); err != nil {
+			return rec, err // what is open is in rec
+		}
 		info, ok := reg[g.Space]
 		if !ok {
 			// A generation is created only once its space's creation is
