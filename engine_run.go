@@ -106,47 +106,10 @@ func start(ctx context.Context, cfg Config) (*engine, error) {
 	e.lg.Info("ring", zap.String("backend", e.info.Backend), zap.String("kernel", e.info.Kernel),
 		zap.String("features", fmt.Sprintf("%#x", e.info.Features)), zap.Uint32("entries", e.info.Entries),
 		zap.String("fallback", e.info.Fallback))
-	// Recovery is bounded by ctx: it stops at its next step once ctx
-	// ends, and if its I/O makes no progress for startGrace after that
-	// (ops in flight, none completing: a disk that does not answer), the
-	// ring is closed under it, which completes what is in flight, and
-	// recovery fails. Before, a disk that stopped answering held Start
-	// until it answered again, and then Start returned a running engine
-	// long past its ctx (ctxb audit). Cutting recovery short loses the fds
-	// of files it had open and not yet recorded (review audit: with a
-	// plain grace, a slow recovery on a healthy disk was cut and left
-	// them): only a disk that does not answer pays that.
-	recovered, watched := make(chan struct{}), make(chan struct{})
-	var cutShort atomic.Bool
-	unwatch := context.AfterFunc(ctx, func() {
-		defer close(watched)
-		tick := time.NewTicker(startGrace / 5)
-		defer tick.Stop()
-		last, still := r.Stats().Completed, 0
-		for {
-			select {
-			case <-recovered:
-				return
-			case <-tick.C:
-			}
-			st := r.Stats()
-			if st.Completed != last || st.Submitted == st.Completed {
-				last, still = st.Completed, 0 // progress, or nothing in flight
-				continue
-			}
-			if still++; still >= 5 {
-				cutShort.Store(true)
-				r.Close() //nolint:errcheck // cut short: completes everything in flight
-				return
-			}
-		}
-	})
+	// Recovery is bounded by ctx (watchRecovery).
+	recovered := watchRecovery(ctx, r)
 	rec, err := e.recover(ctx)
-	close(recovered)
-	if !unwatch() {
-		<-watched
-	}
-	if cutShort.Load() {
+	if recovered() {
 		if err != nil {
 			err = fmt.Errorf("%w (recovery cut short by its context: %w)", err, ctx.Err())
 		} else {
@@ -193,6 +156,52 @@ func start(ctx context.Context, cfg Config) (*engine, error) {
 // ops in flight, once Start's ctx has ended, before Start closes the ring
 // under it.
 const startGrace = 500 * time.Millisecond
+
+// watchRecovery bounds recovery on r by ctx. Recovery itself stops at its
+// next step once ctx ends; if its I/O then makes no progress for
+// startGrace (ops in flight, none completing: a disk that does not
+// answer), r is closed under it, which completes what is in flight, and
+// recovery fails. Call recovered once recovery has returned: it reports
+// whether r was closed. Before, a disk that stopped answering held Start
+// until it answered again, and then Start returned a running engine long
+// past its ctx (ctxb audit). Cutting recovery short loses the fds of files
+// it had open and not yet recorded (review audit: with a plain grace, a
+// slow recovery on a healthy disk was cut and left them): only a disk that
+// does not answer pays that.
+func watchRecovery(ctx context.Context, r ring.Ring) (recovered func() (cut bool)) {
+	done, watched := make(chan struct{}), make(chan struct{})
+	var cutShort atomic.Bool
+	unwatch := context.AfterFunc(ctx, func() {
+		defer close(watched)
+		tick := time.NewTicker(startGrace / 5)
+		defer tick.Stop()
+		last, still := r.Stats().Completed, 0
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			st := r.Stats()
+			if st.Completed != last || st.Submitted == st.Completed {
+				last, still = st.Completed, 0 // progress, or nothing in flight
+				continue
+			}
+			if still++; still >= 5 {
+				cutShort.Store(true)
+				r.Close() //nolint:errcheck // cut short: completes everything in flight
+				return
+			}
+		}
+	})
+	return func() bool {
+		close(done)
+		if !unwatch() {
+			<-watched
+		}
+		return cutShort.Load()
+	}
+}
 
 func (e *engine) onEvent(ev supervisor.Event) {
 	if ev.Kind == supervisor.EventEscalated {
