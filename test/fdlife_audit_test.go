@@ -532,6 +532,22 @@ type fdlLoad struct {
 	failedOK func(error) bool
 }
 
+// goOn sorts the error of a load's call: true when the goroutine goes on
+// (an expected failure), false when it ends (the engine refuses the call:
+// it is stopping or failed); anything else is reported.
+func (ld fdlLoad) goOn(t *testing.T, call string, err error) bool {
+	switch {
+	case ld.failedOK != nil && ld.failedOK(err):
+		return true
+	case fdlStopErr(err):
+		return false
+	case ld.ioErrs:
+		return true
+	}
+	t.Errorf("%s: %v", call, err)
+	return false
+}
+
 // run starts the load on e and returns a function that waits for it to
 // end (every goroutine returns once the engine refuses writes).
 func (l *fdlLedger) run(t *testing.T, e *ringpipe.Engine, spaces []ringpipe.SpaceID, ld fdlLoad) (wait func()) {
@@ -549,14 +565,8 @@ func (l *fdlLedger) run(t *testing.T, e *ringpipe.Engine, spaces []ringpipe.Spac
 				k, val := l.try(sp, size)
 				tk, err := e.PutAsync(bg, sp, ringpipe.Point{k.x}, val)
 				if err != nil {
-					if ld.failedOK != nil && ld.failedOK(err) {
+					if ld.goOn(t, "PutAsync", err) {
 						continue
-					}
-					if !fdlStopErr(err) {
-						if ld.ioErrs {
-							continue
-						}
-						t.Errorf("PutAsync: %v", err)
 					}
 					return
 				}
@@ -593,14 +603,8 @@ func (l *fdlLedger) run(t *testing.T, e *ringpipe.Engine, spaces []ringpipe.Spac
 				rev, err := e.Put(ctx, sp, ringpipe.Point{k.x}, val)
 				cancel()
 				if err != nil {
-					if ld.failedOK != nil && ld.failedOK(err) {
+					if ld.goOn(t, "Put", err) {
 						continue
-					}
-					if !fdlStopErr(err) {
-						if ld.ioErrs {
-							continue
-						}
-						t.Errorf("Put: %v", err)
 					}
 					return
 				}
@@ -615,14 +619,8 @@ func (l *fdlLedger) run(t *testing.T, e *ringpipe.Engine, spaces []ringpipe.Spac
 				err := e.Flush(ctx, spaces[i%len(spaces)])
 				cancel()
 				if err != nil {
-					if ld.failedOK != nil && ld.failedOK(err) {
+					if ld.goOn(t, "Flush", err) {
 						continue
-					}
-					if !fdlStopErr(err) {
-						if ld.ioErrs {
-							continue
-						}
-						t.Errorf("Flush: %v", err)
 					}
 					return
 				}
@@ -637,14 +635,8 @@ func (l *fdlLedger) run(t *testing.T, e *ringpipe.Engine, spaces []ringpipe.Spac
 				id, err := e.CreateSpace(ctx, ringpipe.SpaceSpec{Name: name, Dims: 2, Bits: 8})
 				cancel()
 				if err != nil {
-					if ld.failedOK != nil && ld.failedOK(err) {
+					if ld.goOn(t, "CreateSpace", err) {
 						continue
-					}
-					if !fdlStopErr(err) {
-						if ld.ioErrs {
-							continue
-						}
-						t.Errorf("CreateSpace: %v", err)
 					}
 					return
 				}
