@@ -1140,12 +1140,7 @@ func TestCtxbCallsAtStages(t *testing.T) {
 		o := ctxbCall(t, "Flush (seal hangs, 150 ms)", 150*time.Millisecond, v.release, func(ctx context.Context) error {
 			return e.Flush(ctx, cm.sp)
 		})
-		ctxbWaitSprung(t, v, sprung)
-		t.Log(o)
-		o.check(t, false)
-		ctxbHungCalls(t, v, e, cm, "seal", 10000)
-		e = ctxbAfter(t, v, e, cm, "seal")
-		stop(t, e)
+		ctxbStageEnd(t, v, e, cm, "seal", sprung, o)
 	})
 	t.Run("promotion", func(t *testing.T) {
 		v := newCtxbEnv(t, 501)
@@ -1158,12 +1153,7 @@ func TestCtxbCallsAtStages(t *testing.T) {
 		o := ctxbCall(t, "Flush (promotion hangs, 150 ms)", 150*time.Millisecond, v.release, func(ctx context.Context) error {
 			return e.Flush(ctx, cm.sp)
 		})
-		ctxbWaitSprung(t, v, sprung)
-		t.Log(o)
-		o.check(t, false)
-		ctxbHungCalls(t, v, e, cm, "promotion", 10000)
-		e = ctxbAfter(t, v, e, cm, "promotion")
-		stop(t, e)
+		ctxbStageEnd(t, v, e, cm, "promotion", sprung, o)
 	})
 	t.Run("manifest switch", func(t *testing.T) {
 		undo := testhook.SetManifestCompactMin(1)
@@ -1231,6 +1221,20 @@ func TestCtxbCallsAtStages(t *testing.T) {
 		e = ctxbAfter(t, v, e, cm, "mid-batch")
 		stop(t, e)
 	})
+}
+
+// ctxbStageEnd ends a stage of TestCtxbCallsAtStages whose Flush (o) met
+// the hang: the trap sprang, the Flush returned within its bound, the other
+// calls are bounded while the disk hangs, and after it answers nothing
+// acknowledged is lost.
+func ctxbStageEnd(t *testing.T, v *ctxbEnv, e *ringpipe.Engine, cm *ctxbModel, stage string, sprung <-chan struct{}, o ctxbOutcome) {
+	t.Helper()
+	ctxbWaitSprung(t, v, sprung)
+	t.Log(o)
+	o.check(t, false)
+	ctxbHungCalls(t, v, e, cm, stage, 10000)
+	e = ctxbAfter(t, v, e, cm, stage)
+	stop(t, e)
 }
 
 // TestCtxbErrorsSayWhat: DESIGN.md §5: "Every failure reaches the caller

@@ -304,21 +304,7 @@ func TestKnobBatchTimeoutSyncBehindLaterWrite(t *testing.T) {
 			assert.NoError(t, err, "Sync")
 			assert.Less(t, ds, knPrompt, "Sync waited %v for a later write's BatchTimeout", ds)
 
-			knPromptly(t, "Stop", e.Stop)
-			_, err = tk2.Wait(ctx)
-			assert.NoError(t, err, "the later write, drained by Stop")
-			e = start(t, cfg)
-			for _, w := range []struct {
-				sp ringpipe.SpaceID
-				p  uint32
-				v  string
-			}{{a, 1, "first"}, {sp, 2, "later"}} {
-				rec, err := e.Get(ctx, w.sp, ringpipe.Point{w.p})
-				if assert.NoError(t, err, "after restart: %v", w) {
-					assert.Equal(t, w.v, string(rec.Value))
-				}
-			}
-			stop(t, e)
+			knStopThenCheck(t, ctx, cfg, e, tk2, knWant{a, 1, "first"}, knWant{sp, 2, "later"})
 		})
 	}
 }
@@ -384,15 +370,25 @@ func TestKnobBatchTimeoutRerouteNotDelayed(t *testing.T) {
 
 	g.set(false, false)
 	disk.ClearFaults()
+	knStopThenCheck(t, ctx, cfg, e, tk2, knWant{a, 1, "stalled"}, knWant{b, 2, "later"})
+}
+
+// knWant is a value a test expects at a point after a restart.
+type knWant struct {
+	sp ringpipe.SpaceID
+	p  uint32
+	v  string
+}
+
+// knStopThenCheck stops e promptly, checks that Stop drained the later
+// write's ticket, and that every want is there after a restart.
+func knStopThenCheck(t *testing.T, ctx context.Context, cfg ringpipe.Config, e *ringpipe.Engine, later *ringpipe.Ticket, wants ...knWant) {
+	t.Helper()
 	knPromptly(t, "Stop", e.Stop)
-	_, err = tk2.Wait(ctx)
+	_, err := later.Wait(ctx)
 	assert.NoError(t, err, "the later write, drained by Stop")
 	e = start(t, cfg)
-	for _, w := range []struct {
-		sp ringpipe.SpaceID
-		p  uint32
-		v  string
-	}{{a, 1, "stalled"}, {b, 2, "later"}} {
+	for _, w := range wants {
 		rec, err := e.Get(ctx, w.sp, ringpipe.Point{w.p})
 		if assert.NoError(t, err, "after restart: %v", w) {
 			assert.Equal(t, w.v, string(rec.Value))
