@@ -19,7 +19,10 @@ import (
 // with nothing staged it asks for nothing; a backlog above the cap stops
 // the yielding.
 func TestAuditPromoterYieldsAndCaps(t *testing.T) {
-	const tick = 2 * time.Millisecond
+	// Not the default 1 ms: the bounds below are multiples of the tick,
+	// and a backlog's tick must come within maxYield ticks on a loaded CI
+	// runner (-race, 2 cores) too; at 2 ms that was 128 ms.
+	const tick = 10 * time.Millisecond
 	env := &Env{Log: zap.NewNop(), Cfg: Config{PromoteInterval: tick}, Metrics: &Metrics{}}
 	ch := NewChannels(8, 8)
 	p := NewPromoter(env, ch)
