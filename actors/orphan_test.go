@@ -7,8 +7,10 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"golang.org/x/sys/unix"
 
 	"github.com/ringpipe/ringpipe/ring"
+	"github.com/ringpipe/ringpipe/ring/sim"
 )
 
 // TestSettleOrphansMkdirExists: an orphaned mkdir of a directory that
@@ -53,4 +55,31 @@ func TestViaSubmitterResendsNotPerformed(t *testing.T) {
 	assert.NoError(t, err)
 	assert.Len(t, cs, 1)
 	assert.Empty(t, d.orphans, "performed: nothing for Stop to settle")
+}
+
+// TestSettleOrphansCloseFails: the closes SettleOrphans performs (a Close
+// never sent, an fd an answered Open left) report their errors for the
+// engine to log. Before, both were dropped: durability's
+// TestIOErrorRecoverySweep (ci10) failed a directory sync's close cut
+// short by Stop with EIO, and nothing reached a caller or the log.
+func TestSettleOrphansCloseFails(t *testing.T) {
+	disk := sim.NewDisk(1)
+	d := NewDoer(ring.NewSync(disk.NewRing(ring.Options{})))
+	a, err := ring.Open(d, "/a", unix.O_RDWR|unix.O_CREAT, 0o644)
+	assert.NoError(t, err)
+	b, err := ring.Open(d, "/b", unix.O_RDWR|unix.O_CREAT, 0o644)
+	assert.NoError(t, err)
+	disk.Inject(sim.Fault{Kind: sim.EIO, Ops: []ring.Opcode{ring.OpClose}, Persist: true})
+
+	d.orphan([]ring.Op{{Code: ring.OpFsync, FD: a}, {Code: ring.OpClose, FD: a}}, nil) // never sent
+	reply := make(chan IOResult, 1)
+	reply <- IOResult{Completions: []ring.Completion{{Code: ring.OpOpen, Res: int64(b)}}}
+	d.orphan([]ring.Op{{Code: ring.OpOpen, Path: "/b"}}, reply) // answered after its caller left
+	errs := d.SettleOrphans()
+	assert.Len(t, disk.Hits(), 2, "both closes were performed")
+	if assert.Len(t, errs, 2, "%v", errs) {
+		assert.ErrorIs(t, errs[0], syscall.EIO)
+		assert.ErrorIs(t, errs[1], syscall.EIO)
+		assert.Contains(t, fmt.Sprint(errs), "/b")
+	}
 }
