@@ -424,7 +424,7 @@ func (s *Sealer) seal(ctx context.Context, sp *sealSpace, seg *hot.Segment) erro
 	g := seg.Gen()
 	n := seg.Records()
 	if n == 0 {
-		return seg.Retire()
+		return s.retire(seg)
 	}
 	if err := testhook.Chaos("sealer", "seal"); err != nil {
 		return err
@@ -456,7 +456,7 @@ func (s *Sealer) seal(ctx context.Context, sp *sealSpace, seg *hot.Segment) erro
 	if err := testhook.Chaos("sealer", "shown"); err != nil {
 		return err
 	}
-	if err := seg.Retire(); err != nil {
+	if err := s.retire(seg); err != nil {
 		return err
 	}
 	sp.sealing = nil
@@ -470,6 +470,20 @@ func (s *Sealer) seal(ctx context.Context, sp *sealSpace, seg *hot.Segment) erro
 		}
 	}
 	return nil
+}
+
+// retire retires seg's generation; a close that failed once the file was
+// gone is logged, not failed (hot.CloseWarning: nothing is lost).
+func (s *Sealer) retire(seg *hot.Segment) error {
+	err := seg.Retire()
+	var w *hot.CloseWarning
+	if errors.As(err, &w) {
+		g := seg.Gen()
+		s.lg.Warn("retired a sealed generation whose file did not close cleanly",
+			zap.Uint32("space", uint32(g.Space)), zap.Uint64("gen", g.Gen), zap.Error(w.Err))
+		return nil
+	}
+	return err
 }
 
 // writeBlock writes seg's records as a block durably and names it in the

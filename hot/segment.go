@@ -558,11 +558,19 @@ func (s *Segment) preallocate() error {
 }
 
 func (s *Segment) closeFD() {
-	s.closeDirect() //nolint:errcheck // an earlier error is the one reported
+	s.closeFDs() //nolint:errcheck // an earlier error is the one reported
+}
+
+// closeFDs closes the segment's fds and returns the first close error.
+func (s *Segment) closeFDs() error {
+	err := s.closeDirect()
 	if s.fd >= 0 {
-		ring.Close(s.d, s.fd) //nolint:errcheck // an earlier error is the one reported
+		if cerr := ring.Close(s.d, s.fd); err == nil {
+			err = cerr
+		}
 		s.fd = -1
 	}
+	return err
 }
 
 // Open replays the existing generation g, calling fn for each record, and
@@ -1028,7 +1036,8 @@ func (s *Segment) Err() error { return s.failed }
 // Retire removes the segment's file and syncs the directory: it renames
 // it to a spare (g.SpareName()) while fewer than Options.MaxSpares spares
 // exist, and deletes it otherwise. Either way the generation is gone once
-// Retire returns; after a crash it is either whole or gone.
+// Retire returns nil or a *CloseWarning; after a crash it is either whole
+// or gone.
 // REQUIRES: the manifest has committed the block sealed from s.
 func (s *Segment) Retire() error {
 	switch {
@@ -1039,9 +1048,10 @@ func (s *Segment) Retire() error {
 	case s.pending != nil:
 		return ErrBusy
 	}
-	s.closeFD()
+	cerr := s.closeFDs()
 	keep := false
-	if s.opts.MaxSpares > 0 && s.failed == nil {
+	// A file whose close failed is not reused: deleted, not kept.
+	if s.opts.MaxSpares > 0 && s.failed == nil && cerr == nil {
 		list, err := spares(s.d, s.opts.Dir)
 		if err != nil {
 			return fmt.Errorf("hot: retire %s: list spares: %w", s.rel(), err)
@@ -1061,8 +1071,21 @@ func (s *Segment) Retire() error {
 		return fmt.Errorf("hot: retire %s: sync directory: %w", s.rel(), err)
 	}
 	s.retired = true
+	if cerr != nil {
+		return &CloseWarning{Err: fmt.Errorf("hot: retire %s: close: %w", s.rel(), cerr)}
+	}
 	return nil
 }
+
+// A CloseWarning from Retire says that the generation was retired (its
+// file is gone or a spare's) but closing its fds failed. Nothing is lost:
+// the generation's records are in the block the manifest committed before
+// Retire, and the fd is released whatever close returns. The caller logs
+// it; it is not a failure to retry (a second Retire returns ErrClosed).
+type CloseWarning struct{ Err error }
+
+func (w *CloseWarning) Error() string { return w.Err.Error() }
+func (w *CloseWarning) Unwrap() error { return w.Err }
 
 // Close releases the segment's fd. It is idempotent.
 // REQUIRES: no batch in flight.
