@@ -877,7 +877,10 @@ func TestCtxbReadsOnHungDisk(t *testing.T) {
 	require.NoError(t, cm.put(ctxFor(t), e, ringpipe.Point{7000}, []byte("tail")), "a tail record")
 	v.shut()
 
-	o := ctxbCall(t, "Get of a tail record (100 ms, disk hung)", 100*time.Millisecond, v.release, func(ctx context.Context) error {
+	// 1 s, not less: the Get needs no disk, so it ends long before; a
+	// Get that waited for the hung disk would run its ctx out and fail.
+	// (100 ms left a loaded -race runner little room.)
+	o := ctxbCall(t, "Get of a tail record (1 s, disk hung)", time.Second, v.release, func(ctx context.Context) error {
 		rec, err := e.Get(ctx, cm.sp, ringpipe.Point{7000})
 		if err == nil && string(rec.Value) != "tail" {
 			return fmt.Errorf("Get of the tail record: %q", rec.Value)
