@@ -35,10 +35,12 @@ import (
 // syscall, and the p50 of the io_uring_enter that submits (where the
 // submit is a call of its own).
 //
-// Session 17, 2-core VM, three runs (ratios of p50 to pwrite+fdatasync):
-// -enter 1.12-1.73×, -poll 1.21-1.92×, -spin 0.97-1.11×, -sleep10
-// 0.90-1.11×, sqpoll-dsync-spin 0.78-0.87×; the submit of a -poll
-// append takes 11-13 µs and of a -spin one 2.5 µs. What costs is waking
+// Session 17, 2-core VM, five quiet runs (ratios of p50 to
+// pwrite+fdatasync): -enter 1.12-1.72×, -poll 1.21-1.92×, -spin
+// 0.91-1.11×, -sleep10 0.90-1.10×, sqpoll-dsync-spin 0.77-0.87×; the
+// submit of a -poll append takes 11-13 µs and of a -spin one 2.5 µs.
+// (Under load the spinning variants collapse: 10-30× while a CI run
+// shared the 2 cores.) What costs is waking
 // an idle vCPU (the io-wq worker that does a buffered DSYNC write, then
 // the waiting thread); what keeps a CPU busy avoids it, at the price of
 // that CPU. In the engine (inline commit) the wait in io_uring_enter
