@@ -674,6 +674,18 @@ func (s *Submitter) submitWAL(ctx context.Context) error {
 	p, err := s.wal.Prepare(recs)
 	if err != nil {
 		s.walErr = err
+		if ctx.Err() != nil {
+			// Run was stopped (an actor of the unit failed, or Stop) while
+			// Prepare rolled to a new segment: nothing of the batch was
+			// written. Its writes wait for the next Run, whose restart
+			// starts a new segment (wal.Restart cuts back to the durable
+			// end, whatever the cut-short roll left), or for Stop's
+			// FailPending. Before, they failed with the unit's
+			// context.Canceled, which reads like the caller's own
+			// (ci11, TestStagedWriteSurvivesUnitRestart).
+			s.walHeld = slices.Insert(s.walHeld, 0, gs...)
+			return ctx.Err()
+		}
 		err = fmt.Errorf("submitter: stage %d records: %w", len(recs), err)
 		s.failGroups(err, gs...)
 		if diskFull(err) {
@@ -685,6 +697,11 @@ func (s *Submitter) submitWAL(ctx context.Context) error {
 	if err := s.submit(ctx, f, plantedOps(p.Ops())); err != nil {
 		s.wal.Failed(p, err)
 		s.walErr = err
+		if errors.Is(err, errNotPerformed) {
+			// Stopped before the batch went in flight: as above.
+			s.walHeld = slices.Insert(s.walHeld, 0, gs...)
+			return ctx.Err()
+		}
 		return s.failGroups(err, gs...)
 	}
 	s.walBusy = true

@@ -133,9 +133,31 @@ type holdRing struct {
 	hold     map[uint64]bool // tokens whose final Completion is withheld
 	held     []ring.Completion
 	heldN    int
+	walOpen  bool // withhold the next open of a staging WAL segment (holdWALOpen)
+	walHeld  int  // staging WAL opens withheld
 }
 
-const holdWakeToken = ^uint64(0) - 7
+const (
+	holdWakeToken = ^uint64(0) - 7
+	// holdPokeToken is poke's nop: the token of the engine's first
+	// flight (id 1, op 0; actors.tokenOf), settled long before, so that the
+	// completer reaps it as a late completion and goes on.
+	holdPokeToken = 1 << 8
+)
+
+// holdWALOpen makes the ring withhold (until release) the completion of
+// the next open of a staging WAL segment: a roll to a new segment that
+// the disk does not finish.
+func (h *holdRing) holdWALOpen() { h.mu.Lock(); h.walOpen = true; h.mu.Unlock() }
+
+// walOpensHeld returns how many staging WAL opens are withheld.
+func (h *holdRing) walOpensHeld() int { h.mu.Lock(); defer h.mu.Unlock(); return h.walHeld }
+
+// poke submits a nop of a settled flight, so that the completer reaps
+// something (and passes its "reaped" chaos point) while the rest is held.
+func (h *holdRing) poke() error {
+	return h.Ring.Submit([]ring.Op{{Code: ring.OpNop, Token: holdPokeToken}})
+}
 
 func newHoldRing(r ring.Ring, space ringpipe.SpaceID) *holdRing {
 	return &holdRing{Ring: r, name: path.Base(hotPrefix(space)),
@@ -185,6 +207,11 @@ func (h *holdRing) Submit(ops []ring.Op) error {
 	for _, op := range ops {
 		switch op.Code {
 		case ring.OpOpen:
+			if h.walOpen && strings.Contains(op.Path, "/wal/") && strings.HasSuffix(op.Path, ".log") {
+				h.walOpen = false
+				h.walHeld++
+				h.hold[op.Token] = true
+			}
 			if strings.Contains(op.Path, h.name) {
 				h.opens[op.Token] = true
 				if h.holdOpens && h.holding && (h.first == "" || !strings.Contains(op.Path, h.first)) {

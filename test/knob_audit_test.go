@@ -1051,8 +1051,8 @@ func TestKnobBatchTimeoutActorRestart(t *testing.T) {
 				// Not about routing: on a loaded runner (ci11, std) the
 				// batch missed the 2 ms deadline, was rerouted, and the
 				// restart cut the staging WAL's segment open short, which
-				// fails the writes with the submitter's context.Canceled
-				// (README "Known gaps").
+				// failed the writes with the submitter's context.Canceled
+				// then (TestStagedWriteSurvivesUnitRestart covers it now).
 				cfg.DirectWriteTimeout = knBig
 				e := start(t, cfg)
 				sp := createSpace(t, e, "a", knSpec.Dims, knSpec.Bits)
