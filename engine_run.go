@@ -463,15 +463,14 @@ func ask[M, T any](e *engine, ctx context.Context, inbox chan<- M, m M, reply <-
 	return waitReply(e, ctx, reply)
 }
 
-func (e *engine) sync(ctx context.Context) error { return e.syncSpace(ctx, 0) }
-
-// syncSpace is sync for the writes of one space (0: every space).
-func (e *engine) syncSpace(ctx context.Context, space SpaceID) error {
+// sync is Sync: a Barrier that waits for every write queued before it, in
+// every space.
+func (e *engine) sync(ctx context.Context) error {
 	if err := e.enter(); err != nil {
 		return err
 	}
 	reply := make(chan error, 1)
-	err := e.queue(ctx, &messages.Barrier{Reply: reply, Space: space})
+	err := e.queue(ctx, &messages.Barrier{Reply: reply})
 	e.leave()
 	if err != nil {
 		return err

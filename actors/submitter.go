@@ -100,7 +100,6 @@ type Submitter struct {
 
 type barrier struct {
 	upto  messages.Revision
-	space messages.SpaceID // 0: every space's writes
 	reply chan<- error
 }
 
@@ -368,7 +367,7 @@ func (s *Submitter) take(ctx context.Context, r messages.Request) error {
 				n++
 			}
 		case *messages.Barrier:
-			s.barriers = append(s.barriers, barrier{upto: s.nextRev - 1, space: r.Space, reply: r.Reply})
+			s.barriers = append(s.barriers, barrier{upto: s.nextRev - 1, reply: r.Reply})
 			return nil // a caller waits for what is taken: submit it now
 		}
 		if n >= s.env.Cfg.BatchSize || s.held >= maxHeld {
@@ -1283,40 +1282,18 @@ func (s *Submitter) checkBarriers() {
 	if len(s.barriers) == 0 {
 		return
 	}
-	// The lowest revision not yet decided, of every space (low) and of
-	// each space that has one (lows).
-	low := s.nextRev
-	var lows map[messages.SpaceID]messages.Revision
-	note := func(space messages.SpaceID, rev messages.Revision) {
-		low = min(low, rev)
-		if lows == nil {
-			lows = make(map[messages.SpaceID]messages.Revision)
-		}
-		if l, ok := lows[space]; !ok || rev < l {
-			lows[space] = rev
-		}
-	}
-	for id, sp := range s.spaces {
+	low := s.nextRev // lowest revision not yet decided, of every space
+	for _, sp := range s.spaces {
 		if len(sp.held) > 0 {
-			note(id, sp.held[0].Record.Revision)
+			low = min(low, sp.held[0].Record.Revision)
 		}
 	}
 	for g := range s.outstanding {
-		note(g.space, g.recs[0].Revision)
+		low = min(low, g.recs[0].Revision)
 	}
 	keep := s.barriers[:0]
 	for _, b := range s.barriers {
-		bl := low
-		if b.space != 0 {
-			// A space's barrier (Flush) waits for that space only:
-			// before, Flush of one space waited for another space's
-			// stalled write, up to DirectWriteTimeout (knob audit).
-			bl = s.nextRev
-			if l, ok := lows[b.space]; ok {
-				bl = l
-			}
-		}
-		if b.upto < bl {
+		if b.upto < low {
 			s.fence(b.reply)
 		} else {
 			keep = append(keep, b)

@@ -65,12 +65,9 @@ type Write struct {
 }
 
 // Barrier is Sync's request: Reply gets nil once every write queued before
-// it is durable, or the error that stopped the wait. With Space set (not
-// 0, which no space has), only that space's writes are waited for: Flush's
-// request.
+// it is durable, in every space, or the error that stopped the wait.
 type Barrier struct {
 	Reply chan<- error // room for one
-	Space SpaceID
 }
 
 // Request is what the write queue carries: a *Write or a *Barrier.
