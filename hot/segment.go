@@ -380,7 +380,7 @@ func Create(d ring.Doer, opts Options, g Gen) (*Segment, error) {
 		return nil, err
 	}
 	if ok, err := s.recycle(); err != nil {
-		s.closeFD()
+		s.closeFDs() //nolint:errcheck // an earlier error is the one reported
 		return nil, err
 	} else if ok {
 		return s, nil
@@ -391,15 +391,15 @@ func Create(d ring.Doer, opts Options, g Gen) (*Segment, error) {
 	}
 	s.fd = fd
 	if err := s.preallocate(); err != nil {
-		s.closeFD()
+		s.closeFDs() //nolint:errcheck // an earlier error is the one reported
 		return nil, err
 	}
 	if err := ring.SyncDir(d, opts.Dir); err != nil {
-		s.closeFD()
+		s.closeFDs() //nolint:errcheck // an earlier error is the one reported
 		return nil, fmt.Errorf("hot: create %s: sync directory: %w", s.rel(), err)
 	}
 	if err := s.openDirect(); err != nil {
-		s.closeFD()
+		s.closeFDs() //nolint:errcheck // an earlier error is the one reported
 		return nil, err
 	}
 	return s, nil
@@ -557,10 +557,6 @@ func (s *Segment) preallocate() error {
 	return nil
 }
 
-func (s *Segment) closeFD() {
-	s.closeFDs() //nolint:errcheck // an earlier error is the one reported
-}
-
 // closeFDs closes the segment's fds and returns the first close error.
 func (s *Segment) closeFDs() error {
 	err := s.closeDirect()
@@ -600,7 +596,7 @@ func Open(d ring.Doer, opts Options, g Gen, immutable bool, fn func(off int64, r
 	s.fd = fd
 	data, err := ring.ReadLog(s.d, s.path(), durable)
 	if err != nil {
-		s.closeFD()
+		s.closeFDs() //nolint:errcheck // an earlier error is the one reported
 		return nil, fmt.Errorf("hot: read %s: %w", s.rel(), err)
 	}
 	if durable >= 0 {
@@ -634,7 +630,7 @@ func Open(d ring.Doer, opts Options, g Gen, immutable bool, fn func(off int64, r
 		}
 	}
 	if err != nil {
-		s.closeFD()
+		s.closeFDs() //nolint:errcheck // an earlier error is the one reported
 		return nil, err
 	}
 	s.off = res.End
