@@ -1074,10 +1074,11 @@ func (s *Segment) Retire() error {
 }
 
 // A CloseWarning from Retire says that the generation was retired (its
-// file is gone or a spare's) but closing its fds failed. Nothing is lost:
-// the generation's records are in the block the manifest committed before
-// Retire, and the fd is released whatever close returns. The caller logs
-// it; it is not a failure to retry (a second Retire returns ErrClosed).
+// file deleted: Retire keeps no file whose close failed as a spare) but
+// closing its fds failed. Nothing is lost: the generation's records are in
+// the block the manifest committed before Retire, and the fd is released
+// whatever close returns. The caller logs it; it is not a failure to retry
+// (a second Retire returns ErrClosed).
 type CloseWarning struct{ Err error }
 
 func (w *CloseWarning) Error() string { return w.Err.Error() }
