@@ -3,6 +3,7 @@ package hot
 import (
 	"golang.org/x/sys/unix"
 
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
@@ -415,4 +416,64 @@ func TestRetireCloseFails(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, list, "a file whose close failed is not kept as a spare")
 	assert.ErrorIs(t, s1.Retire(), ErrClosed)
+}
+
+// TestRetireCloseFailsThenRetried: when Retire's close fails and then its
+// unlink or directory sync fails too, Retire returns that later error, and
+// a retried Retire (its fds already released, so its own close has nothing
+// to fail) still deletes the file rather than keeping it as a spare and
+// reports the first close as a *CloseWarning. Before, the retry returned
+// nil: the close failure was never reported.
+func TestRetireCloseFailsThenRetried(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		op    ring.Opcode
+		path  func(opts Options, g Gen) string
+		error string // in the first Retire's error
+	}{
+		{"unlink", ring.OpUnlink, func(opts Options, g Gen) string { return filepath.Join(opts.Dir, g.FileName()) }, "retire"},
+		{"sync directory", ring.OpFsync, func(opts Options, _ Gen) string { return opts.Dir }, "sync directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			disk := sim.NewDisk(1)
+			d := ring.NewSync(disk.NewRing(ring.Options{}))
+			require.NoError(t, ring.Mkdir(d, "/db", 0o755))
+			require.NoError(t, ring.SyncDir(d, "/"))
+			opts := crashOpts
+			opts.MaxSpares = 2 // would keep the file as a spare
+			s1, err := Create(d, opts, Gen{Space: 1, Gen: 1})
+			require.NoError(t, err)
+			require.NoError(t, s1.Append(recs(1, 1, 3)))
+			s2, err := s1.Rotate()
+			require.NoError(t, err)
+			defer s2.Close()
+			file := filepath.Join(opts.Dir, s1.Gen().FileName())
+
+			disk.Inject(sim.Fault{Kind: sim.EIO, Ops: []ring.Opcode{ring.OpClose}, Path: file})
+			disk.Inject(sim.Fault{Kind: sim.EIO, Ops: []ring.Opcode{tc.op}, Path: tc.path(opts, s1.Gen())})
+			err = s1.Retire()
+			hits := disk.Hits()
+			require.Len(t, hits, 2, "the close and the %s failed", tc.name)
+			require.Equal(t, ring.OpClose, hits[0].Code)
+			require.Equal(t, tc.op, hits[1].Code)
+			disk.ClearFaults()
+			require.Error(t, err)
+			var w *CloseWarning
+			assert.False(t, errors.As(err, &w), "not retired yet: %v", err)
+			assert.ErrorIs(t, err, unix.EIO)
+			assert.Contains(t, err.Error(), tc.error)
+
+			err = s1.Retire()
+			require.ErrorAs(t, err, &w, "the retry reports the first attempt's close")
+			assert.ErrorIs(t, err, unix.EIO)
+			assert.Contains(t, err.Error(), "close")
+			assert.Contains(t, err.Error(), s1.Gen().FileName())
+			_, err = ring.Stat(d, file)
+			assert.ErrorIs(t, err, unix.ENOENT, "the retired generation's file")
+			list, err := spares(d, opts.Dir)
+			require.NoError(t, err)
+			assert.Empty(t, list, "a file whose close failed is not kept as a spare, on a retry either")
+			assert.ErrorIs(t, s1.Retire(), ErrClosed)
+		})
+	}
 }

@@ -307,6 +307,7 @@ type Segment struct {
 	recycled  bool // Create reused a spare file
 	pending   *Pending
 	failed    error
+	closeErr  error         // Retire's close error: a retried Retire still reports it
 	follows   []link        // invariant 5
 	torn      *wal.TornTail // what Open dropped
 
@@ -1033,7 +1034,9 @@ func (s *Segment) Err() error { return s.failed }
 // it to a spare (g.SpareName()) while fewer than Options.MaxSpares spares
 // exist, and deletes it otherwise. Either way the generation is gone once
 // Retire returns nil or a *CloseWarning; after a crash it is either whole
-// or gone.
+// or gone. A Retire that failed may be called again; a close that failed
+// in an earlier call is reported, as a *CloseWarning, by the call that
+// retires the generation.
 // REQUIRES: the manifest has committed the block sealed from s.
 func (s *Segment) Retire() error {
 	switch {
@@ -1044,7 +1047,10 @@ func (s *Segment) Retire() error {
 	case s.pending != nil:
 		return ErrBusy
 	}
-	cerr := s.closeFDs()
+	if err := s.closeFDs(); err != nil {
+		s.closeErr = err
+	}
+	cerr := s.closeErr
 	keep := false
 	// A file whose close failed is not reused: deleted, not kept.
 	if s.opts.MaxSpares > 0 && s.failed == nil && cerr == nil {
