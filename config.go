@@ -30,7 +30,7 @@ import (
 // that ends a block covers both. A file system that refuses O_DIRECT
 // (tmpfs) gets buffered writes.
 type Config struct {
-	Dir                string        // required; created if missing (its parent must exist); resolved to an absolute path at Start
+	Dir                string        // required; created if missing, with its parents; resolved to an absolute path at Start
 	Backend            Backend       // BackendAuto (default), BackendURing, BackendStd
 	Logger             *zap.Logger   // nil: no logging
 	QueueCapacity      int           // write queue; default 4096
@@ -257,9 +257,11 @@ func maxValueFitting(prealloc int64) int {
 // resolveDir returns dir as an absolute path with its symlinks resolved,
 // so that the engine's files stay where Start found them when the process
 // changes its working directory later, and so that ".." after a symlink
-// means what the kernel makes of it (filepath.Clean would drop both). A
-// missing last component is kept (Start creates it); a missing parent is
-// left for Start to report.
+// means what the kernel makes of it (filepath.Clean would drop both).
+// Missing components at the end are kept (Start creates them) after the
+// deepest existing ancestor, resolved; they are cleaned lexically, which
+// is what the kernel makes of them once Start has created them as plain
+// directories.
 func resolveDir(dir string) (string, error) {
 	if !filepath.IsAbs(dir) {
 		wd, err := os.Getwd()
@@ -268,20 +270,20 @@ func resolveDir(dir string) (string, error) {
 		}
 		dir = wd + string(filepath.Separator) + dir
 	}
-	if real, err := filepath.EvalSymlinks(dir); err == nil {
-		return real, nil
+	var missing []string // the components after head, innermost last
+	head := dir
+	for {
+		if real, err := filepath.EvalSymlinks(head); err == nil {
+			return filepath.Join(append([]string{real}, missing...)...), nil
+		}
+		trimmed := strings.TrimRight(head, string(filepath.Separator))
+		i := strings.LastIndexByte(trimmed, filepath.Separator)
+		if i < 0 || trimmed == "" {
+			return filepath.Clean(dir), nil // nothing resolves: Start says why
+		}
+		missing = append([]string{trimmed[i+1:]}, missing...)
+		head = trimmed[:i+1]
 	}
-	trimmed := strings.TrimRight(dir, string(filepath.Separator))
-	i := strings.LastIndexByte(trimmed, filepath.Separator)
-	parent, base := trimmed[:i+1], trimmed[i+1:]
-	if base == "." || base == ".." {
-		return filepath.Clean(dir), nil // a missing dir: Start says so
-	}
-	real, err := filepath.EvalSymlinks(parent)
-	if err != nil {
-		return filepath.Clean(dir), nil // likewise
-	}
-	return filepath.Join(real, base), nil
 }
 
 // checkDirectIO refuses Config.DirectIO on a file system whose direct I/O

@@ -16,8 +16,8 @@ type Engine struct {
 
 // Start opens (creating if needed) the engine in cfg.Dir, runs crash
 // recovery and starts the actors. It returns once the engine accepts
-// writes. Start creates Dir itself but not its parent directory, which
-// must exist. A relative Dir is resolved against the working directory,
+// writes. Start creates Dir if it is missing, with any missing parent
+// directories (each made durable before the next). A relative Dir is resolved against the working directory,
 // and its symlinks resolved, once, at Start: the engine's files stay
 // there if the process changes directory later.
 func Start(ctx context.Context, cfg Config) (*Engine, error) {

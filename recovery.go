@@ -44,7 +44,7 @@ func (e *engine) recover(ctx context.Context) (_ *recovered, err error) {
 	walDoer := actors.NewDoer(e.sd) // the WAL's (the submitter's)
 	e.doers = []*actors.Doer{segDoer, walDoer}
 
-	if err := ring.MkdirDurable(e.sd, cfg.Dir); err != nil {
+	if err := ring.MkdirAllDurable(e.sd, cfg.Dir); err != nil {
 		return rec, fmt.Errorf("create the directory: %w", err)
 	}
 	lockPath := filepath.Join(cfg.Dir, "LOCK")

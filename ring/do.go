@@ -217,6 +217,25 @@ func MkdirDurable(d Doer, dir string) error {
 	return SyncDir(d, filepath.Dir(dir))
 }
 
+// MkdirAllDurable is MkdirDurable for dir and each of its missing
+// parents, top down: every directory it creates has its entry made
+// durable (its parent synced) before anything is created in it, so a power
+// loss never keeps a directory whose parent it took.
+func MkdirAllDurable(d Doer, dir string) error {
+	err := MkdirDurable(d, dir)
+	if !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	parent := filepath.Dir(dir)
+	if parent == dir {
+		return err
+	}
+	if perr := MkdirAllDurable(d, parent); perr != nil {
+		return perr
+	}
+	return MkdirDurable(d, dir)
+}
+
 // ReadDir lists the names in the directory at path.
 func ReadDir(d Doer, path string) ([]string, error) {
 	c, err := Do1(d, Op{Code: OpReadDir, Path: path})
