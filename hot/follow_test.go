@@ -381,14 +381,11 @@ func FuzzDecodeLinks(f *testing.F) {
 	})
 }
 
-// TestRetireCloseFails: a close that fails while a sealed generation is
-// retired does not fail the retirement (its records are in the committed
-// block; the fd is released whatever close says): Retire returns a
-// *CloseWarning with the error, the file is gone (not kept as a spare), and
-// a second Retire says ErrClosed. Before, the close error was dropped
-// without a word (durability's TestIOErrorRecoverySweep, ci10: "close hot
-// × EIO: the error did not reach a caller, nothing logged").
-func TestRetireCloseFails(t *testing.T) {
+// frozenForRetire returns a sim disk with a generation of three records
+// frozen by a rotation (the active one is closed with the test), ready
+// for Retire, whose Options would keep its file as a spare.
+func frozenForRetire(t *testing.T) (*sim.Disk, ring.Doer, Options, *Segment) {
+	t.Helper()
 	disk := sim.NewDisk(1)
 	d := ring.NewSync(disk.NewRing(ring.Options{}))
 	require.NoError(t, ring.Mkdir(d, "/db", 0o755))
@@ -400,10 +397,22 @@ func TestRetireCloseFails(t *testing.T) {
 	require.NoError(t, s1.Append(recs(1, 1, 3)))
 	s2, err := s1.Rotate()
 	require.NoError(t, err)
-	defer s2.Close()
+	t.Cleanup(func() { s2.Close() })
+	return disk, d, opts, s1
+}
+
+// TestRetireCloseFails: a close that fails while a sealed generation is
+// retired does not fail the retirement (its records are in the committed
+// block; the fd is released whatever close says): Retire returns a
+// *CloseWarning with the error, the file is gone (not kept as a spare), and
+// a second Retire says ErrClosed. Before, the close error was dropped
+// without a word (durability's TestIOErrorRecoverySweep, ci10: "close hot
+// × EIO: the error did not reach a caller, nothing logged").
+func TestRetireCloseFails(t *testing.T) {
+	disk, d, opts, s1 := frozenForRetire(t)
 
 	disk.Inject(sim.Fault{Kind: sim.EIO, Ops: []ring.Opcode{ring.OpClose}, Path: filepath.Join(opts.Dir, s1.Gen().FileName())})
-	err = s1.Retire()
+	err := s1.Retire()
 	require.Len(t, disk.Hits(), 1, "the close was the one op that failed")
 	disk.ClearFaults()
 	var w *CloseWarning
@@ -435,23 +444,12 @@ func TestRetireCloseFailsThenRetried(t *testing.T) {
 		{"sync directory", ring.OpFsync, func(opts Options, _ Gen) string { return opts.Dir }, "sync directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			disk := sim.NewDisk(1)
-			d := ring.NewSync(disk.NewRing(ring.Options{}))
-			require.NoError(t, ring.Mkdir(d, "/db", 0o755))
-			require.NoError(t, ring.SyncDir(d, "/"))
-			opts := crashOpts
-			opts.MaxSpares = 2 // would keep the file as a spare
-			s1, err := Create(d, opts, Gen{Space: 1, Gen: 1})
-			require.NoError(t, err)
-			require.NoError(t, s1.Append(recs(1, 1, 3)))
-			s2, err := s1.Rotate()
-			require.NoError(t, err)
-			defer s2.Close()
+			disk, d, opts, s1 := frozenForRetire(t)
 			file := filepath.Join(opts.Dir, s1.Gen().FileName())
 
 			disk.Inject(sim.Fault{Kind: sim.EIO, Ops: []ring.Opcode{ring.OpClose}, Path: file})
 			disk.Inject(sim.Fault{Kind: sim.EIO, Ops: []ring.Opcode{tc.op}, Path: tc.path(opts, s1.Gen())})
-			err = s1.Retire()
+			err := s1.Retire()
 			hits := disk.Hits()
 			require.Len(t, hits, 2, "the close and the %s failed", tc.name)
 			require.Equal(t, ring.OpClose, hits[0].Code)

@@ -51,14 +51,7 @@ func TestStagedWriteSurvivesUnitRestart(t *testing.T) {
 		return nil
 	})
 	defer undo()
-	disk.Inject(sim.Fault{Kind: sim.Delay, Delay: time.Hour, Path: hotPrefix(sp),
-		Ops: []ring.Opcode{ring.OpFdatasync, ring.OpFsync, ring.OpWrite, ring.OpWritev}, Persist: true})
-	hr.holdWALOpen()
-	hr.start()
-	tk, err := e.PutAsync(ctx, sp, ringpipe.Point{1}, []byte("staged"))
-	require.NoError(t, err)
-	require.Eventually(t, func() bool { return hr.walOpensHeld() > 0 }, eventualTimeout, time.Millisecond,
-		"the rerouted write's staging opens a WAL segment")
+	tk := stageIntoHeldWALOpen(t, e, disk, hr, sp)
 	require.NoError(t, hr.poke())
 	waitFor(t, e, "the I/O unit restarted", func(st ringpipe.Stats) bool { return st.ActorRestarts["completer"] > 0 })
 	_, err = tk.Wait(ctx)
@@ -81,6 +74,23 @@ func TestStagedWriteSurvivesUnitRestart(t *testing.T) {
 	stop(t, e)
 }
 
+// stageIntoHeldWALOpen stalls sp's hot file and withholds the next
+// staging WAL segment's open, then PutAsyncs point 1 = "staged": the write
+// misses its deadline and is rerouted, and the WAL, which has no segment
+// yet, opens one for it. It returns once that open is withheld.
+func stageIntoHeldWALOpen(t *testing.T, e *ringpipe.Engine, disk *sim.Disk, hr *holdRing, sp ringpipe.SpaceID) *ringpipe.Ticket {
+	t.Helper()
+	disk.Inject(sim.Fault{Kind: sim.Delay, Delay: time.Hour, Path: hotPrefix(sp),
+		Ops: []ring.Opcode{ring.OpFdatasync, ring.OpFsync, ring.OpWrite, ring.OpWritev}, Persist: true})
+	hr.holdWALOpen()
+	hr.start()
+	tk, err := e.PutAsync(ctxFor(t), sp, ringpipe.Point{1}, []byte("staged"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return hr.walOpensHeld() > 0 }, eventualTimeout, time.Millisecond,
+		"the rerouted write's staging opens a WAL segment")
+	return tk
+}
+
 // TestStagedWriteAtForcedStop: the same write, when Stop's ctx ends while
 // the staging WAL's new segment does not open, fails with ErrStopped (the
 // engine's state, which the caller must act on), not with the pipeline's
@@ -95,14 +105,7 @@ func TestStagedWriteAtForcedStop(t *testing.T) {
 	_, err := e.Put(ctx, sp, ringpipe.Point{0}, []byte("direct"))
 	require.NoError(t, err)
 
-	disk.Inject(sim.Fault{Kind: sim.Delay, Delay: time.Hour, Path: hotPrefix(sp),
-		Ops: []ring.Opcode{ring.OpFdatasync, ring.OpFsync, ring.OpWrite, ring.OpWritev}, Persist: true})
-	hr.holdWALOpen()
-	hr.start()
-	tk, err := e.PutAsync(ctx, sp, ringpipe.Point{1}, []byte("staged"))
-	require.NoError(t, err)
-	require.Eventually(t, func() bool { return hr.walOpensHeld() > 0 }, eventualTimeout, time.Millisecond,
-		"the rerouted write's staging opens a WAL segment")
+	tk := stageIntoHeldWALOpen(t, e, disk, hr, sp)
 	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
 	assert.Error(t, e.Stop(sctx), "Stop with a WAL open that does not finish")
